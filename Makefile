@@ -1,0 +1,35 @@
+# FraudOps: `make demo` runs the loop on embedded defaults, `make test` runs the test suite.
+# Both install what they need (uv, then the locked environment) on a fresh machine.
+
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+RUN := $(UV) run --frozen
+
+.PHONY: help setup demo test test-unit test-integration lint bench clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+setup:  ## Install uv if missing, then the locked environment (uv sync --frozen)
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || { \
+	  echo "uv not found: installing it with pip"; \
+	  python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv; }
+	@$(UV) sync --frozen
+
+demo: setup  ## Run the whole loop on embedded defaults (no services needed)
+	@$(RUN) python scripts/demo.py
+
+test: setup  ## Run the whole test suite (unit, model, integration)
+	@$(RUN) pytest tests
+
+test-unit: setup  ## Unit tests only (no services)
+	@$(RUN) pytest tests/unit
+
+lint: setup  ## ruff and mypy
+	@$(RUN) ruff check . && $(RUN) ruff format --check . && $(RUN) mypy
+
+bench: setup  ## Run the benchmarks; JSON results in bench/results/
+	@for b in bench/bench_*.py; do echo "== $$b"; $(RUN) python $$b || exit 1; done
+
+clean:  ## Remove the embedded data directory
+	rm -rf data

@@ -1,0 +1,1 @@
+"""FraudOps shared library."""

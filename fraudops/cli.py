@@ -1,0 +1,139 @@
+"""The ``fraudops`` command line: every step of the loop that is not a native tool's.
+
+fraudops --help
+fraudops simulate --days 30 --out data/raw/transactions.parquet
+fraudops ingest data/raw/transactions.parquet
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fraudops.settings import get_settings
+
+app = typer.Typer(
+    help="FraudOps: real-time fraud scoring with Feast, LightGBM, MLflow, BentoML and Evidently.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console(stderr=True)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Configure logging once for whichever command runs."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def fail(message: str) -> typer.Exit:
+    """Print a message for people and return the exit to raise."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def simulate(
+    customers: Annotated[int, typer.Option(min=1, help="Number of customers.")] = 5000,
+    terminals: Annotated[int, typer.Option(min=1, help="Number of terminals.")] = 10000,
+    days: Annotated[int, typer.Option(min=1, help="Days of transactions.")] = 183,
+    start_date: Annotated[
+        datetime, typer.Option(formats=["%Y-%m-%d"], help="First day (YYYY-MM-DD).")
+    ] = datetime(2026, 4, 1),
+    seed: Annotated[int | None, typer.Option(help="Random seed [default: settings.seed].")] = None,
+    drift_date: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"], help="Shift behaviour from this day on (for drift tests)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output parquet [default: <data_dir>/raw/transactions.parquet]."),
+    ] = None,
+) -> None:
+    """Simulate labelled card transactions (Fraud Detection Handbook model, plus card testing
+    and account takeover) and write them to parquet."""
+    from fraudops.simulator import simulate as run_simulation
+    from fraudops.simulator import write_parquet
+
+    settings = get_settings()
+    out = out or settings.raw_dir / "transactions.parquet"
+    with progress_bar() as bar:
+        task = bar.add_task("simulating days", total=days)
+        df = run_simulation(
+            customers=customers,
+            terminals=terminals,
+            days=days,
+            start_date=start_date.date(),
+            seed=settings.seed if seed is None else seed,
+            drift_date=drift_date.date() if drift_date else None,
+            progress=lambda done: bar.update(task, completed=done),
+        )
+    write_parquet(df, out)
+    fraud_rate = float(df["is_fraud"].mean()) if len(df) else 0.0
+    logging.getLogger(__name__).info(
+        "wrote %s transactions (fraud rate %.2f %%) to %s", f"{len(df):,}", 100 * fraud_rate, out
+    )
+
+
+@app.command()
+def ingest(
+    path: Annotated[
+        Path, typer.Argument(help="Transactions file (.csv or .parquet) in the data contract.")
+    ],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace the ingested table instead of appending.")
+    ] = False,
+) -> None:
+    """Validate a transactions file against the data contract and add it to the offline store.
+
+    Required columns: transaction_id, timestamp (UTC, ISO 8601), customer_id, terminal_id,
+    amount (> 0); optional is_fraud (0/1) and label_timestamp. Bad rows are reported with
+    file, row, column and what was expected, and nothing is written.
+    """
+    from fraudops.ingest import ValidationFailed, ingest_transactions
+
+    settings = get_settings()
+    with console.status(f"validating {path}"):
+        try:
+            df = ingest_transactions(
+                path,
+                settings.transactions_path,
+                replace=replace,
+                label_delay_days=settings.label_delay_days,
+            )
+        except ValidationFailed as exc:
+            raise fail(str(exc)) from None
+    logging.getLogger(__name__).info(
+        "offline store now holds %s transactions (%s)", f"{len(df):,}", settings.transactions_path
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,68 @@
+"""The data contract, defined once: transaction columns, entity keys, labels, scenarios.
+
+Everything that reads or writes transactions (simulator, ingest, feature build, training,
+the scoring API, the stream consumer, monitoring) takes its column names and rules from
+here. Entity keys are strings everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from enum import IntEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+# --- column names ---------------------------------------------------------------------
+TRANSACTION_ID = "transaction_id"
+TIMESTAMP = "timestamp"
+CUSTOMER_ID = "customer_id"
+TERMINAL_ID = "terminal_id"
+AMOUNT = "amount"
+IS_FRAUD = "is_fraud"
+LABEL_TIMESTAMP = "label_timestamp"
+FRAUD_SCENARIO = "fraud_scenario"
+
+ENTITY_KEYS = (CUSTOMER_ID, TERMINAL_ID)
+TRANSACTION_COLUMNS = (TRANSACTION_ID, TIMESTAMP, CUSTOMER_ID, TERMINAL_ID, AMOUNT)
+LABEL_COLUMNS = (IS_FRAUD, LABEL_TIMESTAMP)
+# Columns a labels file (chargebacks) carries.
+LABEL_FILE_COLUMNS = (TRANSACTION_ID, IS_FRAUD, LABEL_TIMESTAMP)
+
+DEFAULT_LABEL_DELAY = timedelta(days=7)
+
+
+class FraudScenario(IntEnum):
+    """Why the simulator labelled a transaction fraudulent (0: legitimate)."""
+
+    LEGITIMATE = 0
+    HIGH_AMOUNT = 1  # Handbook scenario 1: amount > 220
+    COMPROMISED_TERMINAL = 2  # Handbook scenario 2
+    COMPROMISED_CUSTOMER = 3  # Handbook scenario 3
+    CARD_TESTING = 4  # tiny amounts on new terminals, then a large one
+    ACCOUNT_TAKEOVER = 5  # far terminals, unusual hours, high amounts
+
+
+def _finite_positive(value: float) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a finite number greater than 0")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must include a timezone, for example 2026-01-05T10:00:00Z")
+    return value.astimezone(UTC)
+
+
+class Transaction(BaseModel):
+    """One transaction as the scoring API and the stream receive it."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    transaction_id: Annotated[str, Field(min_length=1, max_length=128)]
+    timestamp: Annotated[datetime, AfterValidator(_utc)]
+    customer_id: Annotated[str, Field(min_length=1, max_length=128)]
+    terminal_id: Annotated[str, Field(min_length=1, max_length=128)]
+    amount: Annotated[float, AfterValidator(_finite_positive)]

@@ -1,0 +1,150 @@
+"""Offline feature build: the batch tables Feast serves, from the ingested transactions.
+
+    fraudops features build
+
+Writes, under ``<data_dir>/offline/features/``:
+
+- ``customer_activity.parquet``: per transaction, the customer features it saw (history
+  strictly before it). Offline source of the ``customer_activity`` view, used for training.
+- ``customer_state.parquet``: per customer, the real-time state as of its last transaction
+  (recent history and running stats). Materialized to the online store; the scorer then
+  keeps it current (see ``fraudops.online``).
+- ``terminal_daily.parquet``: per terminal and day, volume and label-based risk as of the
+  start of that day.
+
+All features come from the pure functions in :mod:`fraudops.features`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fraudops import contract as c
+from fraudops import features as f
+
+EVENT_TIMESTAMP = "event_timestamp"
+STATE_FIELDS = (
+    "history_time_us",
+    "history_amount",
+    "history_terminal_id",
+    "tx_count",
+    "amount_mean",
+    "amount_m2",
+    "hour_sin_sum",
+    "hour_cos_sum",
+)
+
+
+@dataclass(frozen=True)
+class FeatureTables:
+    customer_activity: pd.DataFrame
+    customer_state: pd.DataFrame
+    terminal_daily: pd.DataFrame
+
+
+def _sorted_by_customer(tx: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    tx = tx.sort_values([c.CUSTOMER_ID, c.TIMESTAMP, c.TRANSACTION_ID], kind="stable")
+    tx = tx.reset_index(drop=True)
+    codes = tx[c.CUSTOMER_ID].to_numpy()
+    bounds = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    return tx, np.concatenate([[0], bounds, [len(tx)]])
+
+
+def build_customer_tables(
+    tx: pd.DataFrame, progress: Callable[[int], None] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-transaction customer activity and per-customer state, one pass per customer."""
+    tx, bounds = _sorted_by_customer(tx)
+    time_us = f.to_micros(tx[c.TIMESTAMP])
+    amount = tx[c.AMOUNT].to_numpy(dtype=np.float64)
+    terminal = tx[c.TERMINAL_ID].to_numpy(dtype=object)
+    columns = {name: np.empty(len(tx)) for name in f.CUSTOMER_ACTIVITY_FEATURES}
+    states: list[dict] = []
+    empty = f.RunningStats.empty()
+    for i, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        t, a, term = time_us[start:stop], amount[start:stop], terminal[start:stop]
+        before, after = f.advance_running(empty, a, t)
+        feats = f.customer_activity(t, a, term, t, a, term, before)
+        for name, values in feats.items():
+            columns[name][start:stop] = values
+        keep = t >= t[-1] - f.HISTORY_US
+        keep[: max(0, len(t) - f.MAX_HISTORY)] = False
+        states.append(
+            {
+                c.CUSTOMER_ID: tx[c.CUSTOMER_ID].iat[start],
+                EVENT_TIMESTAMP: tx[c.TIMESTAMP].iat[stop - 1],
+                "history_time_us": t[keep].tolist(),
+                "history_amount": a[keep].tolist(),
+                "history_terminal_id": term[keep].tolist(),
+                "tx_count": int(after.count[0]),
+                "amount_mean": float(after.amount_mean[0]),
+                "amount_m2": float(after.amount_m2[0]),
+                "hour_sin_sum": float(after.hour_sin_sum[0]),
+                "hour_cos_sum": float(after.hour_cos_sum[0]),
+            }
+        )
+        if progress and i % 256 == 0:
+            progress(i)
+    activity = pd.DataFrame(
+        {
+            c.TRANSACTION_ID: tx[c.TRANSACTION_ID].to_numpy(),
+            c.CUSTOMER_ID: tx[c.CUSTOMER_ID].to_numpy(),
+            EVENT_TIMESTAMP: tx[c.TIMESTAMP].to_numpy(),
+            **columns,
+        }
+    )
+    return activity, pd.DataFrame(states)
+
+
+def build_terminal_daily(
+    tx: pd.DataFrame, label_delay_days: int, through: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """One row per terminal and day start, from the first day of data to ``through``
+    (default: the day after the last transaction, so today's scoring has a row)."""
+    first_day = tx[c.TIMESTAMP].min().floor("D")
+    last_day = through.floor("D") if through is not None else tx[c.TIMESTAMP].max().floor("D")
+    if through is None:
+        last_day += pd.Timedelta(days=1)
+    n_days = int((last_day - first_day) / pd.Timedelta(days=1)) + 1
+    codes, terminals = pd.factorize(tx[c.TERMINAL_ID])
+    time_us = f.to_micros(tx[c.TIMESTAMP])
+    if c.IS_FRAUD in tx.columns:
+        is_fraud = tx[c.IS_FRAUD].to_numpy(dtype=np.float64)
+        label_us = f.to_micros(tx[c.LABEL_TIMESTAMP])
+    else:
+        is_fraud = np.full(len(tx), np.nan)
+        label_us = time_us
+    grids = f.terminal_daily_features(
+        codes, time_us, is_fraud, label_us, len(terminals),
+        int(f.to_micros(pd.DatetimeIndex([first_day]))[0]), n_days, label_delay_days,
+    )  # fmt: skip
+    days = pd.date_range(first_day, periods=n_days, freq="D")
+    return pd.DataFrame(
+        {
+            c.TERMINAL_ID: np.repeat(np.asarray(terminals, dtype=object), n_days),
+            EVENT_TIMESTAMP: np.tile(days.to_numpy(), len(terminals)),
+            **{name: grid.ravel() for name, grid in grids.items()},
+        }
+    ).astype({EVENT_TIMESTAMP: "datetime64[ns, UTC]"})
+
+
+def build_feature_tables(
+    tx: pd.DataFrame, label_delay_days: int, progress: Callable[[int], None] | None = None
+) -> FeatureTables:
+    activity, state = build_customer_tables(tx, progress)
+    return FeatureTables(activity, state, build_terminal_daily(tx, label_delay_days))
+
+
+def write_feature_tables(tables: FeatureTables, directory: Path) -> dict[str, Path]:
+    from fraudops.ingest import write_parquet_atomic
+
+    paths = {}
+    for name in ("customer_activity", "customer_state", "terminal_daily"):
+        paths[name] = directory / f"{name}.parquet"
+        write_parquet_atomic(getattr(tables, name), paths[name])
+    return paths

@@ -1,0 +1,101 @@
+"""Real-time customer state: what the online store keeps so that a transaction scored at
+time t sees every earlier transaction of its customer.
+
+The state is a row of the Feast view ``customer_state``: the customer's transactions of
+the last 30 days (time, amount, terminal) and its running Welford statistics. Scoring a
+transaction reads the state, computes features with :func:`fraudops.features.customer_activity`
+(the function the offline build uses), then writes the advanced state back. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fraudops import features as f
+
+
+@dataclass(frozen=True)
+class CustomerState:
+    history_time_us: np.ndarray
+    history_amount: np.ndarray
+    history_terminal_id: np.ndarray
+    stats: f.RunningStats
+    last_time_us: int
+
+    @classmethod
+    def empty(cls) -> CustomerState:
+        return cls(
+            np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=object),
+            f.RunningStats.empty(), 0,
+        )  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any] | None) -> CustomerState:
+        """From the feature values of ``customer_state`` (missing or None: a new customer)."""
+        if not row or row.get("history_time_us") is None:
+            return cls.empty()
+        times = np.asarray(row["history_time_us"], dtype=np.int64)
+        return cls(
+            times,
+            np.asarray(row["history_amount"], dtype=np.float64),
+            np.asarray(row["history_terminal_id"], dtype=object),
+            f.RunningStats(
+                *(
+                    np.array([float(row[name] or 0.0)])
+                    for name in (
+                        "tx_count",
+                        "amount_mean",
+                        "amount_m2",
+                        "hour_sin_sum",
+                        "hour_cos_sum",
+                    )
+                )
+            ),  # fmt: skip
+            int(times[-1]) if len(times) else 0,
+        )
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "history_time_us": self.history_time_us.tolist(),
+            "history_amount": self.history_amount.tolist(),
+            "history_terminal_id": [str(t) for t in self.history_terminal_id],
+            "tx_count": int(self.stats.count[0]),
+            "amount_mean": float(self.stats.amount_mean[0]),
+            "amount_m2": float(self.stats.amount_m2[0]),
+            "hour_sin_sum": float(self.stats.hour_sin_sum[0]),
+            "hour_cos_sum": float(self.stats.hour_cos_sum[0]),
+        }
+
+
+def score_and_advance(
+    state: CustomerState, time_us: np.ndarray, amount: np.ndarray, terminal: np.ndarray
+) -> tuple[dict[str, np.ndarray], CustomerState]:
+    """Customer features for one customer's new transactions (in arrival order), and the
+    state after them. Transactions of the same batch see the earlier ones, as offline."""
+    time_us = np.asarray(time_us, dtype=np.int64)
+    amount = np.asarray(amount, dtype=np.float64)
+    terminal = np.asarray(terminal, dtype=object)
+    order = np.argsort(time_us, kind="stable")
+    q_t, q_a, q_term = time_us[order], amount[order], terminal[order]
+
+    h_t = np.concatenate([state.history_time_us, q_t])
+    h_a = np.concatenate([state.history_amount, q_a])
+    h_term = np.concatenate([state.history_terminal_id, q_term])
+    if len(state.history_time_us) and q_t[0] < state.history_time_us[-1]:
+        merge = np.argsort(h_t, kind="stable")  # a late event: keep the history sorted
+        h_t, h_a, h_term = h_t[merge], h_a[merge], h_term[merge]
+
+    before, after = f.advance_running(state.stats, q_a, q_t)
+    feats = f.customer_activity(h_t, h_a, h_term, q_t, q_a, q_term, before)
+    unsort = np.empty_like(order)
+    unsort[order] = np.arange(len(order))
+    feats = {name: values[unsort] for name, values in feats.items()}
+
+    last = max(int(h_t[-1]), state.last_time_us)
+    keep = h_t >= last - f.HISTORY_US
+    keep[: max(0, len(h_t) - f.MAX_HISTORY)] = False
+    return feats, CustomerState(h_t[keep], h_a[keep], h_term[keep], after, last)

@@ -1,0 +1,155 @@
+"""One settings class for every FraudOps command and service.
+
+Values come from ``FRAUDOPS_*`` environment variables, then from a ``.env`` file in the
+working directory, then from the embedded defaults below: everything under one data
+directory, SQLite for the online store, the prediction log and MLflow. Switching to Redis,
+PostgreSQL or an MLflow server is configuration only::
+
+    FRAUDOPS_ONLINE_STORE=redis FRAUDOPS_REDIS_URL=redis://127.0.0.1:6379/0 fraudops ...
+
+Read settings through :func:`get_settings` (cached); tests call ``get_settings.cache_clear()``.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "fraudops"}
+
+
+class Settings(BaseSettings):
+    """FraudOps configuration (environment prefix ``FRAUDOPS_``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRAUDOPS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Literal["local", "test", "production"] = Field(
+        "local", description="Deployment environment; `production` refuses placeholder secrets."
+    )
+    data_dir: Path = Field(
+        Path("data"),
+        description="Root of all embedded state: offline data, Feast registry and SQLite "
+        "stores, prediction log, MLflow store, reports.",
+    )
+
+    # --- feature store ---------------------------------------------------------------
+    online_store: Literal["sqlite", "redis"] = Field(
+        "sqlite", description="Feast online store: embedded `sqlite` or `redis`."
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis URL for the online store and streams (`redis://[:password@]host:port/db`).",
+    )
+    redis_key_prefix: str = Field(
+        "fraudops", description="Prefix of FraudOps' own Redis keys (streams, locks)."
+    )
+    feast_project: str = Field("fraudops", description="Feast project name.")
+    feature_service: str = Field(
+        "fraud_model_v1", description="Feast FeatureService that lists the model inputs."
+    )
+    label_delay_days: int = Field(
+        7, ge=0, description="Days until a fraud label is known (default label_timestamp)."
+    )
+
+    # --- prediction log and MLflow -------------------------------------------------
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the prediction log; default SQLite under data_dir.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI (SQLite file, PostgreSQL URL or an MLflow server); "
+        "default SQLite under data_dir.",
+    )
+    mlflow_experiment: str = Field("fraud-detection", description="MLflow experiment name.")
+    model_name: str = Field("fraud-detector", description="Registered MLflow model name.")
+
+    # --- training windows (Handbook protocol) -----------------------------------------
+    train_start: date | None = Field(
+        None, description="First training day; default: chosen from the data."
+    )
+    train_days: int = Field(7, ge=1, description="Days of training data.")
+    delay_days: int = Field(7, ge=0, description="Gap between training and test periods.")
+    test_days: int = Field(7, ge=1, description="Days of test data.")
+    seed: int = Field(42, description="Random seed for simulation and training.")
+
+    # --- scoring service ----------------------------------------------------------------
+    api_key: SecretStr | None = Field(
+        None, description="When set, scoring and admin endpoints require `Bearer <key>`."
+    )
+    review_threshold: float | None = Field(
+        None, ge=0, le=1, description="Override the model's review threshold."
+    )
+    block_threshold: float | None = Field(
+        None, ge=0, le=1, description="Override the model's block threshold."
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets_in_production(self) -> Settings:
+        key = self.api_key.get_secret_value() if self.api_key is not None else None
+        if (
+            self.environment == "production"
+            and key is not None
+            and key.lower() in PLACEHOLDER_SECRETS
+        ):
+            raise ValueError(
+                "FRAUDOPS_API_KEY is a placeholder; set a real secret in production "
+                "(for example: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return self
+
+    # --- derived locations (one place decides the layout of data_dir) -----------------
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def offline_dir(self) -> Path:
+        """Offline store: ingested transactions and labels, computed feature tables."""
+        return self.data_dir / "offline"
+
+    @property
+    def transactions_path(self) -> Path:
+        return self.offline_dir / "transactions.parquet"
+
+    @property
+    def labels_path(self) -> Path:
+        return self.offline_dir / "labels.parquet"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.data_dir / "feast"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'predictions.db'}"
+
+    @property
+    def resolved_mlflow_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_location(self) -> str:
+        return (self.data_dir / "mlartifacts").as_uri()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,149 @@
+"""Shared fixtures: isolated settings, and the real services the integration tests need.
+
+Services are found or started, never faked:
+- Redis: ``FRAUDOPS_TEST_REDIS_URL`` or 127.0.0.1:6379; if none answers and ``redis-server``
+  exists, a throwaway server is started on a free port for the session.
+- PostgreSQL: ``FRAUDOPS_TEST_POSTGRES_URL`` or postgresql://postgres@127.0.0.1:5432/test;
+  each session creates its own database and drops it at the end.
+Outside CI a missing service skips the tests that need it (listed at the end of the run);
+with ``CI=true`` it is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+_unavailable: dict[str, str] = {}
+
+
+def service_missing(name: str, reason: str) -> None:
+    """Skip (locally) or fail (in CI) because a service the test needs is not there."""
+    _unavailable[name] = reason
+    if IN_CI:
+        pytest.fail(f"{name} is required in CI but unavailable: {reason}", pytrace=False)
+    pytest.skip(f"{name} unavailable: {reason}")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    if _unavailable:
+        terminalreporter.section("services not available (their tests were skipped)")
+        for name, reason in _unavailable.items():
+            terminalreporter.write_line(f"{name}: {reason}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Settings pointing at a fresh data directory; clears the settings cache around it."""
+    from fraudops.settings import get_settings
+
+    for key in list(os.environ):
+        if key.startswith("FRAUDOPS_") and not key.startswith("FRAUDOPS_TEST_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("FRAUDOPS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)  # no stray .env from the working tree
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+# --- Redis ------------------------------------------------------------------------------
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """Base URL (no DB number) of a Redis server that answers."""
+    url = os.environ.get("FRAUDOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+    if _redis_answers(url):
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        service_missing("redis", f"nothing answers at {url} and redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while not _redis_answers(url):
+        if time.monotonic() > deadline:
+            proc.kill()
+            service_missing("redis", "a throwaway redis-server did not start within 10 s")
+        time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> Iterator[str]:
+    """A Redis DB of our own (DB 13), flushed before and after the test."""
+    import redis
+
+    url = f"{redis_server.rstrip('/')}/13"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    import sqlalchemy as sa
+
+    url = os.environ.get(
+        "FRAUDOPS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
+    try:
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+    except sa.exc.OperationalError as exc:
+        service_missing("postgresql", f"cannot connect to {url}: {str(exc).splitlines()[0]}")
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for this test, dropped afterwards."""
+    import sqlalchemy as sa
+
+    name = f"fraudops_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    base = sa.engine.make_url(postgres_server)
+    yield base.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

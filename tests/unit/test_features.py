@@ -1,0 +1,153 @@
+"""Feature maths: windows look strictly back, and the real-time path (state advanced one
+transaction at a time) gives the offline build's values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudops import contract as c
+from fraudops import features as f
+from fraudops.feature_build import build_customer_tables, build_terminal_daily
+from fraudops.realtime import CustomerState, score_and_advance
+
+T0 = int(pd.Timestamp("2026-01-05", tz="UTC").value // 1000)
+MIN = 60 * f.MICROS
+
+
+def history(*rows: tuple[float, float, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    t = np.array([T0 + int(m * MIN) for m, _, _ in rows], dtype=np.int64)
+    return t, np.array([a for _, a, _ in rows]), np.array([x for _, _, x in rows], dtype=object)
+
+
+def activity(rows, at_min: float, amount: float = 10.0, terminal: str = "t1"):
+    t, a, term = history(*rows)
+    prior, _ = f.advance_running(f.RunningStats.empty(), a, t)
+    stats = f.RunningStats(*(np.append(v, 0)[-1:] for v in prior.__dict__.values()))
+    _, after = f.advance_running(f.RunningStats.empty(), a, t)
+    return f.customer_activity(
+        t, a, term, np.array([T0 + int(at_min * MIN)]), np.array([amount]),
+        np.array([terminal], dtype=object), after if len(a) else stats,
+    )  # fmt: skip
+
+
+def test_windows_look_strictly_back() -> None:
+    rows = [(0, 10.0, "t1"), (3, 30.0, "t2"), (50, 20.0, "t2"), (60, 99.0, "t3")]
+    out = activity(rows, at_min=60)  # the transaction at minute 60 is not "earlier"
+    assert out["customer_tx_count_5min"][0] == 0
+    assert out["customer_tx_count_1h"][0] == 3  # minutes 0, 3 and 50 are in [0, 60)
+    assert out["customer_amount_sum_1h"][0] == 60.0
+    assert out["customer_terminal_count_1h"][0] == 2
+    assert out["customer_tx_count_1d"][0] == 3
+    assert out["customer_amount_avg_1d"][0] == pytest.approx(20.0)
+    assert out["customer_amount_std_1d"][0] == pytest.approx(np.std([10, 30, 20]))
+    assert out["customer_seconds_since_last_tx"][0] == 600
+    assert out["customer_terminal_is_new"][0] == 0.0
+    assert activity(rows, at_min=61, terminal="t9")["customer_terminal_is_new"][0] == 1.0
+
+
+def test_zscore_and_usual_hour_use_running_stats() -> None:
+    rows = [(i * 24 * 60, 50.0 + (i % 3), "t1") for i in range(10)]  # daily at 00:00
+    high = activity(rows, at_min=10 * 24 * 60 + 12 * 60, amount=500.0)
+    assert high["customer_amount_zscore"][0] > 50
+    assert high["customer_hour_deviation"][0] == pytest.approx(12.0)
+    usual = activity(rows, at_min=11 * 24 * 60, amount=51.0)
+    assert abs(usual["customer_amount_zscore"][0]) < 1
+    assert usual["customer_hour_deviation"][0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_unknown_customer_defaults() -> None:
+    out = f.customer_defaults(1)
+    assert out["customer_tx_count_30d"][0] == 0
+    assert out["customer_terminal_is_new"][0] == 1
+    assert out["customer_seconds_since_last_tx"][0] == f.SINCE_LAST_CAP_S
+
+
+def test_welford_matches_numpy() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2, 40, 500)
+    t = np.sort(rng.integers(T0, T0 + 30 * f.DAY_US, 500))
+    _, whole = f.advance_running(f.RunningStats.empty(), x, t)
+    state = f.RunningStats.empty()
+    for chunk in np.array_split(np.arange(500), 7):  # as the scorer does, batch by batch
+        _, state = f.advance_running(state, x[chunk], t[chunk])
+    for stats in (whole, state):
+        assert stats.count[0] == 500
+        assert stats.amount_mean[0] == pytest.approx(x.mean(), rel=1e-12)
+        assert stats.amount_m2[0] / 500 == pytest.approx(x.var(), rel=1e-9)
+
+
+@pytest.fixture(scope="module")
+def transactions() -> pd.DataFrame:
+    from fraudops.simulator import simulate
+
+    return simulate(customers=60, terminals=200, days=40, seed=7)
+
+
+def test_realtime_path_equals_offline_build(transactions: pd.DataFrame) -> None:
+    offline, state_table = build_customer_tables(transactions)
+    offline = offline.set_index(c.TRANSACTION_ID)
+    states: dict[str, CustomerState] = {}
+    rows = []
+    ordered = transactions.sort_values([c.TIMESTAMP, c.TRANSACTION_ID])
+    time_us = f.to_micros(ordered[c.TIMESTAMP])
+    for i, tx in enumerate(ordered.itertuples(index=False)):
+        state = states.get(tx.customer_id, CustomerState.empty())
+        feats, states[tx.customer_id] = score_and_advance(
+            state,
+            time_us[i : i + 1],
+            np.array([tx.amount]),
+            np.array([tx.terminal_id], dtype=object),
+        )
+        rows.append({"transaction_id": tx.transaction_id, **{k: v[0] for k, v in feats.items()}})
+    online = pd.DataFrame(rows).set_index(c.TRANSACTION_ID).loc[offline.index]
+    for name in f.CUSTOMER_ACTIVITY_FEATURES:
+        np.testing.assert_allclose(online[name], offline[name], rtol=1e-6, atol=1e-6, err_msg=name)
+    # the state the batch build leaves is the state the real-time path reaches
+    final = state_table.set_index(c.CUSTOMER_ID)
+    for customer, state in states.items():
+        row = final.loc[customer]
+        assert state.to_row()["history_time_us"] == list(row["history_time_us"])
+        assert state.stats.amount_mean[0] == pytest.approx(row["amount_mean"], rel=1e-9)
+
+
+def test_batch_of_transactions_sees_its_own_earlier_rows(transactions: pd.DataFrame) -> None:
+    offline, _ = build_customer_tables(transactions)
+    customer = transactions[c.CUSTOMER_ID].value_counts().index[0]
+    mine = transactions[transactions[c.CUSTOMER_ID] == customer].sort_values(c.TIMESTAMP)
+    feats, _ = score_and_advance(
+        CustomerState.empty(), f.to_micros(mine[c.TIMESTAMP]), mine[c.AMOUNT].to_numpy(),
+        mine[c.TERMINAL_ID].to_numpy(dtype=object),
+    )  # fmt: skip
+    expected = offline.set_index(c.TRANSACTION_ID).loc[mine[c.TRANSACTION_ID]]
+    for name in f.CUSTOMER_ACTIVITY_FEATURES:
+        np.testing.assert_allclose(feats[name], expected[name], rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+def test_terminal_risk_uses_only_known_labels() -> None:
+    day = pd.Timestamp("2026-01-01", tz="UTC")
+    tx = pd.DataFrame(
+        {
+            c.TRANSACTION_ID: ["a", "b", "c"],
+            c.TIMESTAMP: [day + pd.Timedelta(hours=10)] * 3,
+            c.CUSTOMER_ID: ["c1", "c2", "c3"],
+            c.TERMINAL_ID: ["t1", "t1", "t2"],
+            c.AMOUNT: [10.0, 20.0, 30.0],
+            c.IS_FRAUD: [1, 0, 1],
+            # a's chargeback arrives after 2 days; b's after 7; c's only after 20
+            c.LABEL_TIMESTAMP: [day + pd.Timedelta(days=2, hours=10),
+                                day + pd.Timedelta(days=7, hours=10),
+                                day + pd.Timedelta(days=20)],
+        }
+    )  # fmt: skip
+    daily = build_terminal_daily(tx, label_delay_days=7, through=day + pd.Timedelta(days=12))
+    t1 = daily[daily[c.TERMINAL_ID] == "t1"].set_index("event_timestamp")
+    t2 = daily[daily[c.TERMINAL_ID] == "t2"].set_index("event_timestamp")
+    at = lambda n: day + pd.Timedelta(days=n)  # noqa: E731
+    assert t1.loc[at(1), "terminal_tx_count_1d"] == 2
+    assert t1.loc[at(1), "terminal_risk_7d"] == 0  # no label known yet
+    assert t1.loc[at(3), "terminal_risk_7d"] == 1.0  # a known (fraud), b not yet
+    assert t1.loc[at(8), "terminal_risk_7d"] == 0.5  # both known
+    assert t1.loc[at(8), "terminal_tx_count_7d"] == 0  # volume window has moved on
+    assert t2.loc[at(12), "terminal_risk_28d"] == 0  # c's label is still in the future
