@@ -33,11 +33,15 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Configure logging once for whichever command runs."""
+    handler: logging.Handler
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:  # logs and CI: one line per record, no wrapping
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
-        force=True,
+        level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True
     )
 
 
@@ -133,6 +137,90 @@ def ingest(
     logging.getLogger(__name__).info(
         "offline store now holds %s transactions (%s)", f"{len(df):,}", settings.transactions_path
     )
+
+
+features_app = typer.Typer(help="Feature store: build offline tables, register definitions.")
+app.add_typer(features_app, name="features")
+
+
+@features_app.command("build")
+def features_build() -> None:
+    """Compute the batch feature tables from the ingested transactions (vectorised).
+
+    Writes customer_activity, customer_state and terminal_daily under
+    <data_dir>/offline/features/, where the Feast sources read them.
+    """
+    import pyarrow.parquet as pq
+
+    from fraudops.feature_build import build_from_offline_store
+
+    settings = get_settings()
+    path = settings.transactions_path
+    rows = pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
+    with progress_bar() as bar:
+        task = bar.add_task("customers", total=None)
+        try:
+            built = build_from_offline_store(
+                settings, progress=lambda done: bar.update(task, completed=done)
+            )
+        except FileNotFoundError as exc:
+            raise fail(str(exc)) from None
+        bar.update(task, total=1, completed=1)
+    for name, (table_path, count) in built.items():
+        logging.getLogger(__name__).info("%s: %s rows -> %s", name, f"{count:,}", table_path)
+    logging.getLogger(__name__).info("built from %s transactions", f"{rows:,}")
+
+
+@features_app.command("apply")
+def features_apply() -> None:
+    """Register the feature repository with Feast (same as `feast -c feature_repo apply`)."""
+    from fraudops.feast_store import apply_definitions, get_store
+
+    with console.status("feast apply"):
+        store = get_store()
+        apply_definitions(store)
+    logging.getLogger(__name__).info(
+        "applied feature_repo: %s", ", ".join(v.name for v in store.list_feature_views())
+    )
+
+
+def _parse_every(value: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return int(value[:-1]) * units[value[-1]]
+    except (KeyError, ValueError):
+        raise typer.BadParameter(f"expected a duration like 30s, 15m, 1h; got {value!r}") from None
+
+
+@app.command()
+def materialize(
+    end: Annotated[
+        datetime | None,
+        typer.Option(help="Materialize up to this UTC time [default: now]."),
+    ] = None,
+    start: Annotated[
+        datetime | None,
+        typer.Option(help="Materialize from this time instead of incrementally (backfill)."),
+    ] = None,
+    every: Annotated[
+        str | None,
+        typer.Option(help="Run on a schedule (e.g. 15m) until interrupted; no overlapping runs."),
+    ] = None,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Run `features build` before each run.")
+    ] = False,
+) -> None:
+    """Load the latest batch features into the online store (feast materialize-incremental).
+
+    With --every it runs on a schedule (APScheduler, one run at a time; a run still going
+    when the next is due is skipped and logged).
+    """
+    from fraudops.materialize import materialize_once, run_schedule
+
+    if every is None:
+        materialize_once(end=end, start=start, rebuild=rebuild)
+        return
+    run_schedule(_parse_every(every), rebuild=rebuild)
 
 
 if __name__ == "__main__":  # pragma: no cover

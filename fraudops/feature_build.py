@@ -26,6 +26,7 @@ import pandas as pd
 
 from fraudops import contract as c
 from fraudops import features as f
+from fraudops.settings import Settings
 
 EVENT_TIMESTAMP = "event_timestamp"
 STATE_FIELDS = (
@@ -138,6 +139,21 @@ def build_feature_tables(
 ) -> FeatureTables:
     activity, state = build_customer_tables(tx, progress)
     return FeatureTables(activity, state, build_terminal_daily(tx, label_delay_days))
+
+
+def build_from_offline_store(
+    settings: Settings, progress: Callable[[int], None] | None = None
+) -> dict[str, tuple[Path, int]]:
+    """Build all tables from the ingested transactions; where each went and its rows."""
+    if not settings.transactions_path.exists():
+        raise FileNotFoundError(
+            f"no ingested transactions at {settings.transactions_path}; "
+            "run `fraudops ingest PATH` (or `fraudops simulate` first)"
+        )
+    tx = pd.read_parquet(settings.transactions_path)
+    tables = build_feature_tables(tx, settings.label_delay_days, progress)
+    paths = write_feature_tables(tables, settings.offline_dir / "features")
+    return {name: (path, len(getattr(tables, name))) for name, path in paths.items()}
 
 
 def write_feature_tables(tables: FeatureTables, directory: Path) -> dict[str, Path]:

@@ -32,9 +32,12 @@ TERMINAL_WINDOW_DAYS = {"1d": 1, "7d": 7, "28d": 28}
 HISTORY_US = max(CUSTOMER_LONG_WINDOWS.values())
 MAX_HISTORY = 2_000  # transactions kept per customer; above ~66/day windows undercount
 SINCE_LAST_CAP_S = HISTORY_US / MICROS  # "no earlier transaction in the history window"
-AMOUNT_STD_FLOOR = 1.0  # currency units: z-scores of customers with near-constant amounts
+AMOUNT_STD_FLOOR = 1.0
+# A batch feature with no row (unknown terminal, or older than the view's TTL), online and
+# offline alike.
+MISSING_FEATURE_VALUE = 0.0  # currency units: z-scores of customers with near-constant amounts
 
-REQUEST_FEATURES = ("amount", "amount_log", "tx_hour", "tx_is_night", "tx_is_weekend")
+REQUEST_FEATURES = ("tx_amount", "tx_amount_log", "tx_hour", "tx_is_night", "tx_is_weekend")
 CUSTOMER_ACTIVITY_FEATURES = (
     *(f"customer_{stat}_{w}" for w in CUSTOMER_LONG_WINDOWS
       for stat in ("tx_count", "amount_avg", "amount_std")),
@@ -71,8 +74,8 @@ def request_features(amount: np.ndarray, time_us: np.ndarray) -> dict[str, np.nd
     hour = hour_of_day(time_us)
     weekday = (np.asarray(time_us, dtype=np.int64) // DAY_US + 3) % 7  # 1970-01-01 was a Thursday
     return {
-        "amount": amount,
-        "amount_log": np.log1p(amount),
+        "tx_amount": amount,
+        "tx_amount_log": np.log1p(amount),
         "tx_hour": hour,
         "tx_is_night": (hour < 6).astype(np.float64),
         "tx_is_weekend": (weekday >= 5).astype(np.float64),

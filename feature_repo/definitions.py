@@ -1,0 +1,218 @@
+"""FraudOps feature definitions: the data dictionary of every model input.
+
+    feast -c feature_repo apply
+    feast -c feature_repo materialize-incremental $(date -u +%Y-%m-%dT%H:%M:%S)
+    feast -c feature_repo feature-views list
+
+How the views fit together (see README, "Feature store"):
+
+- ``terminal_daily``: batch features per terminal and day, from labels known at the start of
+  the day; materialized to the online store on a schedule.
+- ``customer_activity``: per transaction, the customer's behaviour before it (windows,
+  velocity, z-score, usual hour, recency). Offline it is the table ``fraudops features
+  build`` computes; online the scorer computes the same values at request time from
+  ``customer_state`` with the same functions (``fraudops.features``), so it is not
+  materialized (``online=False``).
+- ``customer_state``: the real-time state behind ``customer_activity``: the last 30 days of
+  the customer's transactions and running Welford statistics. Materialized from the batch
+  build, then pushed (``customer_state_push``) by the scorer and the stream consumer after
+  every transaction.
+- ``transaction_request``: on-demand features of the request itself.
+- ``fraud_model_v1``: the one list of model inputs, for training and serving.
+"""
+
+from datetime import timedelta
+
+import pandas as pd
+from feast import (
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    FileSource,
+    PushSource,
+    RequestSource,
+    ValueType,
+)
+from feast.on_demand_feature_view import on_demand_feature_view
+from feast.types import Array, Float64, Int64, String
+
+from fraudops import features as f
+from fraudops.feast_store import offline_table_path
+
+# --- entities ---------------------------------------------------------------------------
+customer = Entity(
+    name="customer",
+    join_keys=["customer_id"],
+    value_type=ValueType.STRING,
+    description="A card holder (customer_id from the transaction).",
+)
+terminal = Entity(
+    name="terminal",
+    join_keys=["terminal_id"],
+    value_type=ValueType.STRING,
+    description="A point of sale or merchant terminal (terminal_id from the transaction).",
+)
+transaction = Entity(
+    name="transaction",
+    join_keys=["transaction_id"],
+    value_type=ValueType.STRING,
+    description="One card transaction; keys the per-transaction offline feature rows.",
+)
+
+# --- sources ----------------------------------------------------------------------------
+customer_activity_source = FileSource(
+    name="customer_activity_source",
+    path=offline_table_path("customer_activity"),
+    timestamp_field="event_timestamp",
+    description="Built by `fraudops features build`: one row per transaction.",
+)
+customer_state_source = FileSource(
+    name="customer_state_source",
+    path=offline_table_path("customer_state"),
+    timestamp_field="event_timestamp",
+    description="Built by `fraudops features build`: one row per customer, its latest state.",
+)
+customer_state_push = PushSource(
+    name="customer_state_push",
+    batch_source=customer_state_source,
+    description="The scorer and the stream consumer push each customer's new state here.",
+)
+terminal_daily_source = FileSource(
+    name="terminal_daily_source",
+    path=offline_table_path("terminal_daily"),
+    timestamp_field="event_timestamp",
+    description="Built by `fraudops features build`: one row per terminal and day start.",
+)
+transaction_request = RequestSource(
+    name="transaction_request",
+    schema=[
+        Field(name="amount", dtype=Float64, description="Transaction amount."),
+        Field(name="tx_time_us", dtype=Int64, description="Transaction time, µs since epoch."),
+    ],
+    description="Fields of the scoring request used by on-demand features.",
+)
+
+# --- feature views ----------------------------------------------------------------------
+_ACTIVITY_DESCRIPTIONS = {
+    "tx_count": "Number of the customer's transactions in the {w} before this one.",
+    "amount_avg": "Mean amount of the customer's transactions in the {w} before this one.",
+    "amount_std": "Std (population) of the customer's amounts in the {w} before this one.",
+    "amount_sum": "Total amount of the customer's transactions in the {w} before this one.",
+    "terminal_count": "Distinct terminals the customer used in the {w} before this one.",
+}
+_SPECIAL_DESCRIPTIONS = {
+    "customer_amount_zscore": "(amount - customer's running mean) / max(running std, 1), "
+    "Welford statistics over all earlier transactions; 0 with fewer than 2.",
+    "customer_hour_deviation": "Circular distance in hours between this transaction's hour "
+    "and the customer's usual hour (circular mean of earlier transactions).",
+    "customer_seconds_since_last_tx": "Seconds since the customer's previous transaction, "
+    "capped at 30 days (also the value for a first transaction).",
+    "customer_terminal_is_new": "1 if the customer did not use this terminal in the last "
+    "30 days, else 0.",
+}
+
+
+def _activity_description(name: str) -> str:
+    if name in _SPECIAL_DESCRIPTIONS:
+        return _SPECIAL_DESCRIPTIONS[name]
+    stat, window = name.removeprefix("customer_").rsplit("_", 1)
+    return _ACTIVITY_DESCRIPTIONS[stat].format(w=window)
+
+
+customer_activity = FeatureView(
+    name="customer_activity",
+    description="Customer behaviour before each transaction; computed online at request time "
+    "from customer_state with the same functions as offline.",
+    entities=[transaction],
+    ttl=timedelta(0),
+    schema=[
+        Field(name=name, dtype=Float64, description=_activity_description(name))
+        for name in f.CUSTOMER_ACTIVITY_FEATURES
+    ],
+    source=customer_activity_source,
+    online=False,
+    tags={"online_source": "customer_state"},
+)
+
+customer_state = FeatureView(
+    name="customer_state",
+    description="Real-time customer state: the last 30 days of transactions and running stats.",
+    entities=[customer],
+    ttl=timedelta(0),
+    schema=[
+        Field(name="history_time_us", dtype=Array(Int64), description="Times (µs) of the "
+              "customer's transactions in the last 30 days, oldest first."),
+        Field(name="history_amount", dtype=Array(Float64), description="Their amounts."),
+        Field(name="history_terminal_id", dtype=Array(String), description="Their terminals."),
+        Field(name="tx_count", dtype=Int64, description="All-time transaction count."),
+        Field(name="amount_mean", dtype=Float64, description="Welford running mean amount."),
+        Field(name="amount_m2", dtype=Float64, description="Welford running M2 of amount."),
+        Field(name="hour_sin_sum", dtype=Float64, description="Sum of sin(hour angle)."),
+        Field(name="hour_cos_sum", dtype=Float64, description="Sum of cos(hour angle)."),
+    ],
+    source=customer_state_push,
+    online=True,
+)  # fmt: skip
+
+_TERMINAL_DESCRIPTIONS = {
+    "tx_count": "Transactions at the terminal in the {d} before the start of the day.",
+    "risk": "Share of fraud among the terminal's transactions of the {d} (plus the label "
+    "delay) before the start of the day whose label was already known then.",
+}
+terminal_daily = FeatureView(
+    name="terminal_daily",
+    description="Terminal volume and label-based risk as of the start of each day.",
+    entities=[terminal],
+    ttl=timedelta(days=2),
+    schema=[
+        Field(
+            name=name,
+            dtype=Float64,
+            description=_TERMINAL_DESCRIPTIONS["risk" if "risk" in name else "tx_count"].format(
+                d=name.rsplit("_", 1)[1]
+            ),
+        )
+        for name in f.TERMINAL_FEATURES
+    ],
+    source=terminal_daily_source,
+    online=True,
+)
+
+
+# --- on-demand feature views --------------------------------------------------------------
+# Feast 0.67 drops descriptions of on-demand fields when it reads the registry back
+# (OnDemandFeatureView._parse_features_from_proto) and then refuses the service projection,
+# so these fields are described in the view's description instead.
+@on_demand_feature_view(
+    sources=[transaction_request],
+    schema=[
+        Field(name="tx_amount", dtype=Float64),
+        Field(name="tx_amount_log", dtype=Float64),
+        Field(name="tx_hour", dtype=Float64),
+        Field(name="tx_is_night", dtype=Float64),
+        Field(name="tx_is_weekend", dtype=Float64),
+    ],
+    mode="pandas",
+    description="Features of the transaction itself, computed from the request: "
+    "tx_amount (the amount), tx_amount_log (log(1 + amount)), tx_hour (UTC hour of day, "
+    "fractional), tx_is_night (1 between 00:00 and 06:00 UTC), tx_is_weekend (1 on "
+    "Saturday and Sunday).",
+)
+def transaction_features(inputs: pd.DataFrame) -> pd.DataFrame:
+    # Feast stores this function's source and runs it without this module's globals.
+    import pandas as pd
+
+    from fraudops.features import request_features
+
+    features = request_features(inputs["amount"].to_numpy(), inputs["tx_time_us"].to_numpy())
+    return pd.DataFrame(features, index=inputs.index)
+
+
+# --- feature services ---------------------------------------------------------------------
+fraud_model_v1 = FeatureService(
+    name="fraud_model_v1",
+    features=[transaction_features, customer_activity, terminal_daily],
+    description="Inputs of the fraud model, version 1: the one list for training and serving.",
+    tags={"version": "1"},
+)

@@ -1,0 +1,149 @@
+"""Online features: the model inputs of new transactions, read through the FeatureService.
+
+For each view of the service (``fraud_model_v1``):
+
+- on-demand views (``transaction_features``) are computed from the request with the same
+  function their Feast UDF calls;
+- views tagged ``online_source`` (``customer_activity``) are computed from the real-time
+  state view they name (``customer_state``) with :func:`fraudops.realtime.score_and_advance`,
+  the function the offline build uses;
+- other views (``terminal_daily``) are read from the online store, with the view's TTL
+  applied as offline point-in-time joins apply it.
+
+After scoring, :meth:`OnlineFeatures.commit` pushes the advanced customer states, so the
+next transaction of the customer sees this one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+from feast import FeatureService, FeatureStore, FeatureView, OnDemandFeatureView
+
+from fraudops import contract as c
+from fraudops import features as f
+from fraudops.feast_store import service_feature_names
+from fraudops.realtime import CustomerState, score_and_advance
+
+STATE_VIEW_TAG = "online_source"
+STATE_PUSH_SOURCE = "customer_state_push"
+STATE_FIELDS = (
+    "history_time_us", "history_amount", "history_terminal_id", "tx_count",
+    "amount_mean", "amount_m2", "hour_sin_sum", "hour_cos_sum",
+)  # fmt: skip
+
+
+class FeatureContractError(RuntimeError):
+    """The feature service and what FraudOps knows how to serve disagree."""
+
+
+@dataclass
+class ScoredFeatures:
+    """Model inputs in service order, plus the state updates to commit after scoring."""
+
+    matrix: np.ndarray
+    names: list[str]
+    states: dict[str, CustomerState]
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.matrix, columns=self.names)
+
+
+class OnlineFeatures:
+    def __init__(self, store: FeatureStore, service: FeatureService):
+        self.store = store
+        self.service = service
+        self.names = service_feature_names(service)
+        self.lookups: list[tuple[FeatureView, list[str]]] = []
+        self.state_view: str | None = None
+        for projection in service.feature_view_projections:
+            view = self._view(projection.name)
+            features = [feat.name for feat in projection.features]
+            if isinstance(view, OnDemandFeatureView):
+                unknown = set(features) - set(f.REQUEST_FEATURES)
+            elif STATE_VIEW_TAG in view.tags:
+                self.state_view = view.tags[STATE_VIEW_TAG]
+                unknown = set(features) - set(f.CUSTOMER_ACTIVITY_FEATURES)
+            else:
+                self.lookups.append((view, features))
+                unknown = set()
+            if unknown:
+                raise FeatureContractError(
+                    f"view {projection.name} of {service.name} has features FraudOps cannot "
+                    f"compute online: {sorted(unknown)}"
+                )
+
+    def _view(self, name: str) -> FeatureView | OnDemandFeatureView:
+        try:
+            return self.store.get_feature_view(name)
+        except Exception:  # Feast raises FeatureViewNotFoundException for on-demand views
+            return self.store.get_on_demand_feature_view(name)
+
+    def read_states(self, customer_ids: list[str]) -> dict[str, CustomerState]:
+        if not self.state_view:
+            return {}
+        unique = list(dict.fromkeys(customer_ids))
+        response = self.store.get_online_features(
+            features=[f"{self.state_view}:{name}" for name in STATE_FIELDS],
+            entity_rows=[{c.CUSTOMER_ID: customer} for customer in unique],
+        ).to_dict()
+        return {
+            customer: CustomerState.from_row({name: response[name][i] for name in STATE_FIELDS})
+            for i, customer in enumerate(unique)
+        }
+
+    def _lookup(self, tx: pd.DataFrame, time_us: np.ndarray) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for view, features in self.lookups:
+            key = view.entity_columns[0].name
+            response = self.store.get_online_features(
+                features=[f"{view.name}:{name}" for name in features],
+                entity_rows=[{key: value} for value in tx[key]],
+            ).to_dict(include_event_timestamps=True)
+            for name in features:
+                values = np.array([np.nan if v is None else v for v in response[name]], float)
+                if view.ttl:  # older than the TTL: what an offline point-in-time join returns
+                    written = np.asarray(response[f"{name}__ts"], dtype=np.int64) * f.MICROS
+                    values[time_us - written > view.ttl.total_seconds() * f.MICROS] = np.nan
+                out[name] = np.nan_to_num(values, nan=f.MISSING_FEATURE_VALUE)
+        return out
+
+    def compute(self, tx: pd.DataFrame) -> ScoredFeatures:
+        """Features for transactions in the contract (one or many, any customers)."""
+        time_us = f.to_micros(tx[c.TIMESTAMP])
+        amount = tx[c.AMOUNT].to_numpy(dtype=np.float64)
+        values: dict[str, np.ndarray] = dict(f.request_features(amount, time_us))
+        values.update(self._lookup(tx, time_us))
+
+        states = self.read_states(tx[c.CUSTOMER_ID].tolist()) if self.state_view else {}
+        activity = {name: np.empty(len(tx)) for name in f.CUSTOMER_ACTIVITY_FEATURES}
+        customers = tx[c.CUSTOMER_ID].to_numpy()
+        terminals = tx[c.TERMINAL_ID].to_numpy(dtype=object)
+        for customer, rows in pd.Series(np.arange(len(tx))).groupby(customers):
+            index = rows.to_numpy()
+            feats, states[customer] = score_and_advance(
+                states[customer], time_us[index], amount[index], terminals[index]
+            )
+            for name, column in feats.items():
+                activity[name][index] = column
+        values.update(activity)
+        matrix = np.column_stack([values[name] for name in self.names])
+        return ScoredFeatures(matrix, list(self.names), states)
+
+    def commit(self, scored: ScoredFeatures, written_at: datetime | None = None) -> None:
+        """Push the advanced customer states to the online store.
+
+        The write time (not the event time) versions the state: Redis keeps only the newest
+        write, so a later batch materialization of older state cannot overwrite it.
+        """
+        if not scored.states:
+            return
+        stamp = pd.Timestamp(written_at or pd.Timestamp.now(tz="UTC"))
+        rows = [{c.CUSTOMER_ID: customer, **state.to_row()}
+                for customer, state in scored.states.items()]  # fmt: skip
+        df = pd.DataFrame(rows)
+        df["event_timestamp"] = stamp
+        self.store.push(STATE_PUSH_SOURCE, df)
