@@ -223,5 +223,48 @@ def materialize(
     run_schedule(_parse_every(every), rebuild=rebuild)
 
 
+DateOption = Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"])]
+
+
+@app.command()
+def train(
+    train_start: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"],
+            help="First training day [default: settings, or "
+            "the latest window whose test labels are known].",
+        ),
+    ] = None,
+    train_days: Annotated[
+        int | None, typer.Option(min=2, help="Training days [settings: 7].")
+    ] = None,
+    delay_days: Annotated[
+        int | None, typer.Option(min=0, help="Gap = label delay [settings: 7].")
+    ] = None,
+    test_days: Annotated[int | None, typer.Option(min=1, help="Test days [settings: 7].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed [settings: 42].")] = None,
+) -> None:
+    """Train, calibrate and evaluate a model on Feast point-in-time features; log it to
+    MLflow, register a new version of the model and give it the alias @challenger."""
+    from fraudops.training import report_json
+    from fraudops.training import train as run_training
+
+    settings = get_settings()
+    with progress_bar() as bar:
+        task = bar.add_task("preparing", total=None)
+        try:
+            report = run_training(
+                settings,
+                train_start=train_start.date() if train_start else None,
+                train_days=train_days, delay_days=delay_days, test_days=test_days, seed=seed,
+                stage=lambda text: bar.update(task, description=text),
+                on_round=lambda n: bar.update(task, completed=n),
+            )  # fmt: skip
+        except (FileNotFoundError, ValueError) as exc:
+            raise fail(str(exc)) from None
+    typer.echo(report_json(report))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

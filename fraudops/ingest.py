@@ -232,7 +232,10 @@ def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+        # Microsecond timestamps: DuckDB (Feast's offline store) cannot cast nanosecond
+        # time-zone-aware timestamps, and nothing here is finer than a microsecond.
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        pq.write_table(table, tmp, coerce_timestamps="us", allow_truncated_timestamps=True)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

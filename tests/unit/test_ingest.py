@@ -29,7 +29,7 @@ def test_good_csv_lands_in_contract_types(tmp_path: Path) -> None:
     ingest_transactions(write(tmp_path, GOOD_CSV), dest)
     df = pd.read_parquet(dest)
     assert list(df.columns) == [*c.TRANSACTION_COLUMNS, *c.LABEL_COLUMNS]
-    assert str(df[c.TIMESTAMP].dtype) == "datetime64[ns, UTC]"
+    assert str(df[c.TIMESTAMP].dtype) == "datetime64[us, UTC]"  # stored to the microsecond
     # tx3's +01:00 is 10:00 UTC, so it sorts between tx1 and tx2
     assert df[c.TRANSACTION_ID].tolist() == ["tx1", "tx3", "tx2"]
     assert (df[c.LABEL_TIMESTAMP] - df[c.TIMESTAMP] == pd.Timedelta(days=7)).all()
