@@ -266,5 +266,63 @@ def train(
     typer.echo(report_json(report))
 
 
+@app.command()
+def evaluate(
+    model_uri: Annotated[
+        str, typer.Option(help="models:/fraud-detector@champion or models:/<name>/<version>.")
+    ],
+    start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First day of the window.")],
+    days: Annotated[int, typer.Option(min=1, help="Days in the window.")] = 7,
+) -> None:
+    """Print a registered model's metrics on a labelled window as JSON."""
+    import json
+
+    from fraudops import registry
+    from fraudops.promotion import evaluate_window
+
+    settings = get_settings()
+    client = registry.configure(settings)
+    try:
+        model = registry.load_uri(client, model_uri).model
+        with console.status(f"evaluating {model_uri}"):
+            metrics = evaluate_window(settings, model, start.date(), days)
+    except (LookupError, ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from None
+    typer.echo(json.dumps({"model_uri": model_uri, "start": start.date().isoformat(), "days": days,
+                           **metrics}, indent=2))  # fmt: skip
+
+
+@app.command()
+def promote(
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even if it regresses (human override).")
+    ] = False,
+    start: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"], help="Comparison window start [default: latest labelled]."
+        ),
+    ] = None,
+    days: Annotated[
+        int | None, typer.Option(min=1, help="Comparison window days [settings: 7].")
+    ] = None,
+) -> None:
+    """Move @champion to @challenger if it does not regress (ROC AUC, average precision,
+    Brier) on the same recent labelled window; the first model becomes champion."""
+    from fraudops.promotion import promote as run_promotion
+
+    settings = get_settings()
+    try:
+        with console.status("comparing @challenger with @champion"):
+            result = run_promotion(
+                settings, force=force, start=start.date() if start else None, days=days
+            )
+    except (LookupError, ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from None
+    typer.echo(result.json())
+    if result.decision == "rejected":
+        raise typer.Exit(code=1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -52,6 +52,37 @@ class ScoredFeatures:
         return pd.DataFrame(self.matrix, columns=self.names)
 
 
+def assemble(
+    names: list[str],
+    tx: pd.DataFrame,
+    states: dict[str, CustomerState],
+    looked_up: dict[str, np.ndarray],
+) -> ScoredFeatures:
+    """Model inputs (in ``names`` order) for transactions, from the customers' states and
+    the batch features read for them. Pure: the online path and the model tests share it."""
+    time_us = f.to_micros(tx[c.TIMESTAMP])
+    amount = tx[c.AMOUNT].to_numpy(dtype=np.float64)
+    values: dict[str, np.ndarray] = dict(f.request_features(amount, time_us))
+    values.update(looked_up)
+    states = dict(states)
+    activity = {name: np.empty(len(tx)) for name in f.CUSTOMER_ACTIVITY_FEATURES}
+    customers = tx[c.CUSTOMER_ID].to_numpy()
+    terminals = tx[c.TERMINAL_ID].to_numpy(dtype=object)
+    for customer, rows in pd.Series(np.arange(len(tx))).groupby(customers):
+        index = rows.to_numpy()
+        feats, states[customer] = score_and_advance(
+            states.get(customer, CustomerState.empty()),
+            time_us[index],
+            amount[index],
+            terminals[index],
+        )
+        for name, column in feats.items():
+            activity[name][index] = column
+    values.update(activity)
+    matrix = np.column_stack([values[name] for name in names])
+    return ScoredFeatures(matrix, list(names), states)
+
+
 class OnlineFeatures:
     def __init__(self, store: FeatureStore, service: FeatureService):
         self.store = store
@@ -114,24 +145,9 @@ class OnlineFeatures:
     def compute(self, tx: pd.DataFrame) -> ScoredFeatures:
         """Features for transactions in the contract (one or many, any customers)."""
         time_us = f.to_micros(tx[c.TIMESTAMP])
-        amount = tx[c.AMOUNT].to_numpy(dtype=np.float64)
-        values: dict[str, np.ndarray] = dict(f.request_features(amount, time_us))
-        values.update(self._lookup(tx, time_us))
-
+        looked_up = self._lookup(tx, time_us)
         states = self.read_states(tx[c.CUSTOMER_ID].tolist()) if self.state_view else {}
-        activity = {name: np.empty(len(tx)) for name in f.CUSTOMER_ACTIVITY_FEATURES}
-        customers = tx[c.CUSTOMER_ID].to_numpy()
-        terminals = tx[c.TERMINAL_ID].to_numpy(dtype=object)
-        for customer, rows in pd.Series(np.arange(len(tx))).groupby(customers):
-            index = rows.to_numpy()
-            feats, states[customer] = score_and_advance(
-                states[customer], time_us[index], amount[index], terminals[index]
-            )
-            for name, column in feats.items():
-                activity[name][index] = column
-        values.update(activity)
-        matrix = np.column_stack([values[name] for name in self.names])
-        return ScoredFeatures(matrix, list(self.names), states)
+        return assemble(self.names, tx, states, looked_up)
 
     def commit(self, scored: ScoredFeatures, written_at: datetime | None = None) -> None:
         """Push the advanced customer states to the online store.

@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -181,7 +181,7 @@ class FeastRedisLayout:
         if version >= 3 and value_type == ValueType.STRING:
             empty = EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val="")])
             prefix = serialize_entity_key(empty, version)[:-8]
-            header = struct.Struct("<II").pack
+            header, string_type = struct.Struct("<II").pack, ValueType.STRING.value
 
             def strings(values: Sequence[Any]) -> list[bytes]:
                 try:
@@ -191,7 +191,7 @@ class FeastRedisLayout:
                     raise TypeError(
                         f"{join_key} values must be strings, got {bad!r} ({type(bad).__name__})"
                     ) from None
-                return [prefix + header(2, len(b)) + b + suffix for b in encoded]
+                return [prefix + header(string_type, len(b)) + b + suffix for b in encoded]
 
             return strings
         if version >= 3 and value_type == ValueType.INT64:
@@ -244,7 +244,6 @@ def _view_spec(
         )
     stored_as = layout.view_name(view)
     key = view.entity_columns[0]
-    source = view.batch_source
     return _ViewSpec(
         name=view.name,
         join_key=key.name,
@@ -253,8 +252,7 @@ def _view_spec(
         types=tuple(types[name] for name in features),
         fields=tuple(layout.feature_field(stored_as, name) for name in features),
         ts_field=layout.timestamp_field(stored_as),
-        timestamp_column=(source.timestamp_field if source is not None else "")
-        or "event_timestamp",
+        timestamp_column=getattr(view.batch_source, "timestamp_field", "") or "event_timestamp",
     )
 
 
@@ -348,7 +346,8 @@ def serialize_values(values: Sequence[Any] | np.ndarray, value_type: ValueType) 
     if isinstance(values, np.ndarray) and values.ndim == 1:
         pieces = _value_pieces(values, value_type)
     if pieces is None:
-        return [v.SerializeToString() for v in python_values_to_proto_values(values, value_type)]
+        protos = python_values_to_proto_values(cast(list[Any], values), value_type)
+        return [proto.SerializeToString() for proto in protos]
     return _join_pieces(pieces)
 
 
@@ -378,8 +377,7 @@ def _resp_field_pieces(field: bytes, pieces: _Pieces) -> _Pieces:
     """A field and its value framed as RESP bulk strings: ``$<n>\\r\\n<bytes>\\r\\n`` each."""
     rows = len(pieces[0][1])
     length = _piece_lengths(pieces)
-    if length.max(initial=0) > 99:
-        raise AssertionError("vectorised values are at most 22 bytes")
+    assert length.max(initial=0) < 100, "vectorised values take at most 22 bytes"
     digits = np.empty((rows, 2), dtype=np.uint8)
     one_digit = length < 10
     digits[:, 0] = np.where(one_digit, 48 + length, 48 + length // 10)
@@ -418,6 +416,12 @@ def _pipelined(client: redis.Redis, batches: Iterable[tuple[bytes, int]]) -> Ite
         if not finished:  # unread replies must never reach the connection's next user
             connection.disconnect()
         pool.release(connection)
+
+
+def _batched(commands: list[bytes], size: int) -> Iterator[tuple[bytes, int]]:
+    for start in range(0, len(commands), size):
+        chunk = commands[start : start + size]
+        yield b"".join(chunk), len(chunk)
 
 
 def _replies(connection: Any, count: int) -> list[Any]:
@@ -508,7 +512,6 @@ class FastRedisReader:
     ) -> OnlineRows:
         """Features for entity rows (a list of dicts, or a dict of columns)."""
         columns = _entity_columns(entity_rows, self.join_keys)
-        rows = len(columns[self.join_keys[0]]) if self.join_keys else 0
         plans = []
         with self.client.pipeline(transaction=False) as pipe:
             for spec, fields in zip(self.views, self._hmget_fields, strict=True):
@@ -516,7 +519,7 @@ class FastRedisReader:
                 positions = [unique.setdefault(v, len(unique)) for v in columns[spec.join_key]]
                 keys = self.layout.entity_keys(spec.join_key, list(unique), spec.join_key_type)
                 for key in keys:
-                    pipe.hmget(key, fields)
+                    pipe.hmget(key, fields)  # type: ignore[arg-type]  # bytes keys are fine
                 plans.append((positions, len(keys)))
             replies = pipe.execute()
 
@@ -531,8 +534,6 @@ class FastRedisReader:
                 values[name] = [decoded[p] for p in positions]
             times = [_decode_timestamp(entity[-1]) for entity in entities]
             stamps[spec.name] = [times[p] for p in positions]
-        if rows and any(len(v) != rows for v in values.values()):
-            raise AssertionError("every column has one value per entity row")
         return OnlineRows(values, stamps)
 
 
@@ -647,14 +648,7 @@ class FastRedisWriter:
         commands = [head + _bulk(keys[i]) + ts_field for i in candidates.tolist()]
         stored = np.zeros(len(candidates), dtype=np.int64)
         done = 0
-        batches = (
-            (
-                b"".join(commands[start : start + self.batch_size]),
-                len(commands[start : start + self.batch_size]),
-            )
-            for start in range(0, len(commands), self.batch_size)
-        )
-        for replies in _pipelined(self.client, batches):
+        for replies in _pipelined(self.client, _batched(commands, self.batch_size)):
             for i, raw in enumerate(replies, start=done):
                 if raw:
                     stamp = Timestamp.FromString(raw)
@@ -733,12 +727,11 @@ def fast_materialize(
             view.name,
             rows.latest,
             skip_older=skip_older,
-            timestamp_column=view.batch_source.timestamp_field,
             progress=_named(progress, view.name),
         )
         if view_start is None:  # from the beginning: the window's first event time
             first = rows.first_ns
-            view_start = pd.Timestamp(first, tz="UTC").to_pydatetime() if first else end
+            view_start = end if first is None else pd.Timestamp(first, tz="UTC").to_pydatetime()
         store.registry.apply_materialization(view, store.project, view_start, end)
         log.info(
             "%s: %d rows in [%s, %s], %d entities, %d written in %.2f s",

@@ -79,6 +79,19 @@ class Settings(BaseSettings):
     delay_days: int = Field(7, ge=0, description="Gap between training and test periods.")
     test_days: int = Field(7, ge=1, description="Days of test data.")
     seed: int = Field(42, description="Random seed for simulation and training.")
+    promote_max_auc_drop: float = Field(
+        0.005, ge=0, description="Promotion refuses a challenger whose ROC AUC is lower by more."
+    )
+    promote_max_ap_drop: float = Field(
+        0.01,
+        ge=0,
+        description="Promotion refuses a challenger whose average precision is lower by more.",
+    )
+    promote_max_brier_rise: float = Field(
+        0.001,
+        ge=0,
+        description="Promotion refuses a challenger whose Brier score is higher by more.",
+    )
 
     # --- scoring service ----------------------------------------------------------------
     api_key: SecretStr | None = Field(

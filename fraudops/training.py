@@ -173,7 +173,10 @@ def train(
     seed: int | None = None,
     stage: Stage = lambda _: None,
     on_round: Callable[[int], None] | None = None,
+    shuffle_labels: bool = False,
 ) -> TrainReport:
+    """Train, evaluate and register a model. ``shuffle_labels`` trains on permuted labels:
+    a deliberately useless model, for testing the promotion gate."""
     import mlflow
 
     from fraudops import registry
@@ -198,6 +201,12 @@ def train(
     frame = offline_features(store, service, window_tx)
     names = [n for n in frame.columns if n not in window_tx.columns]
     parts = split(frame, windows)
+    if shuffle_labels:
+        rng = np.random.default_rng(seed)
+        for part in ("fit", "valid"):
+            parts[part] = parts[part].assign(
+                **{c.IS_FRAUD: rng.permutation(parts[part][c.IS_FRAUD].to_numpy())}
+            )
     for part, rows in parts.items():
         if rows[c.IS_FRAUD].sum() == 0:
             raise ValueError(

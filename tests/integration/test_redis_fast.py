@@ -18,12 +18,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from fraudops import contract as c
 from fraudops import features as f
 from fraudops.feast_store import apply_definitions, get_store
-from fraudops.feature_build import (
-    STATE_FIELDS,
-    FeatureTables,
-    build_feature_tables,
-    write_feature_tables,
-)
+from fraudops.feature_build import STATE_FIELDS, build_feature_tables, write_feature_tables
+from fraudops.ingest import write_parquet_atomic
 from fraudops.redis_fast import (
     FastRedisReader,
     FastRedisWriter,
@@ -59,14 +55,6 @@ def redis_settings(settings: Settings, redis_url: str, monkeypatch: pytest.Monke
 @pytest.fixture
 def store(redis_settings: Settings, transactions: pd.DataFrame) -> FeatureStore:
     tables = build_feature_tables(transactions, redis_settings.label_delay_days)
-    # Microsecond event times: Feast keeps no more, and its DuckDB offline store cannot
-    # cast nanosecond tz-aware parquet timestamps (TIMESTAMPTZ_NS) in materialize.
-    tables = FeatureTables(
-        *(
-            frame.astype({"event_timestamp": "datetime64[us, UTC]"})
-            for frame in (tables.customer_activity, tables.customer_state, tables.terminal_daily)
-        )
-    )
     write_feature_tables(tables, redis_settings.offline_dir / "features")
     store = get_store()
     apply_definitions(store)
@@ -86,12 +74,14 @@ def snapshot(url: str) -> dict[bytes, dict[bytes, bytes]]:
 
 
 def entity_rows(tx: pd.DataFrame) -> list[dict[str, str]]:
-    customers = sorted(tx[c.CUSTOMER_ID].unique())[:25] + ["no-such-customer"]
-    terminals = sorted(tx[c.TERMINAL_ID].unique())[:24] + ["no-such-terminal"]
-    return [
-        {c.CUSTOMER_ID: customer, c.TERMINAL_ID: terminals[i % len(terminals)]}
-        for i, customer in enumerate(customers)
+    """25 known customers and terminals (one customer twice), then an unknown pair."""
+    customers = sorted(tx[c.CUSTOMER_ID].unique())[:24]
+    terminals = sorted(tx[c.TERMINAL_ID].unique())[:25]
+    rows = [
+        {c.CUSTOMER_ID: customer, c.TERMINAL_ID: terminal}
+        for customer, terminal in zip([*customers, customers[0]], terminals, strict=True)
     ]
+    return [*rows, {c.CUSTOMER_ID: "no-such-customer", c.TERMINAL_ID: "no-such-terminal"}]
 
 
 def test_value_and_timestamp_bytes_equal_feast_and_protobuf() -> None:
@@ -172,6 +162,9 @@ def test_fast_materialize_writes_exactly_what_feast_materialize_writes(
     store: FeatureStore, transactions: pd.DataFrame, redis_settings: Settings
 ) -> None:
     start, end = window(transactions)
+    path = redis_settings.offline_dir / "features" / "terminal_daily.parquet"
+    daily = pd.read_parquet(path).sample(frac=1.0, random_state=0)
+    write_parquet_atomic(daily, path)  # the latest row is found whatever the file order
     client = redis.Redis.from_url(redis_settings.redis_url)
     store.materialize(start_date=start, end_date=end)
     by_feast = snapshot(redis_settings.redis_url)
@@ -185,7 +178,6 @@ def test_fast_materialize_writes_exactly_what_feast_materialize_writes(
         "terminal_daily": transactions[c.TERMINAL_ID].nunique(),
     }
     # and Feast reads the latest row of each terminal at the end of the window
-    daily = pd.read_parquet(redis_settings.offline_dir / "features" / "terminal_daily.parquet")
     latest = daily[daily["event_timestamp"] <= end].sort_values("event_timestamp")
     latest = latest.groupby(c.TERMINAL_ID).last()
     online = store.get_online_features(

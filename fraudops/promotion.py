@@ -1,0 +1,154 @@
+"""Evaluation of registered models on any labelled window, and promotion with a quality gate.
+
+    fraudops evaluate --model-uri models:/fraud-detector@champion --start 2026-08-01 --days 7
+    fraudops promote [--force]
+
+``promote`` evaluates ``@challenger`` and ``@champion`` on the same recent labelled window
+and moves ``@champion`` only if the challenger does not regress beyond the configured
+tolerances. The comparison and the decision are recorded as tags on the challenger's
+version. Setting the alias by hand in the MLflow UI is equally valid: the scorer follows
+the alias, whoever set it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pandas as pd
+
+from fraudops import contract as c
+from fraudops import evaluation, registry
+from fraudops.model import FraudModel
+from fraudops.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_window(
+    settings: Settings, model: FraudModel, start: date, days: int
+) -> dict[str, float]:
+    """The model's metrics on the labelled transactions of ``[start, start + days)``, with
+    features read through the model's own feature service."""
+    from fraudops.feast_store import feature_service, get_store
+    from fraudops.offline import offline_features
+    from fraudops.training import load_labelled_transactions
+
+    tx = load_labelled_transactions(settings)
+    begin = pd.Timestamp(start, tz="UTC")
+    window = tx[(tx[c.TIMESTAMP] >= begin) & (tx[c.TIMESTAMP] < begin + pd.Timedelta(days=days))]
+    window = window[window[c.LABEL_TIMESTAMP] <= pd.Timestamp.now(tz="UTC")]
+    if window.empty or window[c.IS_FRAUD].nunique() < 2:
+        raise ValueError(
+            f"no labelled window with both classes from {start} for {days} days "
+            f"({len(window)} labelled transactions)"
+        )
+    store = get_store()
+    frame = offline_features(store, feature_service(store, model.metadata.feature_service), window)
+    return evaluation.evaluate(frame, model.predict_proba(frame[model.feature_names].to_numpy()))
+
+
+def recent_window(settings: Settings) -> tuple[date, int]:
+    """The latest ``test_days`` days whose labels are all known now."""
+    from fraudops.training import load_labelled_transactions, plan_windows
+
+    tx = load_labelled_transactions(settings)
+    windows = plan_windows(tx, None, 2, 0, settings.test_days)
+    return windows.test_start.date(), settings.test_days
+
+
+@dataclass
+class PromotionResult:
+    decision: str  # promoted | rejected | unchanged
+    reason: str
+    challenger_version: str | None
+    champion_version: str | None
+    challenger_metrics: dict[str, float] | None = None
+    champion_metrics: dict[str, float] | None = None
+    window: str | None = None
+
+    def json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def regressions(settings: Settings, new: dict[str, float], old: dict[str, float]) -> list[str]:
+    found = []
+    if new["roc_auc"] < old["roc_auc"] - settings.promote_max_auc_drop:
+        found.append(
+            f"ROC AUC {new['roc_auc']:.4f} < {old['roc_auc']:.4f} - {settings.promote_max_auc_drop}"
+        )
+    if new["average_precision"] < old["average_precision"] - settings.promote_max_ap_drop:
+        found.append(
+            f"average precision {new['average_precision']:.4f} < "
+            f"{old['average_precision']:.4f} - {settings.promote_max_ap_drop}"
+        )
+    if new["brier"] > old["brier"] + settings.promote_max_brier_rise:
+        found.append(
+            f"Brier {new['brier']:.5f} > {old['brier']:.5f} + {settings.promote_max_brier_rise}"
+        )
+    return found
+
+
+def promote(
+    settings: Settings, force: bool = False, start: date | None = None, days: int | None = None
+) -> PromotionResult:
+    client = registry.configure(settings)
+    name = settings.model_name
+    challenger = registry.version_for(client, name, registry.CHALLENGER)
+    if challenger is None:
+        raise LookupError(
+            f"no version of {name} has alias @{registry.CHALLENGER}: run `fraudops train`"
+        )
+    champion = registry.version_for(client, name, registry.CHAMPION)
+    who = getpass.getuser()
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    if champion is None:
+        registry.set_alias(client, name, registry.CHAMPION, str(challenger.version))
+        result = PromotionResult(
+            "promoted", "first model: no champion yet", str(challenger.version), None
+        )
+        record(client, name, result, who, now)
+        return result
+    if str(champion.version) == str(challenger.version):
+        return PromotionResult("unchanged", "the challenger is already the champion",
+                               str(challenger.version), str(champion.version))  # fmt: skip
+
+    if start is None:
+        start, days = recent_window(settings)
+    days = days or settings.test_days
+    new = evaluate_window(
+        settings, registry.load_version(client, name, str(challenger.version)).model, start, days
+    )
+    old = evaluate_window(
+        settings, registry.load_version(client, name, str(champion.version)).model, start, days
+    )
+    problems = regressions(settings, new, old)
+    if problems and not force:
+        decision, reason = "rejected", "; ".join(problems)
+    else:
+        decision = "promoted"
+        reason = ("forced by " + who + (": " + "; ".join(problems) if problems else "")) if force \
+            else "no regression beyond tolerances"  # fmt: skip
+        registry.set_alias(client, name, registry.CHAMPION, str(challenger.version))
+    result = PromotionResult(decision, reason, str(challenger.version), str(champion.version), new, old,
+                             f"{start}+{days}d")  # fmt: skip
+    record(client, name, result, who, now)
+    return result
+
+
+def record(client: Any, name: str, result: PromotionResult, who: str, when: str) -> None:
+    registry.tag_version(client, name, result.challenger_version or "", {
+        "promotion.decision": result.decision,
+        "promotion.reason": result.reason[:4000],
+        "promotion.compared_with": result.champion_version or "none",
+        "promotion.window": result.window or "",
+        "promotion.challenger_metrics": json.dumps(result.challenger_metrics or {}),
+        "promotion.champion_metrics": json.dumps(result.champion_metrics or {}),
+        "promotion.by": who,
+        "promotion.at": when,
+    })  # fmt: skip
+    log.info("version %s: %s (%s)", result.challenger_version, result.decision, result.reason)
