@@ -373,6 +373,7 @@ def bench_read(sizes: dict[str, int], features_dir: Path, client: Any) -> dict[s
         "calls": sizes["read_calls"],
         "warmup_calls": sizes["read_warmup"],
         "lookups": {view: names for view, names in lookups},
+        "feast_sdk_call": "one get_online_features call with both views' refs, then to_dict()",
         "customers": len(states),
         "terminals": len(daily),
         "history_length_mean": round(float(array_lengths.mean()), 1),

@@ -1,0 +1,140 @@
+"""Behavioural tests of a trained model (Made With ML style): directional expectations a
+fraud analyst would state, and invariances. Features go through the same assembly as the
+scorer (``fraudops.online.assemble``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudops import contract as c
+from fraudops import features as f
+from fraudops.feast_store import apply_definitions, feature_service, get_store
+from fraudops.feature_build import build_customer_tables, build_from_offline_store
+from fraudops.ingest import write_parquet_atomic
+from fraudops.model import FraudModel
+from fraudops.offline import offline_features
+from fraudops.online import assemble
+from fraudops.realtime import CustomerState
+from fraudops.settings import get_settings
+from fraudops.simulator import simulate
+from fraudops.training import fit_model, plan_windows, split
+
+
+@dataclass
+class Trained:
+    model: FraudModel
+    tx: pd.DataFrame
+    cut: pd.Timestamp
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+    saved = dict(os.environ)
+    os.environ["FRAUDOPS_DATA_DIR"] = str(tmp_path_factory.mktemp("model") / "data")
+    os.environ.pop("FRAUDOPS_ONLINE_STORE", None)
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+        tx = simulate(customers=500, terminals=1000, days=45, seed=3)
+        write_parquet_atomic(tx, settings.transactions_path)
+        build_from_offline_store(settings)
+        store = get_store()
+        apply_definitions(store)
+        w = plan_windows(tx, pd.Timestamp("2026-04-21").date(), 10, 7, 7)
+        window = tx[(tx[c.TIMESTAMP] >= w.train_start) & (tx[c.TIMESTAMP] < w.test_end)]
+        service = feature_service(store)
+        frame = offline_features(store, service, window)
+        parts = split(frame, w)
+        names = [n for n in frame.columns if n not in window.columns]
+        model, _ = fit_model(parts["fit"], parts["valid"], names, service.name, seed=0)
+        yield Trained(model, tx, w.test_start)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+
+
+def scenario(trained: Trained, n: int = 60) -> list[tuple[CustomerState, pd.Series, float]]:
+    """Customers with a history before the cut, each with a usual next transaction."""
+    history = trained.tx[trained.tx[c.TIMESTAMP] < trained.cut]
+    _, states = build_customer_tables(history)
+    states = states[states["tx_count"] >= 10].sample(n, random_state=0)
+    out = []
+    for row in states.to_dict("records"):
+        state = CustomerState.from_row(row)
+        usual_terminal = pd.Series(row["history_terminal_id"]).mode()[0]
+        tx = pd.Series({
+            c.TRANSACTION_ID: f"probe-{row[c.CUSTOMER_ID]}",
+            c.TIMESTAMP: trained.cut + pd.Timedelta(hours=12),
+            c.CUSTOMER_ID: row[c.CUSTOMER_ID],
+            c.TERMINAL_ID: usual_terminal,
+            c.AMOUNT: round(float(row["amount_mean"]), 2),
+        })  # fmt: skip
+        out.append((state, tx, float(row["amount_mean"])))
+    return out
+
+
+def terminal(risk: float = 0.0, volume: float = 5.0) -> dict[str, np.ndarray]:
+    values = {name: np.array([volume * int(name[-2:-1].isdigit() or 1)]) for name in f.TERMINAL_FEATURES
+              if name.startswith("terminal_tx_count")}  # fmt: skip
+    values.update({name: np.array([risk]) for name in f.TERMINAL_FEATURES if "risk" in name})
+    return values
+
+
+def score(
+    model: FraudModel, state: CustomerState, tx: pd.Series, batch: dict
+) -> tuple[float, float]:
+    frame = pd.DataFrame([tx])
+    features = assemble(model.feature_names, frame, {tx[c.CUSTOMER_ID]: state}, batch).matrix
+    return float(model.raw_score(features)[0]), float(model.predict_proba(features)[0])
+
+
+def test_a_much_larger_amount_than_usual_raises_the_score(trained: Trained) -> None:
+    raised = 0
+    cases = scenario(trained)
+    for state, tx, mean in cases:
+        raw_usual, p_usual = score(trained.model, state, tx, terminal())
+        raw_big, p_big = score(
+            trained.model, state, tx.copy().replace(tx[c.AMOUNT], round(mean * 8, 2)), terminal()
+        )
+        assert p_big >= p_usual
+        raised += raw_big > raw_usual
+    assert raised >= 0.95 * len(cases)
+
+
+def test_a_compromised_terminal_history_raises_the_score(trained: Trained) -> None:
+    raised = 0
+    cases = scenario(trained)
+    for state, tx, _ in cases:
+        raw_clean, p_clean = score(trained.model, state, tx, terminal(risk=0.0))
+        raw_bad, p_bad = score(trained.model, state, tx, terminal(risk=0.6))
+        assert p_bad >= p_clean
+        raised += raw_bad > raw_clean
+    assert raised >= 0.95 * len(cases)
+
+
+def test_the_transaction_id_does_not_change_the_score(trained: Trained) -> None:
+    for state, tx, _ in scenario(trained, n=20):
+        other = tx.copy()
+        other[c.TRANSACTION_ID] = "a-completely-different-id"
+        assert score(trained.model, state, tx, terminal()) == score(
+            trained.model, state, other, terminal()
+        )
+
+
+def test_training_is_reproducible_for_a_seed(trained: Trained) -> None:
+    rng = np.random.default_rng(1)
+    n = len(trained.model.feature_names)
+    fit = pd.DataFrame(rng.normal(size=(600, n)), columns=trained.model.feature_names)
+    fit[c.IS_FRAUD] = (fit.iloc[:, 0] + rng.normal(size=600) > 1.5).astype(int)
+    valid = fit.sample(200, random_state=1)
+    a, _ = fit_model(fit, valid, trained.model.feature_names, "svc", seed=7)
+    b, _ = fit_model(fit, valid, trained.model.feature_names, "svc", seed=7)
+    assert a.booster.model_to_string() == b.booster.model_to_string()
+    assert a.calibrator == b.calibrator
