@@ -17,7 +17,7 @@ next transaction of the customer sees this one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,6 @@ from fraudops.feast_store import service_feature_names
 from fraudops.realtime import CustomerState, score_and_advance
 
 STATE_VIEW_TAG = "online_source"
-STATE_PUSH_SOURCE = "customer_state_push"
 STATE_FIELDS = (
     "history_time_us", "history_amount", "history_terminal_id", "tx_count",
     "amount_mean", "amount_m2", "hour_sin_sum", "hour_cos_sum",
@@ -90,6 +89,7 @@ class OnlineFeatures:
         self.names = service_feature_names(service)
         self.lookups: list[tuple[FeatureView, list[str]]] = []
         self.state_view: str | None = None
+        self._state_view_cache: FeatureView | None = None
         for projection in service.feature_view_projections:
             view = self._view(projection.name)
             features = [feat.name for feat in projection.features]
@@ -150,16 +150,41 @@ class OnlineFeatures:
         return assemble(self.names, tx, states, looked_up)
 
     def commit(self, scored: ScoredFeatures, written_at: datetime | None = None) -> None:
-        """Push the advanced customer states to the online store.
+        """Write the advanced customer states to the online store, in Feast's format.
 
         The write time (not the event time) versions the state: Redis keeps only the newest
-        write, so a later batch materialization of older state cannot overwrite it.
+        write, so a later batch materialization of older state cannot overwrite it. (This
+        is what ``store.push`` to ``customer_state_push`` does, without its ~15 ms of
+        registry work per call.)
         """
-        if not scored.states:
+        if not scored.states or not self.state_view:
             return
-        stamp = pd.Timestamp(written_at or pd.Timestamp.now(tz="UTC"))
-        rows = [{c.CUSTOMER_ID: customer, **state.to_row()}
-                for customer, state in scored.states.items()]  # fmt: skip
-        df = pd.DataFrame(rows)
-        df["event_timestamp"] = stamp
-        self.store.push(STATE_PUSH_SOURCE, df)
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+        from feast.type_map import python_values_to_proto_values
+
+        view = self._state_view_object()
+        stamp = written_at or datetime.now(UTC)
+        customers = list(scored.states)
+        rows = [state.to_row() for state in scored.states.values()]
+        columns = {
+            feat.name: python_values_to_proto_values(
+                [row[feat.name] for row in rows], feat.dtype.to_value_type()
+            )
+            for feat in view.features
+        }
+        data = [
+            (
+                EntityKey(join_keys=[c.CUSTOMER_ID], entity_values=[Value(string_val=customer)]),
+                {name: values[i] for name, values in columns.items()},
+                stamp,
+                None,
+            )
+            for i, customer in enumerate(customers)
+        ]
+        self.store._get_provider().online_write_batch(self.store.config, view, data, None)
+
+    def _state_view_object(self) -> FeatureView:
+        if self._state_view_cache is None:
+            self._state_view_cache = self.store.get_feature_view(self.state_view)
+        return self._state_view_cache

@@ -131,11 +131,20 @@ def promote(
         decision, reason = "rejected", "; ".join(problems)
     else:
         decision = "promoted"
-        reason = ("forced by " + who + (": " + "; ".join(problems) if problems else "")) if force \
-            else "no regression beyond tolerances"  # fmt: skip
+        if force:
+            reason = f"forced by {who}" + (": " + "; ".join(problems) if problems else "")
+        else:
+            reason = "no regression beyond tolerances"
         registry.set_alias(client, name, registry.CHAMPION, str(challenger.version))
-    result = PromotionResult(decision, reason, str(challenger.version), str(champion.version), new, old,
-                             f"{start}+{days}d")  # fmt: skip
+    result = PromotionResult(
+        decision,
+        reason,
+        str(challenger.version),
+        str(champion.version),
+        new,
+        old,
+        f"{start}+{days}d",
+    )
     record(client, name, result, who, now)
     return result
 

@@ -104,6 +104,17 @@ class Settings(BaseSettings):
         None, ge=0, le=1, description="Override the model's block threshold."
     )
 
+    degraded_policy: Literal["score", "review"] = Field(
+        "score",
+        description="When the online store is unreachable: `score` on default features, or "
+        "`review` (approve becomes review; block stays block). Responses say degraded=true.",
+    )
+    reload_interval_seconds: float = Field(
+        15.0, gt=0, description="How often the scorer checks which version is @champion."
+    )
+    max_batch_size: int = Field(1000, ge=1, description="Most transactions per /score_batch call.")
+    max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest accepted request body.")
+
     @field_validator("data_dir")
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:

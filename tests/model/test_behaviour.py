@@ -81,8 +81,12 @@ def scenario(trained: Trained, n: int = 60) -> list[tuple[CustomerState, pd.Seri
 
 
 def terminal(risk: float = 0.0, volume: float = 5.0) -> dict[str, np.ndarray]:
-    values = {name: np.array([volume * int(name[-2:-1].isdigit() or 1)]) for name in f.TERMINAL_FEATURES
-              if name.startswith("terminal_tx_count")}  # fmt: skip
+    days = {"1d": 1, "7d": 7, "28d": 28}
+    values = {
+        name: np.array([volume * days[name.rsplit("_", 1)[1]]])
+        for name in f.TERMINAL_FEATURES
+        if name.startswith("terminal_tx_count")
+    }
     values.update({name: np.array([risk]) for name in f.TERMINAL_FEATURES if "risk" in name})
     return values
 

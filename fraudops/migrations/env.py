@@ -1,0 +1,20 @@
+"""Alembic environment: runs FraudOps' migrations against the URL given in the config."""
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from fraudops.db import metadata
+
+config = context.config
+
+
+def run() -> None:
+    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+run()

@@ -1,0 +1,207 @@
+"""The prediction log: every scored transaction, written off the request path in batches,
+never lost when the database is down.
+
+Records go to an in-memory queue; a writer thread inserts them in batches. If an insert
+fails (database down, network), the batch is appended to a local spool file (JSON lines,
+fsynced) and the writer keeps trying to replay the spool; when the database answers again
+the spool is inserted and removed. Inserts ignore records already present (the primary
+key is the prediction id), so a replay after a crash cannot duplicate rows.
+
+Records still in the queue when the process is killed are lost (at most one flush
+interval's worth); a clean shutdown (:meth:`PredictionLog.close`) drains the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from fraudops.db import create_db_engine, predictions, upgrade
+
+log = logging.getLogger(__name__)
+Record = dict[str, Any]
+_DATETIME_COLUMNS = ("event_timestamp", "scored_at")
+
+
+def insert_ignoring_duplicates(engine: sa.Engine, table: sa.Table, rows: list[Record]) -> None:
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - other databases: plain inserts
+        with engine.begin() as conn:
+            conn.execute(table.insert(), rows)
+        return
+    with engine.begin() as conn:
+        conn.execute(insert(table).on_conflict_do_nothing(), rows)
+
+
+class Spool:
+    """An append-only local file of records the database did not take yet."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.replaying = path.with_suffix(path.suffix + ".replaying")
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, rows: list[Record]) -> None:
+        with self.path.open("a", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, default=_json_default) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def pending(self) -> bool:
+        return self.replaying.exists() or (self.path.exists() and self.path.stat().st_size > 0)
+
+    def take(self) -> list[Record]:
+        """Records to replay. The file moves aside first, so new spooled records go to a
+        fresh file; a crash mid-replay leaves it to be replayed (idempotently) next time."""
+        if not self.replaying.exists():
+            if not self.path.exists():
+                return []
+            os.replace(self.path, self.replaying)
+        rows = []
+        for line in self.replaying.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                for column in _DATETIME_COLUMNS:
+                    row[column] = datetime.fromisoformat(row[column])
+                rows.append(row)
+        return rows
+
+    def done(self) -> None:
+        self.replaying.unlink(missing_ok=True)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot spool {type(value).__name__}")
+
+
+class PredictionLog:
+    def __init__(
+        self,
+        url: str,
+        spool_path: Path,
+        batch_size: int = 500,
+        flush_interval: float = 0.2,
+        retry_interval: float = 2.0,
+        migrate: bool = True,
+    ):
+        self.url = url
+        self.spool = Spool(spool_path)
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.retry_interval = retry_interval
+        self.engine = create_db_engine(url)
+        self._queue: queue.Queue[Record | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._migrate = migrate
+        self._migrated = False
+        self.database_up = True
+        self.written = 0
+        self.spooled = 0
+
+    # --- public -------------------------------------------------------------------------
+    def start(self) -> PredictionLog:
+        self._ensure_schema()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+        return self
+
+    def submit(self, rows: list[Record]) -> None:
+        for row in rows:
+            self._queue.put(row)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Drain the queue (to the database, or the spool) and stop the writer."""
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._thread = None
+        self.engine.dispose()
+
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    # --- writer thread --------------------------------------------------------------------
+    def _ensure_schema(self) -> bool:
+        if self._migrated or not self._migrate:
+            return True
+        try:
+            upgrade(self.url)
+            self._migrated = True
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("prediction database unavailable, spooling: %s", _short(exc))
+        return self._migrated
+
+    def _run(self) -> None:
+        stopping = False
+        last_retry = 0.0
+        while not stopping:
+            batch, stopping = self._gather()
+            if batch:
+                self._write(batch)
+            now = time.monotonic()
+            if self.spool.pending() and (stopping or now - last_retry >= self.retry_interval):
+                last_retry = now
+                self._replay()
+
+    def _gather(self) -> tuple[list[Record], bool]:
+        batch: list[Record] = []
+        deadline = time.monotonic() + self.flush_interval
+        while len(batch) < self.batch_size:
+            try:
+                item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.001))
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _write(self, batch: list[Record]) -> None:
+        if self.database_up and not self.spool.pending() and self._ensure_schema():
+            try:
+                insert_ignoring_duplicates(self.engine, predictions, batch)
+                self.written += len(batch)
+                return
+            except sa.exc.SQLAlchemyError as exc:
+                self.database_up = False
+                log.warning("prediction database write failed, spooling: %s", _short(exc))
+        self.spool.append(batch)
+        self.spooled += len(batch)
+
+    def _replay(self) -> None:
+        if not self._ensure_schema():
+            return
+        try:
+            rows = self.spool.take()
+            for start in range(0, len(rows), self.batch_size):
+                insert_ignoring_duplicates(
+                    self.engine, predictions, rows[start : start + self.batch_size]
+                )
+            self.spool.done()
+            self.written += len(rows)
+            if not self.database_up:
+                log.info("prediction database is back: replayed %d spooled records", len(rows))
+            self.database_up = True
+        except sa.exc.SQLAlchemyError as exc:
+            self.database_up = False
+            log.debug("prediction database still down: %s", _short(exc))
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200]

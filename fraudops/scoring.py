@@ -1,0 +1,282 @@
+"""The scoring core, shared by the HTTP service (``service/``) and the stream consumer:
+online features through the feature service, the ``@champion`` model, decisions, reasons,
+real-time state updates and the prediction log.
+
+A request takes the current model once (an immutable :class:`LoadedModel`), so a
+promotion swaps models atomically between requests and every response names the version
+that scored it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fraudops import contract as c
+from fraudops import registry
+from fraudops.contract import Transaction
+from fraudops.feast_store import feature_service, get_store, service_feature_names
+from fraudops.features import MISSING_FEATURE_VALUE
+from fraudops.model import FraudModel
+from fraudops.online import OnlineFeatures, ScoredFeatures, assemble
+from fraudops.settings import Settings
+
+log = logging.getLogger(__name__)
+TOP_REASONS = 3
+
+
+class NotReady(RuntimeError):
+    """The scorer cannot serve: no champion, or the model and feature store disagree."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: FraudModel
+    version: str
+    online: OnlineFeatures
+    loaded_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class ScoreResult:
+    transaction_id: str
+    fraud_probability: float
+    decision: str
+    reasons: list[dict[str, Any]]
+    model_version: str
+    degraded: bool
+    latency_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+class ScoringCore:
+    def __init__(self, settings: Settings, prediction_log: Any | None = None):
+        self.settings = settings
+        self.client = registry.configure(settings)
+        self.store = get_store()
+        self.prediction_log = prediction_log
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.current: LoadedModel = self._load_champion()
+        self.degraded_since: float | None = None
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []  # called with status()
+
+    # --- model lifecycle ------------------------------------------------------------------
+    def _load_champion(self) -> LoadedModel:
+        found = registry.load_alias(self.client, self.settings.model_name, registry.CHAMPION)
+        if found is None:
+            raise NotReady(
+                f"no version of {self.settings.model_name} has alias @{registry.CHAMPION}: "
+                "train one (`fraudops train`) and promote it (`fraudops promote`), or set the "
+                "alias in the MLflow UI"
+            )
+        return self._prepare(found.model, found.version)
+
+    def _prepare(self, model: FraudModel, version: str) -> LoadedModel:
+        service = feature_service(self.store, model.metadata.feature_service)
+        served = service_feature_names(service)
+        if served != model.feature_names:
+            raise NotReady(
+                f"model version {version} expects features {model.feature_names} but feature "
+                f"service {service.name} provides {served}: retrain, or apply the matching "
+                "feature repository"
+            )
+        return LoadedModel(model, version, OnlineFeatures(self.store, service))
+
+    def champion_version(self) -> str | None:
+        mv = registry.version_for(self.client, self.settings.model_name, registry.CHAMPION)
+        return None if mv is None else str(mv.version)
+
+    def reload(self) -> tuple[bool, str]:
+        """Load the current @champion if it changed; the old model serves until then."""
+        with self._lock:
+            version = self.champion_version()
+            if version is None:
+                raise NotReady(f"no version of {self.settings.model_name} has alias @champion")
+            if version == self.current.version:
+                return False, version
+            found = registry.load_version(self.client, self.settings.model_name, version)
+            self.current = self._prepare(found.model, found.version)
+            log.info("now scoring with %s version %s", self.settings.model_name, version)
+            return True, version
+
+    def follow_champion(self) -> threading.Thread:
+        """Poll the alias in the background (whoever moves it: CLI, UI, API)."""
+
+        def loop() -> None:
+            while not self._stop.wait(self.settings.reload_interval_seconds):
+                try:
+                    self.reload()
+                    status = self.status()
+                    for listener in self.listeners:
+                        listener(status)
+                except Exception as exc:  # keep serving the current model on any failure
+                    log.warning(
+                        "champion check failed, still serving %s: %s", self.current.version, exc
+                    )
+
+        thread = threading.Thread(target=loop, name="champion-follower", daemon=True)
+        thread.start()
+        return thread
+
+    def status(self) -> dict[str, Any]:
+        """What readiness checks and dashboards want to know about the scorer."""
+        loaded = self.current
+        now = datetime.now(UTC)
+        freshness = {}
+        for view in self.store.list_feature_views():
+            if view.online and view.materialization_intervals:
+                end = max(interval[1] for interval in view.materialization_intervals)
+                freshness[view.name] = round((now - end).total_seconds(), 1)
+        return {
+            "model_name": self.settings.model_name,
+            "model_version": loaded.version,
+            "model_loaded_at": datetime.fromtimestamp(loaded.loaded_at, UTC).isoformat(),
+            "feature_service": loaded.model.metadata.feature_service,
+            "feature_freshness_seconds": freshness,
+            "degraded": self.degraded_since is not None,
+            "prediction_log_backlog": self.prediction_log.backlog() if self.prediction_log else 0,
+            "prediction_log_database_up": getattr(self.prediction_log, "database_up", None),
+        }
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.prediction_log is not None:
+            self.prediction_log.close()
+
+    # --- scoring --------------------------------------------------------------------------
+    def score(self, transactions: list[Transaction], source: str = "http") -> list[ScoreResult]:
+        started = time.perf_counter()
+        loaded = self.current
+        tx = frame(transactions)
+        degraded = False
+        try:
+            features = loaded.online.compute(tx)
+        except Exception as exc:  # online store unreachable: documented degraded mode
+            if not is_store_outage(exc):
+                raise
+            degraded = True
+            self._note_outage(exc)
+            features = assemble(loaded.online.names, tx, {}, defaults_for(loaded.online, len(tx)))
+        model = loaded.model
+        probability = model.predict_proba(features.matrix)
+        decisions = model.decide(
+            probability, self.settings.review_threshold, self.settings.block_threshold
+        )
+        if degraded and self.settings.degraded_policy == "review":
+            decisions = np.where(decisions == "approve", "review", decisions)
+        reasons = explain(model, features, decisions)
+        if not degraded:
+            try:
+                loaded.online.commit(features)
+                self._note_recovery()
+            except Exception as exc:
+                if not is_store_outage(exc):
+                    raise
+                degraded = True
+                self._note_outage(exc)
+        latency_ms = (time.perf_counter() - started) * 1000
+        results = [
+            ScoreResult(t.transaction_id, float(p), str(d), r, loaded.version, degraded, latency_ms)
+            for t, p, d, r in zip(transactions, probability, decisions, reasons, strict=True)
+        ]
+        if self.prediction_log is not None:
+            self.prediction_log.submit(records(transactions, results, features, source))
+        return results
+
+    def _note_outage(self, exc: Exception) -> None:
+        if self.degraded_since is None:
+            self.degraded_since = time.time()
+            log.warning("online store unreachable, scoring in degraded mode: %s", str(exc)[:200])
+
+    def _note_recovery(self) -> None:
+        if self.degraded_since is not None:
+            log.info("online store reachable again after %.0f s", time.time() - self.degraded_since)
+            self.degraded_since = None
+
+
+def frame(transactions: list[Transaction]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            c.TRANSACTION_ID: [t.transaction_id for t in transactions],
+            c.TIMESTAMP: pd.to_datetime([t.timestamp for t in transactions], utc=True),
+            c.CUSTOMER_ID: [t.customer_id for t in transactions],
+            c.TERMINAL_ID: [t.terminal_id for t in transactions],
+            c.AMOUNT: np.array([t.amount for t in transactions], dtype=np.float64),
+        }
+    )
+
+
+def defaults_for(online: OnlineFeatures, rows: int) -> dict[str, np.ndarray]:
+    return {
+        name: np.full(rows, MISSING_FEATURE_VALUE) for _, names in online.lookups for name in names
+    }
+
+
+def is_store_outage(exc: Exception) -> bool:
+    import sqlite3
+
+    import redis
+
+    return isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
+                      | sqlite3.OperationalError | ConnectionError | TimeoutError)  # fmt: skip
+
+
+def explain(
+    model: FraudModel, features: ScoredFeatures, decisions: np.ndarray
+) -> list[list[dict[str, Any]]]:
+    """Top contributions for review and block decisions only: SHAP values cost about
+    100x a prediction, and analysts only read reasons for transactions they look at."""
+    reasons: list[list[dict[str, Any]]] = [[] for _ in decisions]
+    flagged = np.flatnonzero(decisions != "approve")
+    if len(flagged) == 0:
+        return reasons
+    contributions = model.contributions(features.matrix[flagged])[:, :-1]
+    for row, i in enumerate(flagged):
+        top = np.argsort(-contributions[row])[:TOP_REASONS]
+        reasons[i] = [
+            {"feature": features.names[j], "value": float(features.matrix[i, j]),
+             "contribution": round(float(contributions[row, j]), 6)}
+            for j in top
+        ]  # fmt: skip
+    return reasons
+
+
+def records(
+    transactions: list[Transaction],
+    results: list[ScoreResult],
+    features: ScoredFeatures,
+    source: str,
+) -> list[dict[str, Any]]:
+    scored_at = datetime.now(UTC)
+    return [
+        {
+            "prediction_id": uuid.uuid4().hex,
+            "transaction_id": t.transaction_id,
+            "event_timestamp": t.timestamp,
+            "scored_at": scored_at,
+            "customer_id": t.customer_id,
+            "terminal_id": t.terminal_id,
+            "amount": t.amount,
+            "features": dict(zip(features.names, map(float, features.matrix[i]), strict=True)),
+            "fraud_probability": r.fraud_probability,
+            "decision": r.decision,
+            "reasons": r.reasons,
+            "model_version": r.model_version,
+            "latency_ms": r.latency_ms,
+            "degraded": r.degraded,
+            "source": source,
+        }
+        for i, (t, r) in enumerate(zip(transactions, results, strict=True))
+    ]

@@ -1,0 +1,159 @@
+"""FraudOps scoring API (BentoML): `bentoml serve` in the repository root.
+
+    bentoml serve                       # reads bentofile.yaml: service.service:FraudScorer
+    curl -s localhost:3000/score -H 'content-type: application/json' -d '{"transaction":
+      {"transaction_id": "t1", "timestamp": "2026-01-05T10:00:00Z", "customer_id": "c1",
+       "terminal_id": "t9", "amount": 12.5}}'
+
+The service is a thin wrapper of ``fraudops.scoring.ScoringCore``, which the stream
+consumer shares.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Annotated
+
+import bentoml
+from pydantic import BaseModel, Field
+
+from fraudops.contract import Transaction
+from fraudops.http_guard import GuardMiddleware
+from fraudops.settings import get_settings
+
+log = logging.getLogger("fraudops.service")
+
+
+class Reason(BaseModel):
+    feature: str
+    value: float
+    contribution: float = Field(description="Contribution to the model's log-odds.")
+
+
+class Score(BaseModel):
+    transaction_id: str
+    fraud_probability: float = Field(ge=0, le=1, description="Calibrated probability of fraud.")
+    decision: str = Field(description="approve | review | block")
+    reasons: list[Reason] = Field(description="Top 3 contributions, for review and block.")
+    model_version: str = Field(description="The registered model version that scored it.")
+    degraded: bool = Field(description="True when features could not be read (defaults used).")
+    latency_ms: float
+
+
+class BatchScores(BaseModel):
+    results: list[Score]
+
+
+class Reloaded(BaseModel):
+    changed: bool
+    model_version: str
+
+
+def _settings_key() -> str | None:
+    key = get_settings().api_key
+    return key.get_secret_value() if key else None
+
+
+@bentoml.service(name="fraud_scorer", traffic={"timeout": 30}, workers=1, threads=4)
+class FraudScorer:
+    def __init__(self) -> None:
+        from fraudops.prediction_log import PredictionLog
+        from fraudops.scoring import NotReady, ScoringCore
+
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        settings = get_settings()
+        self.max_batch = settings.max_batch_size
+        prediction_log = PredictionLog(
+            settings.resolved_database_url, settings.data_dir / "spool" / "predictions.jsonl"
+        ).start()
+        try:
+            self.core = ScoringCore(settings, prediction_log)
+        except NotReady as exc:
+            # Refuse to start: BentoML would restart this worker forever, never ready, so
+            # stop the whole server with the reason instead.
+            log.critical("cannot start the scorer: %s", exc)
+            prediction_log.close()
+            os.kill(os.getppid(), signal.SIGTERM)
+            raise
+        self.core.follow_champion()
+        self.metrics = _Metrics()
+        self.metrics.model(self.core.current.version)
+        self.core.listeners.append(self.metrics.status)
+        log.info("scoring with %s version %s", settings.model_name, self.core.current.version)
+
+    def __is_ready__(self) -> bool:
+        return self.core.current is not None
+
+    @bentoml.api(route="/score")
+    def score(self, transaction: Transaction) -> Score:
+        """Score one transaction."""
+        result = self.core.score([transaction])[0]
+        self.metrics.scored([result])
+        return Score.model_validate(result.as_dict())
+
+    @bentoml.api(route="/score_batch")
+    def score_batch(
+        self, transactions: Annotated[list[Transaction], Field(min_length=1, max_length=1000)]
+    ) -> BatchScores:
+        """Score up to 1,000 transactions; results in the same order."""
+        results = self.core.score(transactions)
+        self.metrics.scored(results)
+        return BatchScores(results=[Score.model_validate(r.as_dict()) for r in results])
+
+    @bentoml.api(route="/admin/reload")
+    def reload(self) -> Reloaded:
+        """Load the current @champion now (the service also polls for it)."""
+        changed, version = self.core.reload()
+        self.metrics.status(self.core.status())
+        return Reloaded(changed=changed, model_version=version)
+
+    @bentoml.api(route="/admin/status")
+    def status(self) -> dict:
+        """Model version, feature freshness and degraded state."""
+        status = self.core.status()
+        self.metrics.status(status)
+        return status
+
+
+FraudScorer.add_asgi_middleware(
+    GuardMiddleware, api_key=_settings_key, max_body_bytes=lambda: get_settings().max_body_bytes
+)
+
+
+class _Metrics:
+    """Prometheus metrics, served by BentoML's own /metrics."""
+
+    def __init__(self) -> None:
+        self.version = bentoml.metrics.Gauge(
+            name="fraudops_model_info", documentation="Model version being served (value 1).",
+            labelnames=["model_version"],
+        )  # fmt: skip
+        self.freshness = bentoml.metrics.Gauge(
+            name="fraudops_feature_age_seconds",
+            documentation="Seconds since the online store was last materialized, per view.",
+            labelnames=["view"],
+        )
+        self.decisions = bentoml.metrics.Counter(
+            name="fraudops_decisions", documentation="Scored transactions by decision.",
+            labelnames=["decision", "degraded"],
+        )  # fmt: skip
+        self._current: str | None = None
+
+    def model(self, version: str) -> None:
+        if self._current is not None and self._current != version:
+            self.version.labels(model_version=self._current).set(0)
+        self.version.labels(model_version=version).set(1)
+        self._current = version
+
+    def status(self, status: dict) -> None:
+        self.model(status["model_version"])
+        for view, age in status["feature_freshness_seconds"].items():
+            self.freshness.labels(view=view).set(age)
+
+    def scored(self, results: list) -> None:  # type: ignore[type-arg]
+        for r in results:
+            self.decisions.labels(decision=r.decision, degraded=str(r.degraded).lower()).inc()

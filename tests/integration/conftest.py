@@ -1,0 +1,112 @@
+"""Fixtures for tests that need a trained, promoted model behind a materialized store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pandas as pd
+
+from fraudops import contract as c
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN_START = pd.Timestamp("2026-04-17").date()
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    from fraudops.settings import get_settings
+
+    saved = dict(os.environ)
+    for key in [
+        k for k in os.environ if k.startswith("FRAUDOPS_") and not k.startswith("FRAUDOPS_TEST_")
+    ]:
+        del os.environ[key]
+    os.environ.update(values)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+
+
+def prepare_trained_environment(values: dict[str, str], seed: int = 5) -> pd.DataFrame:
+    """Simulate, ingest, build, apply, materialize, train and promote, as a user would;
+    returns the transactions."""
+    from fraudops.feast_store import apply_definitions, get_store
+    from fraudops.feature_build import build_from_offline_store
+    from fraudops.ingest import write_parquet_atomic
+    from fraudops.promotion import promote
+    from fraudops.settings import get_settings
+    from fraudops.simulator import simulate
+    from fraudops.training import train
+
+    with environment(values):
+        settings = get_settings()
+        tx = simulate(customers=300, terminals=600, days=40, seed=seed)
+        write_parquet_atomic(tx, settings.transactions_path)
+        build_from_offline_store(settings)
+        store = get_store()
+        apply_definitions(store)
+        end = tx[c.TIMESTAMP].max().floor("D") + timedelta(days=1, seconds=1)
+        store.materialize(start_date=tx[c.TIMESTAMP].min() - timedelta(days=1), end_date=end)
+        train(settings, train_start=TRAIN_START, train_days=7, delay_days=7, test_days=7)
+        promote(settings)
+    return tx
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+@contextmanager
+def bentoml_serve(values: dict[str, str], log_path: Path, timeout: float = 90) -> Iterator[Server]:
+    """`bentoml serve` in the repository root, polled for readiness (never a fixed sleep)."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDOPS_")}
+    env.update(values)
+    bentoml = Path(sys.executable).with_name("bentoml")
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(bentoml), "serve", "--port", str(port), "--host", "127.0.0.1"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited ({process.returncode}):\n{server.log()}")
+            try:
+                if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bentoml serve not ready after {timeout} s:\n{server.log()}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,319 @@
+"""The scoring service as users run it: `bentoml serve` as a subprocess with real Redis
+(online store) and PostgreSQL (prediction log), each reached through a proxy the test can
+cut; plus the API contract through the ASGI app in-process."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from tests.integration.conftest import (
+    Server,
+    bentoml_serve,
+    environment,
+    prepare_trained_environment,
+)
+from tests.proxy import TcpProxy
+
+pytestmark = pytest.mark.integration
+API_KEY = "test-key-not-a-secret"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+SCORE_FIELDS = {"transaction_id", "fraud_probability", "decision", "reasons", "model_version",
+                "degraded", "latency_ms"}  # fmt: skip
+
+
+@dataclass
+class Stack:
+    values: dict[str, str]
+    server: Server
+    redis_proxy: TcpProxy
+    db_proxy: TcpProxy
+    db_url: str  # direct, not proxied: for counting rows
+    tx: pd.DataFrame
+
+    def post(self, path: str, body: dict, headers: dict | None = None, **kw) -> httpx.Response:
+        headers = AUTH if headers is None else headers
+        return httpx.post(self.server.url + path, json=body, headers=headers, timeout=30, **kw)
+
+    def logged(self, id_prefix: str = "") -> int:
+        engine = sa.create_engine(self.db_url)
+        query = sa.text("select count(*) from predictions where transaction_id like :p")
+        try:
+            with engine.connect() as conn:
+                return conn.execute(query, {"p": f"{id_prefix}%"}).scalar_one()
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, redis_server: str, postgres_server: str) -> Iterator[Stack]:
+    import redis
+
+    redis_base = httpx.URL(redis_server.replace("redis://", "http://"))
+    redis_proxy = TcpProxy(redis_base.host, redis_base.port or 6379)
+    pg = sa.engine.make_url(postgres_server)
+    db_name = f"fraudops_service_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{db_name}"'))
+    db_proxy = TcpProxy(pg.host or "127.0.0.1", pg.port or 5432)
+    direct = pg.set(database=db_name).render_as_string(hide_password=False)
+    proxied = pg.set(database=db_name, port=db_proxy.port).render_as_string(hide_password=False)
+    data_dir = tmp_path_factory.mktemp("service") / "data"
+    redis.Redis.from_url(f"{redis_server}/14").flushdb()
+    values = {
+        "FRAUDOPS_DATA_DIR": str(data_dir),
+        "FRAUDOPS_ONLINE_STORE": "redis",
+        "FRAUDOPS_REDIS_URL": f"redis://127.0.0.1:{redis_proxy.port}/14",
+        "FRAUDOPS_DATABASE_URL": proxied,
+        "FRAUDOPS_API_KEY": API_KEY,
+        "FRAUDOPS_RELOAD_INTERVAL_SECONDS": "1",
+    }
+    tx = prepare_trained_environment(values)
+    try:
+        with bentoml_serve(values, data_dir.parent / "serve.log") as server:
+            yield Stack(values, server, redis_proxy, db_proxy, direct, tx)
+    finally:
+        redis_proxy.close()
+        db_proxy.close()
+        redis.Redis.from_url(f"{redis_server}/14").flushdb()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def transaction(
+    i: int = 0,
+    customer: str = "c_00001",
+    terminal: str = "t_00002",
+    amount: float = 25.0,
+    at: str = "2026-05-11T10:00:00Z",
+) -> dict:
+    return {"transaction_id": f"live-{uuid.uuid4().hex[:10]}-{i}", "timestamp": at,
+            "customer_id": customer, "terminal_id": terminal, "amount": amount}  # fmt: skip
+
+
+def wait_for(predicate, timeout: float = 30.0, every: float = 0.2) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return predicate()
+
+
+# --- contract -------------------------------------------------------------------------------
+def test_score_returns_the_contract(stack: Stack) -> None:
+    response = stack.post("/score", {"transaction": transaction()})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == SCORE_FIELDS
+    assert 0 <= body["fraud_probability"] <= 1
+    assert body["decision"] in {"approve", "review", "block"}
+    assert body["model_version"] == "1" and body["degraded"] is False
+
+
+def test_high_risk_transaction_is_blocked_with_reasons(stack: Stack) -> None:
+    risky = transaction(amount=2500.0, terminal="t_00599", at="2026-05-11T03:00:00Z")
+    body = stack.post("/score", {"transaction": risky}).json()
+    assert body["decision"] in {"review", "block"}
+    assert 1 <= len(body["reasons"]) <= 3
+    assert {"feature", "value", "contribution"} == set(body["reasons"][0])
+
+
+def test_batch_keeps_order_and_scores_unknown_entities(stack: Stack) -> None:
+    batch = [transaction(i, customer=f"c_{i % 40:05d}") for i in range(40)]
+    batch += [transaction(99, customer="never-seen-customer", terminal="never-seen-terminal")]
+    response = stack.post("/score_batch", {"transactions": batch})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["transaction_id"] for r in results] == [t["transaction_id"] for t in batch]
+    assert all(set(r) == SCORE_FIELDS and not r["degraded"] for r in results)
+
+
+def test_the_next_transaction_sees_the_previous_one(stack: Stack) -> None:
+    customer = f"fresh-{uuid.uuid4().hex[:6]}"
+    for minute in (0, 1, 2):
+        at = f"2026-05-11T12:0{minute}:00Z"
+        assert (
+            stack.post("/score", {"transaction": transaction(customer=customer, at=at)}).status_code
+            == 200
+        )
+    engine = sa.create_engine(stack.db_url)
+    try:
+        rows = wait_for(
+            lambda: (
+                _features(engine, customer) is not None and len(_features(engine, customer)) == 3
+            )
+        )
+        assert rows, "predictions not logged"
+        counts = [f["customer_tx_count_5min"] for f in _features(engine, customer)]
+        assert counts == [0.0, 1.0, 2.0]
+    finally:
+        engine.dispose()
+
+
+def _features(engine: sa.Engine, customer: str) -> list[dict] | None:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("select features from predictions where customer_id = :c "
+                                    "order by event_timestamp"), {"c": customer}).all()  # fmt: skip
+    return [r[0] for r in rows]
+
+
+# --- bad input and security ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda t: t.pop("amount"), "amount"),
+        (lambda t: t.update(amount=-5), "amount"),
+        (lambda t: t.update(amount="NaN"), "amount"),
+        (lambda t: t.update(amount="lots"), "amount"),
+        (lambda t: t.update(timestamp="yesterday"), "timestamp"),
+        (lambda t: t.update(timestamp="2026-05-11T10:00:00"), "timestamp"),
+        (lambda t: t.update(customer_id=17), "customer_id"),
+        (lambda t: t.update(customer_id=""), "customer_id"),
+    ],
+)
+def test_bad_fields_get_a_400_naming_them(stack: Stack, mutate, field: str) -> None:
+    tx = transaction()
+    mutate(tx)
+    response = stack.post("/score", {"transaction": tx})
+    assert response.status_code == 400, response.text
+    assert field in [loc for d in response.json()["detail"] for loc in d["loc"]]
+
+
+def test_malformed_oversized_and_huge_bodies(stack: Stack) -> None:
+    broken = httpx.post(stack.server.url + "/score", content=b'{"transaction": ', headers=AUTH,
+                        timeout=10)  # fmt: skip
+    assert broken.status_code == 400
+    too_many = stack.post("/score_batch", {"transactions": [transaction(i) for i in range(1001)]})
+    assert too_many.status_code == 400 and "transactions" in too_many.text
+    huge = httpx.post(stack.server.url + "/score", content=b"x" * 3_000_000,
+                      headers={**AUTH, "content-type": "application/json"}, timeout=30)  # fmt: skip
+    assert huge.status_code == 413
+
+
+def test_api_key_is_required(stack: Stack) -> None:
+    tx = {"transaction": transaction()}
+    assert stack.post("/score", tx, headers={}).status_code == 401
+    assert stack.post("/score", tx, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert stack.post("/admin/reload", {}, headers={}).status_code == 401
+    assert httpx.get(stack.server.url + "/readyz").status_code == 200  # probes stay open
+    assert API_KEY not in stack.server.log()
+
+
+def test_metrics_and_status(stack: Stack) -> None:
+    metrics = httpx.get(stack.server.url + "/metrics").text
+    assert re.search(r'fraudops_model_info\{model_version="1"[^}]*\} 1\.0', metrics), metrics
+    assert re.search(r'fraudops_feature_age_seconds\{[^}]*view="terminal_daily"', metrics)
+    status = stack.post("/admin/status", {}).json()
+    assert status["model_version"] == "1"
+    assert set(status["feature_freshness_seconds"]) == {"customer_state", "terminal_daily"}
+
+
+# --- faults -----------------------------------------------------------------------------------
+def test_redis_down_then_back(stack: Stack) -> None:
+    stack.redis_proxy.disable()
+    try:
+        down = stack.post("/score", {"transaction": transaction()})
+        assert down.status_code == 200, down.text
+        assert down.json()["degraded"] is True
+    finally:
+        stack.redis_proxy.enable()
+    assert wait_for(
+        lambda: stack.post("/score", {"transaction": transaction()}).json()["degraded"] is False
+    )
+
+
+def test_database_down_then_back_loses_no_record(stack: Stack) -> None:
+    ok = 0
+    stack.db_proxy.disable()
+    try:
+        for i in range(150):
+            tx = {**transaction(i, customer=f"c_{i % 50:05d}"), "transaction_id": f"outage-{i}"}
+            ok += stack.post("/score", {"transaction": tx}).status_code == 200
+    finally:
+        stack.db_proxy.enable()
+    assert ok == 150
+    assert wait_for(lambda: stack.logged("outage-") == ok, timeout=45), stack.logged("outage-")
+
+
+def test_promotion_under_load_fails_no_request(stack: Stack) -> None:
+    from fraudops import registry
+    from fraudops.promotion import promote
+    from fraudops.settings import get_settings
+    from fraudops.training import train
+    from tests.integration.conftest import TRAIN_START
+
+    versions: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            r = stack.post("/score", {"transaction": transaction(i, customer=f"c_{i % 60:05d}")})
+            if r.status_code != 200:
+                failures.append(r.text)
+            else:
+                versions.append(r.json()["model_version"])
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        with environment(stack.values):
+            settings = get_settings()
+            report = train(
+                settings, train_start=TRAIN_START, train_days=8, delay_days=7, test_days=6, seed=9
+            )
+            promote(settings, force=True)
+            assert str(registry.configure(settings).get_model_version_by_alias(
+                settings.model_name, "champion").version) == report.model_version  # fmt: skip
+        assert wait_for(lambda: versions and versions[-1] == report.model_version, timeout=30)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join()
+    assert not failures
+    seen = Counter(versions)
+    assert seen[report.model_version] > 0 and seen["1"] > 0
+    switch = versions.index(report.model_version)
+    assert set(versions[switch:]) == {report.model_version}  # no flapping back
+
+
+# --- in-process, through the ASGI app ------------------------------------------------------
+def test_contract_through_the_asgi_app(stack: Stack) -> None:
+    from starlette.testclient import TestClient
+
+    with environment(stack.values):
+        from service.service import FraudScorer
+
+        with TestClient(FraudScorer.to_asgi()) as client:
+            ok = client.post("/score", json={"transaction": transaction()}, headers=AUTH)
+            assert ok.status_code == 200 and set(ok.json()) == SCORE_FIELDS
+            assert client.post("/score", json={"transaction": transaction()}).status_code == 401
+            bad = client.post(
+                "/score", json={"transaction": {**transaction(), "amount": 0}}, headers=AUTH
+            )
+            assert bad.status_code == 400
+
+
+def test_refuses_to_start_without_a_champion(tmp_path: Path) -> None:
+    from tests.integration.conftest import bentoml_serve as serve
+
+    values = {"FRAUDOPS_DATA_DIR": str(tmp_path / "empty")}
+    with pytest.raises(RuntimeError, match="no version of fraud-detector has alias @champion"), \
+            serve(values, tmp_path / "serve.log", timeout=60):  # fmt: skip
+        pass
