@@ -109,6 +109,7 @@ class PredictionLog:
         self._thread: threading.Thread | None = None
         self._migrate = migrate
         self._migrated = False
+        self._sync_lock = threading.Lock()
         self.database_up = True
         self.written = 0
         self.spooled = 0
@@ -123,6 +124,12 @@ class PredictionLog:
     def submit(self, rows: list[Record]) -> None:
         for row in rows:
             self._queue.put(row)
+
+    def write_now(self, rows: list[Record]) -> None:
+        """Write synchronously: when this returns the rows are in the database or fsynced
+        in the spool (the stream consumer acknowledges events only after that)."""
+        with self._sync_lock:
+            self._write(rows)
 
     def close(self, timeout: float = 30.0) -> None:
         """Drain the queue (to the database, or the spool) and stop the writer."""
@@ -153,11 +160,13 @@ class PredictionLog:
         while not stopping:
             batch, stopping = self._gather()
             if batch:
-                self._write(batch)
+                with self._sync_lock:
+                    self._write(batch)
             now = time.monotonic()
             if self.spool.pending() and (stopping or now - last_retry >= self.retry_interval):
                 last_retry = now
-                self._replay()
+                with self._sync_lock:
+                    self._replay()
 
     def _gather(self) -> tuple[list[Record], bool]:
         batch: list[Record] = []

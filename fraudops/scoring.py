@@ -156,7 +156,16 @@ class ScoringCore:
             self.prediction_log.close()
 
     # --- scoring --------------------------------------------------------------------------
-    def score(self, transactions: list[Transaction], source: str = "http") -> list[ScoreResult]:
+    def score(
+        self,
+        transactions: list[Transaction],
+        source: str = "http",
+        prediction_ids: list[str] | None = None,
+        log_now: bool = False,
+    ) -> list[ScoreResult]:
+        """Score transactions and log them. ``prediction_ids`` (default: random) make a
+        retried batch idempotent in the log; ``log_now`` returns only once the records are
+        durable (database or spool), for consumers that acknowledge after that."""
         started = time.perf_counter()
         loaded = self.current
         tx = frame(transactions)
@@ -192,7 +201,11 @@ class ScoringCore:
             for t, p, d, r in zip(transactions, probability, decisions, reasons, strict=True)
         ]
         if self.prediction_log is not None:
-            self.prediction_log.submit(records(transactions, results, features, source))
+            rows = records(transactions, results, features, source, prediction_ids)
+            if log_now:
+                self.prediction_log.write_now(rows)
+            else:
+                self.prediction_log.submit(rows)
         return results
 
     def _note_outage(self, exc: Exception) -> None:
