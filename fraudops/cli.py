@@ -209,6 +209,10 @@ def materialize(
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Run `features build` before each run.")
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(help="auto (fast writer with Redis, else Feast), fast, or feast."),
+    ] = "auto",
 ) -> None:
     """Load the latest batch features into the online store (feast materialize-incremental).
 
@@ -218,9 +222,9 @@ def materialize(
     from fraudops.materialize import materialize_once, run_schedule
 
     if every is None:
-        materialize_once(end=end, start=start, rebuild=rebuild)
+        materialize_once(end=end, start=start, rebuild=rebuild, engine=engine)
         return
-    run_schedule(_parse_every(every), rebuild=rebuild)
+    run_schedule(_parse_every(every), rebuild=rebuild, engine=engine)
 
 
 DateOption = Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"])]

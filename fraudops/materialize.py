@@ -18,26 +18,39 @@ log = logging.getLogger(__name__)
 
 
 def materialize_once(
-    end: datetime | None = None, start: datetime | None = None, rebuild: bool = False
+    end: datetime | None = None,
+    start: datetime | None = None,
+    rebuild: bool = False,
+    engine: str = "auto",
 ) -> None:
+    """One materialization run. ``engine``: ``feast`` (Feast's own), ``fast`` (FraudOps'
+    Redis writer: same keys and values, ~9x faster, see ``fraudops.redis_fast``) or
+    ``auto`` (fast with Redis, Feast otherwise)."""
     from fraudops.feast_store import get_store
+    from fraudops.settings import get_settings
 
+    settings = get_settings()
     if rebuild:
         from fraudops.feature_build import build_from_offline_store
-        from fraudops.settings import get_settings
 
-        build_from_offline_store(get_settings())
+        build_from_offline_store(settings)
     end = (end or datetime.now(UTC)).replace(tzinfo=(end.tzinfo if end else UTC) or UTC)
+    start = start.replace(tzinfo=start.tzinfo or UTC) if start is not None else None
     started = time.monotonic()
     store = get_store()
-    if start is not None:
-        store.materialize(start_date=start.replace(tzinfo=start.tzinfo or UTC), end_date=end)
+    if engine == "fast" or (engine == "auto" and settings.online_store == "redis"):
+        from fraudops.redis_fast import fast_materialize
+
+        rows = fast_materialize(store, start=start, end=end)
+        log.info("wrote %s", ", ".join(f"{view}: {n:,} rows" for view, n in rows.items()))
+    elif start is not None:
+        store.materialize(start_date=start, end_date=end)
     else:
         store.materialize_incremental(end_date=end)
     log.info("materialized up to %s in %.1f s", end.isoformat(), time.monotonic() - started)
 
 
-def run_schedule(every_seconds: int, rebuild: bool = False) -> None:
+def run_schedule(every_seconds: int, rebuild: bool = False, engine: str = "auto") -> None:
     from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES
     from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -54,7 +67,7 @@ def run_schedule(every_seconds: int, rebuild: bool = False) -> None:
         materialize_once,
         "interval",
         seconds=every_seconds,
-        kwargs={"rebuild": rebuild},
+        kwargs={"rebuild": rebuild, "engine": engine},
         max_instances=1,
         coalesce=True,
         next_run_time=datetime.now(UTC),

@@ -177,6 +177,7 @@ def train(
 ) -> TrainReport:
     """Train, evaluate and register a model. ``shuffle_labels`` trains on permuted labels:
     a deliberately useless model, for testing the promotion gate."""
+    import matplotlib.pyplot as plt
     import mlflow
 
     from fraudops import registry
@@ -250,6 +251,7 @@ def train(
             parts["test"][c.IS_FRAUD].to_numpy(), probability, importance
         ).items():
             mlflow.log_figure(figure, f"plots/{name}")
+            plt.close(figure)
         log_reference_sample(parts, names, model, seed)
         info = registry.log_model(model, parts["fit"][names].head(5), settings.model_name)
         version = str(info.registered_model_version)

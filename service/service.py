@@ -85,6 +85,11 @@ class FraudScorer:
         self.core.listeners.append(self.metrics.status)
         log.info("scoring with %s version %s", settings.model_name, self.core.current.version)
 
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        """Stop following the alias and drain the prediction log (to the DB or the spool)."""
+        self.core.close()
+
     def __is_ready__(self) -> bool:
         return self.core.current is not None
 

@@ -107,3 +107,76 @@ def test_a_label_known_later_does_not_leak(settings: Settings) -> None:
     assert (risk[[f"ok{d}" for d in range(1, 21)]] == 0).all()
     # from then on it is known (label at day 20 01:00 counts from day 21 00:00)
     assert (risk[[f"ok{d}" for d in range(21, 25)]] > 0).all()
+
+
+def test_feast_cli_and_fraudops_see_the_same_configuration(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, redis_url: str, transactions: pd.DataFrame
+) -> None:
+    """The plain `feast -c feature_repo` CLI and `fraudops` read the same FRAUDOPS_* settings."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import redis
+    from typer.testing import CliRunner
+
+    from fraudops.cli import app
+    from fraudops.ingest import write_parquet_atomic
+
+    monkeypatch.setenv("FRAUDOPS_ONLINE_STORE", "redis")
+    monkeypatch.setenv("FRAUDOPS_REDIS_URL", redis_url)
+    get_settings.cache_clear()
+    write_parquet_atomic(transactions, get_settings().transactions_path)
+    runner = CliRunner()
+    for args in (["features", "build"], ["features", "apply"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    feast = Path(sys.executable).with_name("feast")
+    repo = Path(__file__).resolve().parents[2] / "feature_repo"
+    env = dict(os.environ)
+    listed = subprocess.run([str(feast), "-c", str(repo), "feature-views", "list"], env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert "customer_state" in listed.stdout and "terminal_daily" in listed.stdout
+    end = (transactions[c.TIMESTAMP].max() + pd.Timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    done = subprocess.run([str(feast), "-c", str(repo), "materialize-incremental", end], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    client = redis.Redis.from_url(redis_url)
+    assert client.dbsize() >= transactions[c.CUSTOMER_ID].nunique()  # written where fraudops reads
+    # and fraudops' own (fast) materialization continues from the recorded end
+    result = runner.invoke(app, ["materialize", "--end", end])
+    assert result.exit_code == 0, result.output
+
+
+def test_materialize_schedule_runs_repeatedly_and_stops_cleanly(
+    settings: Settings, transactions: pd.DataFrame, tmp_path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from fraudops.ingest import write_parquet_atomic
+
+    write_parquet_atomic(transactions, settings.transactions_path)
+    build(settings, transactions)
+    apply_definitions(get_store())
+    fraudops = Path(sys.executable).with_name("fraudops")
+    log = tmp_path / "schedule.log"
+    with log.open("w") as out:
+        command = [str(fraudops), "materialize", "--every", "2s"]
+        proc = subprocess.Popen(command, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while log.read_text().count("materialized up to") < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert text.count("materialized up to") >= 2, text
+    assert "scheduler stopped" in text
