@@ -5,7 +5,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen
 
-.PHONY: help setup demo test test-unit test-integration lint bench clean
+.PHONY: help setup system-deps demo test test-unit lint bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -18,6 +18,15 @@ setup:  ## Install uv if missing, then the locked environment (uv sync --frozen)
 
 demo: setup  ## Run the whole loop on embedded defaults (no services needed)
 	@$(RUN) python scripts/demo.py
+
+system-deps:  ## As root (CI): install docker-compose and chromium for the compose and browser tests
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; \
+	  command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
+	else echo "not root: skipping system packages (docker-compose, chromium); their tests will say so"; fi
 
 test: setup  ## Run the whole test suite (unit, model, integration)
 	@$(RUN) pytest tests

@@ -27,7 +27,11 @@ class Settings(BaseSettings):
     """FraudOps configuration (environment prefix ``FRAUDOPS_``)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="FRAUDOPS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="FRAUDOPS_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,  # FRAUDOPS_X= (empty) means "use the default"
+        extra="ignore",
     )
 
     environment: Literal["local", "test", "production"] = Field(

@@ -1,54 +1,205 @@
-"""The whole FraudOps loop on embedded defaults: ``make demo``.
+"""The whole FraudOps loop on embedded defaults, with no services: ``make demo``.
 
-Each step runs the same command a user would (``fraudops ...``, ``feast ...``,
-``bentoml serve``), so the demo doubles as a walkthrough. The data directory is
-``data/demo`` unless FRAUDOPS_DATA_DIR says otherwise; running it again starts afresh.
+Each step runs the command a user would (``fraudops ...``, ``bentoml serve``), so the demo
+doubles as a walkthrough:
+
+1. simulate five weeks of card transactions ending yesterday (the last day drifted);
+2. ingest all but the last two days as labelled history;
+3. build features, register them with Feast, materialize the online store;
+4. train, evaluate and register a model in MLflow, promote it to @champion;
+5. start ``bentoml serve`` in the background and replay the last two days through it;
+6. chargebacks for the first replayed day arrive: ingest them as labels;
+7. run the monitor on the replayed traffic; print what happened and where to look.
+
+State lives in ``data/demo`` (FRAUDOPS_DATA_DIR overrides); running it again starts afresh.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_DAYS = 28
-DEMO_CUSTOMERS = 1000
-DEMO_TERMINALS = 2000
+BIN = Path(sys.executable).parent
+DAYS, CUSTOMERS, TERMINALS = 35, 1000, 2000
 
 
-def run(*args: str, env: dict[str, str]) -> None:
+def run(*args: str, env: dict[str, str], capture: bool = False) -> str:
     print(f"\n$ {' '.join(args)}", flush=True)
     started = time.monotonic()
-    subprocess.run(args, check=True, cwd=ROOT, env=env)
-    print(f"  done in {time.monotonic() - started:.1f} s", flush=True)
+    out = subprocess.run(
+        args, check=True, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE if capture else None
+    )
+    print(f"  ({time.monotonic() - started:.1f} s)", flush=True)
+    return out.stdout or ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("bentoml serve exited; see its log above")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"bentoml serve not ready after {timeout} s")
 
 
 def main() -> int:
     env = dict(os.environ)
-    data_dir = Path(env.setdefault("FRAUDOPS_DATA_DIR", str(ROOT / "data" / "demo")))
-    if data_dir.exists():
-        shutil.rmtree(data_dir)
-    raw = data_dir / "raw" / "transactions.parquet"
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    data = Path(env.setdefault("FRAUDOPS_DATA_DIR", str(ROOT / "data" / "demo")))
+    env.setdefault("FRAUDOPS_API_KEY", "demo-key")
+    if data.exists():
+        shutil.rmtree(data)
+    raw = data / "raw"
+    today = datetime.now(UTC).date()
+    start = today - timedelta(days=DAYS)
+    drift_day = today - timedelta(days=1)
+    replay_from = today - timedelta(days=2)
+    started = time.monotonic()
+    server = None
     try:
         run(
-            "fraudops", "simulate",
-            "--customers", str(DEMO_CUSTOMERS), "--terminals", str(DEMO_TERMINALS),
-            "--days", str(DEMO_DAYS), "--start-date", "2026-04-01", "--out", str(raw),
+            str(BIN / "fraudops"),
+            "simulate",
+            "--customers",
+            str(CUSTOMERS),
+            "--terminals",
+            str(TERMINALS),
+            "--days",
+            str(DAYS),
+            "--start-date",
+            start.isoformat(),
+            "--drift-date",
+            drift_day.isoformat(),
+            "--out",
+            str(raw / "all.parquet"),
             env=env,
-        )  # fmt: skip
-        run("fraudops", "ingest", str(raw), env=env)
-    except subprocess.CalledProcessError as exc:
-        print(f"\ndemo stopped: `{' '.join(exc.cmd)}` failed (exit {exc.returncode})")
+        )
+        everything = pd.read_parquet(raw / "all.parquet")
+        cut = pd.Timestamp(replay_from, tz="UTC")
+        everything[everything["timestamp"] < cut].to_parquet(raw / "history.parquet", index=False)
+        live = everything[everything["timestamp"] >= cut]
+        live.drop(columns=["is_fraud", "label_timestamp", "fraud_scenario"]).to_parquet(
+            raw / "live.parquet", index=False
+        )
+        run(str(BIN / "fraudops"), "ingest", str(raw / "history.parquet"), env=env)
+        run(str(BIN / "fraudops"), "features", "build", env=env)
+        run(str(BIN / "fraudops"), "features", "apply", env=env)
+        run(str(BIN / "fraudops"), "materialize", env=env)
+        report = json.loads(run(str(BIN / "fraudops"), "train", env=env, capture=True))
+        promotion = json.loads(run(str(BIN / "fraudops"), "promote", env=env, capture=True))
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        print(f"\n$ bentoml serve --port {port}   (in the background)", flush=True)
+        server = subprocess.Popen(
+            [str(BIN / "bentoml"), "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=(data / "serve.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_ready(url, server)
+        replay_json = data / "replay.json"
+        run(
+            str(BIN / "fraudops"),
+            "replay",
+            str(raw / "live.parquet"),
+            "--to",
+            "http",
+            "--url",
+            url,
+            "--api-key",
+            env["FRAUDOPS_API_KEY"],
+            "--json-out",
+            str(replay_json),
+            env=env,
+        )
+        replay = json.loads(replay_json.read_text())
+
+        first_day = everything[
+            (everything["timestamp"] >= cut)
+            & (everything["timestamp"] < cut + pd.Timedelta(days=1))
+        ]
+        labels = first_day[["transaction_id", "is_fraud"]].assign(
+            label_timestamp=pd.Timestamp.now(tz="UTC").floor("s")
+        )
+        labels.to_csv(raw / "chargebacks.csv", index=False)
+        run(str(BIN / "fraudops"), "labels", "ingest", str(raw / "chargebacks.csv"), env=env)
+        monitor = run(
+            str(BIN / "fraudops"),
+            "monitor",
+            "--start",
+            replay_from.isoformat(),
+            "--end",
+            today.isoformat(),
+            env=env,
+            capture=True,
+        )
+    except (subprocess.CalledProcessError, RuntimeError, TimeoutError) as exc:
+        print(f"\ndemo stopped: {exc}", file=sys.stderr)
         return 1
-    print(
-        f"\nDemo data is in {data_dir}.\n"
-        "The loop grows as the platform lands: features, training, serving, monitoring."
-    )
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    summary(data, report, promotion, replay, monitor, time.monotonic() - started)
     return 0
+
+
+def summary(
+    data: Path, report: dict, promotion: dict, replay: dict, monitor: str, seconds: float
+) -> None:
+    m = report["metrics"]
+    print("\n" + "=" * 78)
+    print(f"FraudOps demo finished in {seconds / 60:.1f} min. Data: {data}")
+    print(
+        f"\nModel version {report['model_version']} ({promotion['decision']} to @champion), "
+        f"test window {report['windows']['test_start']}..{report['windows']['test_end']}:"
+    )
+    print(
+        f"  ROC AUC {m['roc_auc']:.3f}  average precision {m['average_precision']:.3f}  "
+        f"card precision@100 {m['card_precision_at_100']:.3f}  Brier {m['brier']:.4f}"
+    )
+    print(
+        f"\nReplayed {replay.get('sent')} transactions through the API: {replay.get('scored')} scored, "
+        f"{replay.get('errors')} errors; latency p50 {replay.get('latency_ms', {}).get('p50')} ms, "
+        f"p99 {replay.get('latency_ms', {}).get('p99')} ms; decisions {replay.get('decisions')}"
+    )
+    print("\nMonitor:\n" + monitor.strip())
+    env = f"FRAUDOPS_DATA_DIR={data}"
+    print("\nWhere to look:")
+    print(f"  dashboard:     {env} uv run streamlit run dashboard/app.py")
+    print(f"  MLflow UI:     uv run mlflow ui --backend-store-uri sqlite:///{data}/mlflow.db")
+    print(f"  Evidently UI:  uv run evidently ui --workspace {data}/evidently")
+    print(f"  scoring API:   {env} uv run bentoml serve   (then see README, 'API')")
+    print("=" * 78)
 
 
 if __name__ == "__main__":
