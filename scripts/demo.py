@@ -188,7 +188,8 @@ def summary(
         f"card precision@100 {m['card_precision_at_100']:.3f}  Brier {m['brier']:.4f}"
     )
     print(
-        f"\nReplayed {replay.get('sent')} transactions through the API: {replay.get('scored')} scored, "
+        f"\nReplayed {replay.get('sent')} transactions through the API: "
+        f"{replay.get('scored')} scored, "
         f"{replay.get('errors')} errors; latency p50 {replay.get('latency_ms', {}).get('p50')} ms, "
         f"p99 {replay.get('latency_ms', {}).get('p99')} ms; decisions {replay.get('decisions')}"
     )

@@ -64,3 +64,10 @@ def test_env_example_names_only_known_settings() -> None:
     assert names, ".env.example lists no settings"
     known = {f"FRAUDOPS_{name.upper()}" for name in Settings.model_fields}
     assert set(names) <= known, set(names) - known
+
+
+def test_readme_settings_table_is_generated_from_the_settings_class() -> None:
+    from fraudops.docs import README, render
+
+    text = README.read_text()
+    assert render(text) == text, "run `python -m fraudops.docs` to regenerate the table"

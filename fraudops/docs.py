@@ -1,0 +1,49 @@
+"""Generated documentation: the README's configuration table comes from the settings
+class, so it cannot go stale.
+
+    python -m fraudops.docs            # rewrite the table in README.md
+    python -m fraudops.docs --check    # exit 1 if README.md is out of date (a test does this)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from fraudops.settings import Settings
+
+BEGIN = "<!-- settings-table:begin -->"
+END = "<!-- settings-table:end -->"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def settings_table() -> str:
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "unset" if default is None else f"`{default}`"
+        description = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `FRAUDOPS_{name.upper()}` | {shown} | {description} |")
+    return "\n".join(rows)
+
+
+def render(readme: str) -> str:
+    before, rest = readme.split(BEGIN, 1)
+    _, after = rest.split(END, 1)
+    return f"{before}{BEGIN}\n{settings_table()}\n{END}{after}"
+
+
+def main(argv: list[str]) -> int:
+    text = README.read_text()
+    fresh = render(text)
+    if "--check" in argv:
+        if fresh != text:
+            print("README.md's settings table is stale: run `python -m fraudops.docs`")
+            return 1
+        return 0
+    README.write_text(fresh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Training entry point: ``python -m training`` is ``fraudops train``."""
