@@ -71,3 +71,90 @@ def upgrade(url: str) -> None:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(url), "head")
+
+
+# --- labels and monitoring (migration 0002) -------------------------------------------------
+labels = sa.Table(
+    "labels",
+    metadata,
+    sa.Column("transaction_id", sa.String(128), primary_key=True),
+    sa.Column("is_fraud", sa.SmallInteger, nullable=False),
+    sa.Column("label_timestamp", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),  # "file:<name>" or "analyst"
+    sa.Column("labelled_by", sa.String(128), nullable=False),
+    sa.Column("labelled_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+monitor_runs = sa.Table(
+    "monitor_runs",
+    metadata,
+    sa.Column("run_id", sa.String(36), primary_key=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("model_name", sa.String(128), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False, index=True),
+    sa.Column("reference_run_id", sa.String(64), nullable=False),
+    # all predictions in the window, and those of the monitored version
+    sa.Column("window_predictions", sa.Integer, nullable=False),
+    sa.Column("predictions", sa.Integer, nullable=False),
+    sa.Column("labelled", sa.Integer, nullable=False),
+    sa.Column("frauds", sa.Integer, nullable=False),
+    sa.Column("approve_share", sa.Float),
+    sa.Column("review_share", sa.Float),
+    sa.Column("block_share", sa.Float),
+    sa.Column("latency_p50_ms", sa.Float),
+    sa.Column("latency_p95_ms", sa.Float),
+    sa.Column("latency_p99_ms", sa.Float),
+    sa.Column("degraded_share", sa.Float),
+    sa.Column("features_checked", sa.Integer, nullable=False),
+    sa.Column("drifted_features", sa.Integer),
+    sa.Column("drift_share", sa.Float),
+    sa.Column("score_drift", sa.Float),
+    sa.Column("decision_drift", sa.Float),
+    sa.Column("roc_auc", sa.Float),
+    sa.Column("average_precision", sa.Float),
+    sa.Column("precision_at_block", sa.Float),
+    sa.Column("recall_at_block", sa.Float),
+    sa.Column("drift_report_path", sa.String(1024)),
+    sa.Column("quality_report_path", sa.String(1024)),
+    sa.Column("alerts", sa.Integer, nullable=False),
+)
+
+feature_drift = sa.Table(
+    "feature_drift",
+    metadata,
+    sa.Column(
+        "run_id",
+        sa.String(36),
+        sa.ForeignKey("monitor_runs.run_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("feature", sa.String(128), primary_key=True),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("method", sa.String(32), nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("drifted", sa.Boolean, nullable=False),
+    sa.Column("counted", sa.Boolean, nullable=False),  # part of the drift share alert
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model_version", sa.String(32)),
+    sa.Column("run_id", sa.String(36), index=True),
+    sa.Column("acknowledged", sa.Boolean, nullable=False, index=True, server_default=sa.false()),
+    sa.Column("acknowledged_by", sa.String(128)),
+    sa.Column("acknowledged_at", sa.DateTime(timezone=True)),
+)

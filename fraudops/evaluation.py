@@ -116,7 +116,7 @@ def plots(labels: np.ndarray, probability: np.ndarray, importance: pd.Series) ->
     figures["feature_importance.png"] = fig
 
     fig, ax = plt.subplots(figsize=(5, 4))
-    bins = np.linspace(0, 1, 41)
+    bins = np.linspace(0, 1, 41).tolist()
     ax.hist(probability[labels == 0], bins=bins, alpha=0.6, label="legitimate", density=True)
     ax.hist(probability[labels == 1], bins=bins, alpha=0.6, label="fraud", density=True)
     ax.set(xlabel="fraud probability", ylabel="density", yscale="log", title="Scores by class")

@@ -15,11 +15,11 @@ PROTECTED_PREFIXES = ("/score", "/admin")
 
 
 async def _reply(
-    send: Send, status: int, error: str, headers: list[tuple[bytes, bytes]] = ()
-) -> None:  # type: ignore[assignment]
+    send: Send, status: int, error: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = json.dumps({"error": error}).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), *headers]})  # fmt: skip
+                "headers": [(b"content-type", b"application/json"), *(headers or [])]})  # fmt: skip
     await send({"type": "http.response.body", "body": body})
 
 

@@ -61,7 +61,7 @@ class FraudModel:
         return self.metadata.feature_names
 
     def raw_score(self, features: np.ndarray) -> np.ndarray:
-        return self.booster.predict(features, raw_score=True, num_threads=1)
+        return np.asarray(self.booster.predict(features, raw_score=True, num_threads=1))
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Calibrated fraud probability for rows of features in ``feature_names`` order."""
@@ -79,7 +79,9 @@ class FraudModel:
     def contributions(self, features: np.ndarray) -> np.ndarray:
         """Per-feature contributions to the raw score (SHAP values from the trees); the last
         column is the expected value."""
-        return self.booster.predict(np.asarray(features, dtype=np.float64), pred_contrib=True)
+        return np.asarray(
+            self.booster.predict(np.asarray(features, dtype=np.float64), pred_contrib=True)
+        )
 
     # --- persistence -------------------------------------------------------------------
     def save(self, directory: Path) -> Path:

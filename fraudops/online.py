@@ -215,7 +215,7 @@ class OnlineFeatures:
             )
             for feat in view.features
         }
-        data = [
+        data: list[tuple[EntityKey, dict[str, Value], datetime, datetime | None]] = [
             (
                 EntityKey(join_keys=[c.CUSTOMER_ID], entity_values=[Value(string_val=customer)]),
                 {name: values[i] for name, values in columns.items()},
@@ -228,5 +228,6 @@ class OnlineFeatures:
 
     def _state_view_object(self) -> FeatureView:
         if self._state_view_cache is None:
+            assert self.state_view is not None
             self._state_view_cache = self.store.get_feature_view(self.state_view)
         return self._state_view_cache

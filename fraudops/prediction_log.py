@@ -33,16 +33,17 @@ _DATETIME_COLUMNS = ("event_timestamp", "scored_at")
 
 
 def insert_ignoring_duplicates(engine: sa.Engine, table: sa.Table, rows: list[Record]) -> None:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    statement: sa.Executable
     if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        statement = postgresql.insert(table).on_conflict_do_nothing()
     elif engine.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - other databases: plain inserts
-        with engine.begin() as conn:
-            conn.execute(table.insert(), rows)
-        return
+        statement = sqlite.insert(table).on_conflict_do_nothing()
+    else:  # other databases: plain inserts
+        statement = table.insert()
     with engine.begin() as conn:
-        conn.execute(insert(table).on_conflict_do_nothing(), rows)
+        conn.execute(statement, rows)
 
 
 class Spool:

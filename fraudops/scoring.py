@@ -271,11 +271,13 @@ def records(
     results: list[ScoreResult],
     features: ScoredFeatures,
     source: str,
+    prediction_ids: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     scored_at = datetime.now(UTC)
+    ids = prediction_ids or [uuid.uuid4().hex for _ in transactions]
     return [
         {
-            "prediction_id": uuid.uuid4().hex,
+            "prediction_id": ids[i],
             "transaction_id": t.transaction_id,
             "event_timestamp": t.timestamp,
             "scored_at": scored_at,

@@ -125,14 +125,14 @@ def fit_model(
     valid_set = lgb.Dataset(
         valid[names].to_numpy(), valid[c.IS_FRAUD].to_numpy(), reference=train_set
     )
-    callbacks = [lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)]
+    callbacks: list[Callable[..., Any]] = [lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)]
     if on_round:
         callbacks.append(lambda env: on_round(env.iteration + 1))
     booster = lgb.train(params, train_set, MAX_ROUNDS, valid_sets=[valid_set], callbacks=callbacks)
     booster = booster.model_from_string(
         booster.model_to_string(num_iteration=booster.best_iteration)
     )
-    raw_valid = booster.predict(valid[names].to_numpy(), raw_score=True)
+    raw_valid = np.asarray(booster.predict(valid[names].to_numpy(), raw_score=True))
     calibrator = IsotonicCalibrator.fit(raw_valid, valid[c.IS_FRAUD].to_numpy())
     review, block = evaluation.choose_thresholds(
         valid[c.IS_FRAUD].to_numpy(), calibrator(raw_valid)

@@ -1,0 +1,598 @@
+"""Streaming scoring: a Redis Streams consumer that scores transaction events in
+micro-batches through the scoring core the HTTP API uses (same features, same @champion,
+same real-time customer state, same prediction log).
+
+    fraudops stream                                   # group "scorers", one consumer
+    fraudops stream --consumer scorer-2 --batch-size 500 --max-wait-ms 20
+    redis-cli XADD fraudops:transactions '*' transaction \\
+      '{"transaction_id": "t1", "timestamp": "2026-01-05T10:00:00Z", "customer_id": "c1",
+        "terminal_id": "t9", "amount": 12.5}'
+
+Streams (keys prefixed with ``FRAUDOPS_REDIS_KEY_PREFIX``, so ``fraudops:transactions``):
+
+- ``transactions``: events in; field ``transaction`` holds one transaction of the data
+  contract as JSON.
+- ``scores``: one entry per scored event: ``event_id`` (the input entry id),
+  ``transaction_id``, ``fraud_probability``, ``decision``, ``reasons`` (JSON), ...
+- ``alerts``: the same fields, for ``block`` decisions only.
+- ``deadletter``: events that failed validation: ``event_id``, ``reason``, ``fields``
+  (the bad field names, as the API's 400 names them), ``errors`` (JSON) and ``payload``.
+
+Delivery. Events are read with a consumer group, so several consumers share the load. An
+event is acknowledged in the same MULTI/EXEC as its result (and alert), and only after
+``ScoringCore.score(..., log_now=True)`` returned, i.e. once its prediction record is in
+the database or fsynced in the spool. A consumer that dies leaves its events pending;
+another claims them with XAUTOCLAIM once they are idle for ``claim_idle_ms``. The
+prediction id is ``stream:<entry id>``, so a re-scored event is logged once; and before
+scoring a claimed event the consumer looks its prediction id up in the log: an event that
+was scored and logged but not acknowledged is published from its logged record instead
+of being scored again, so the customer's real-time state does not count it twice.
+
+Ordering. Features are computed as of each event's timestamp (event time). One consumer
+scores each customer's events in order (a batch is ordered by time per customer). With
+several consumers, a per-customer lease in Redis (``<prefix>:lease:customer:<id>``) keeps
+two consumers from updating one customer's state at once (a lost update would drop a
+transaction from the state); an event whose customer is leased elsewhere waits for the
+next batch. Across consumers an event can still be scored just after a later event of the
+same customer; its windows only count earlier events (by event time), as offline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+from pydantic import ValidationError
+
+from fraudops.contract import Transaction
+from fraudops.scoring import ScoreResult, ScoringCore
+from fraudops.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TRANSACTION_FIELD = "transaction"
+DEFAULT_GROUP = "scorers"
+DEFAULT_STREAM = "transactions"
+SOURCE = "stream"
+
+# A customer lease: take it when free or already ours (a batch retried after a Redis
+# error still holds its leases); release only our own.
+_ACQUIRE = """
+local got = {}
+for i, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if holder == false or holder == ARGV[1] then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    got[i] = 1
+  else
+    got[i] = 0
+  end
+end
+return got
+"""
+_RELEASE = """
+local released = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('DEL', key)
+    released = released + 1
+  end
+end
+return released
+"""
+
+
+# --- names and wire format ---------------------------------------------------------------
+@dataclass(frozen=True)
+class StreamNames:
+    """The Redis keys of one deployment (``settings.redis_key_prefix``)."""
+
+    prefix: str
+    transactions: str
+    scores: str
+    alerts: str
+    deadletter: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings, transactions: str = DEFAULT_STREAM) -> StreamNames:
+        p = settings.redis_key_prefix
+        return cls(p, f"{p}:{transactions}", f"{p}:scores", f"{p}:alerts", f"{p}:deadletter")
+
+    def lease(self, customer_id: str) -> str:
+        return f"{self.prefix}:lease:customer:{customer_id}"
+
+
+def prediction_id(entry_id: str) -> str:
+    """The prediction log's id for a stream entry: the same on every delivery."""
+    return f"{SOURCE}:{entry_id}"
+
+
+def event_fields(transaction: Mapping[str, Any]) -> dict[str, str]:
+    """The entry fields of one transaction event (what producers XADD)."""
+    return {TRANSACTION_FIELD: json.dumps(transaction, separators=(",", ":"), default=str)}
+
+
+class PoisonEvent(ValueError):
+    """An event that can never be scored: it goes to the dead-letter stream."""
+
+    def __init__(self, reason: str, errors: list[dict[str, Any]]):
+        super().__init__(reason)
+        self.reason = reason
+        self.errors = errors
+
+    @property
+    def fields(self) -> list[str]:
+        return list(dict.fromkeys(str(e["loc"][0]) for e in self.errors if e["loc"]))
+
+
+def parse_event(fields: Mapping[str, str]) -> Transaction:
+    """The transaction of an entry, or :class:`PoisonEvent` naming the bad fields."""
+    raw = fields.get(TRANSACTION_FIELD)
+    if raw is None:
+        got = ", ".join(sorted(fields)) or "none"
+        raise PoisonEvent(
+            f"{TRANSACTION_FIELD}: missing; expected a field '{TRANSACTION_FIELD}' holding the "
+            f"transaction as JSON (entry fields: {got})",
+            [{"loc": [TRANSACTION_FIELD], "msg": "Field required", "type": "missing"}],
+        )
+    try:
+        return Transaction.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False)
+        ]
+        reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'transaction'}: {e['msg']}"
+                           for e in errors)  # fmt: skip
+        raise PoisonEvent(reason, errors) from None
+
+
+def score_fields(event_id: str, tx: Transaction, result: ScoreResult) -> dict[str, str]:
+    """The entry fields of a result in the ``scores`` (and ``alerts``) stream."""
+    return {
+        "event_id": event_id,
+        "transaction_id": result.transaction_id,
+        "customer_id": tx.customer_id,
+        "terminal_id": tx.terminal_id,
+        "amount": repr(tx.amount),
+        "event_timestamp": tx.timestamp.isoformat(),
+        "fraud_probability": repr(result.fraud_probability),
+        "decision": result.decision,
+        "reasons": json.dumps(result.reasons, separators=(",", ":")),
+        "model_version": result.model_version,
+        "degraded": "true" if result.degraded else "false",
+        "latency_ms": f"{result.latency_ms:.3f}",
+    }
+
+
+def deadletter_fields(event_id: str, fields: Mapping[str, str], poison: PoisonEvent) -> dict:
+    return {
+        "event_id": event_id,
+        "reason": poison.reason,
+        "fields": ",".join(poison.fields),
+        "errors": json.dumps(poison.errors, separators=(",", ":"), default=str),
+        "payload": fields.get(TRANSACTION_FIELD, json.dumps(dict(fields), default=str))[:10_000],
+    }
+
+
+# --- the consumer -----------------------------------------------------------------------
+@dataclass
+class Event:
+    entry_id: str
+    fields: dict[str, str]
+    redelivered: bool  # read again from a pending list: it may be scored already
+    transaction: Transaction | None = None
+
+
+@dataclass
+class ConsumerStats:
+    read: int = 0
+    scored: int = 0
+    from_log: int = 0  # claimed events already scored and logged: published, not re-scored
+    alerts: int = 0
+    deadlettered: int = 0
+    claimed: int = 0
+    deferred: int = 0  # waits for another consumer's lease on its customer
+    deleted: int = 0  # pending entries trimmed from the stream before we read them
+    batches: int = 0
+    errors: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "started"}
+        out["seconds"] = round(time.monotonic() - self.started, 3)
+        return out
+
+
+class StreamConsumer:
+    """One member of a consumer group. :meth:`run` loops until ``stop`` is set; each
+    :meth:`step` handles one micro-batch (claimed, pending or new events)."""
+
+    def __init__(
+        self,
+        core: ScoringCore,
+        client: redis.Redis,
+        names: StreamNames,
+        *,
+        group: str = DEFAULT_GROUP,
+        consumer: str | None = None,
+        batch_size: int = 500,
+        max_wait_ms: int = 20,
+        block_ms: int = 1000,
+        claim_idle_ms: int = 30_000,
+        lease_ms: int = 30_000,
+        max_len: int | None = 1_000_000,
+    ):
+        if core.prediction_log is None:
+            raise ValueError("the stream consumer needs a prediction log (ack after logging)")
+        self.core = core
+        self.client = client
+        self.names = names
+        self.group = group
+        self.consumer = consumer or default_consumer_name()
+        self.batch_size = batch_size
+        self.max_wait_ms = max_wait_ms
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.lease_ms = lease_ms
+        self.max_len = max_len
+        self.stats = ConsumerStats()
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
+        self._deferred: list[Event] = []
+        self._read_own_pending = True  # first our own pending list (a restart), then new
+        self._pending_cursor = "0"
+        self._next_claim = 0.0
+        self._claim_cursor = "0-0"
+
+    # --- set-up -------------------------------------------------------------------------
+    def ensure_group(self) -> None:
+        """Create the group (and the stream) if needed; a new group reads from the start."""
+        try:
+            self.client.xgroup_create(self.names.transactions, self.group, id="0", mkstream=True)
+            log.info("created consumer group %s on %s", self.group, self.names.transactions)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # --- loop ---------------------------------------------------------------------------
+    def run(self, stop: threading.Event, report_every: float = 10.0) -> ConsumerStats:
+        """Consume until ``stop`` is set; the batch in hand is finished first (drain)."""
+        self.ensure_group()
+        log.info(
+            "consumer %s of group %s reading %s (batch %d, wait %d ms, model version %s)",
+            self.consumer, self.group, self.names.transactions, self.batch_size,
+            self.max_wait_ms, self.core.current.version,
+        )  # fmt: skip
+        backoff = 0.0
+        last_report = time.monotonic()
+        while not stop.is_set():
+            try:
+                self.step()
+                backoff = 0.0
+            except (redis.ConnectionError, redis.TimeoutError, OSError,
+                    sa.exc.SQLAlchemyError) as exc:  # fmt: skip
+                # Infrastructure, not data: nothing was acknowledged, so retry the batch
+                # from our pending list once things answer again.
+                self.stats.errors += 1
+                backoff = min(max(backoff * 2, 0.5), 10.0)
+                log.warning("stream step failed, retrying in %.1f s: %s", backoff, _short(exc))
+                self._deferred.clear()
+                self._read_own_pending = True
+                stop.wait(backoff)
+            if time.monotonic() - last_report >= report_every:
+                last_report = time.monotonic()
+                self._report()
+        if self._deferred:
+            log.info("%d deferred events stay pending for the group", len(self._deferred))
+        self._report()
+        return self.stats
+
+    def step(self) -> int:
+        """Read and handle one micro-batch; returns the number of events handled."""
+        batch = self._claim() or self._read()
+        if not batch:
+            return 0
+        self.stats.batches += 1
+        return self.process(batch)
+
+    # --- reading ------------------------------------------------------------------------
+    def _claim(self) -> list[Event]:
+        """Pending events of other consumers idle for ``claim_idle_ms`` (they died)."""
+        now = time.monotonic()
+        if now < self._next_claim:
+            return []
+        self._next_claim = now + min(self.claim_idle_ms / 2000, 5.0)
+        cursor, entries, deleted = self.client.xautoclaim(
+            self.names.transactions, self.group, self.consumer, self.claim_idle_ms,
+            start_id=self._claim_cursor, count=self.batch_size,
+        )[:3]  # fmt: skip
+        self._claim_cursor = cursor
+        if cursor != "0-0":  # more to scan: come back at the next step
+            self._next_claim = now
+        self.stats.deleted += len(deleted)
+        if not entries:
+            return []
+        self.stats.claimed += len(entries)
+        log.info("claimed %d pending events idle for over %d ms", len(entries),
+                 self.claim_idle_ms)  # fmt: skip
+        deferred = self._take_deferred()
+        return [*deferred, *self._events(entries, redelivered=True, skip=deferred)]
+
+    def _read(self) -> list[Event]:
+        deferred = self._take_deferred()
+        if self._read_own_pending:  # our pending list, after the last entry seen
+            entries = self._xreadgroup(self._pending_cursor, self.batch_size, None)
+            if entries:
+                self._pending_cursor = entries[-1][0]
+                return [*deferred, *self._events(entries, redelivered=True, skip=deferred)]
+            self._read_own_pending = False
+            self._pending_cursor = "0"
+        room = self.batch_size - len(deferred)
+        if room <= 0:
+            time.sleep(0.01)  # everything in hand waits for leases
+            return deferred
+        # Block for the first event (briefly when we already hold deferred ones), then
+        # top the batch up for at most max_wait_ms.
+        first_block = 10 if deferred else self.block_ms
+        entries = self._xreadgroup(">", room, first_block)
+        deadline = time.monotonic() + self.max_wait_ms / 1000
+        while entries and len(entries) < room:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                break
+            more = self._xreadgroup(">", room - len(entries), left_ms)
+            if not more:
+                break
+            entries.extend(more)
+        return [*deferred, *self._events(entries, redelivered=False)]
+
+    def _xreadgroup(self, last_id: str, count: int, block: int | None) -> list:
+        reply = self.client.xreadgroup(
+            self.group, self.consumer, {self.names.transactions: last_id}, count=count,
+            block=block,
+        )  # fmt: skip
+        return list(reply[0][1]) if reply else []
+
+    def _events(
+        self, entries: Sequence, redelivered: bool, skip: Sequence[Event] = ()
+    ) -> list[Event]:
+        held = {e.entry_id for e in skip}  # already in hand (deferred): not twice in a batch
+        events = [Event(entry_id, dict(fields or {}), redelivered)
+                  for entry_id, fields in entries if entry_id not in held]  # fmt: skip
+        self.stats.read += len(events)
+        return events
+
+    def _take_deferred(self) -> list[Event]:
+        deferred, self._deferred = self._deferred, []
+        return deferred
+
+    # --- one batch ----------------------------------------------------------------------
+    def process(self, batch: list[Event]) -> int:
+        """Score, publish and acknowledge one batch (see the module docstring)."""
+        poison: list[tuple[Event, PoisonEvent]] = []
+        deleted: list[Event] = []
+        valid: list[Event] = []
+        for event in batch:
+            if not event.fields:  # a pending entry deleted from the stream: nothing to score
+                deleted.append(event)
+                continue
+            if event.transaction is None:
+                try:
+                    event.transaction = parse_event(event.fields)
+                except PoisonEvent as exc:
+                    poison.append((event, exc))
+                    continue
+            valid.append(event)
+
+        logged = self._already_logged([e for e in valid if e.redelivered])
+        to_score = [e for e in valid if e.entry_id not in logged]
+        leased, deferred = self._lease(to_score)
+        results = self._score(leased, poison)
+        results.update(logged)
+
+        done = [e for e in valid if e.entry_id in results]
+        self._publish(done, results, poison, deleted, leased)
+        if deferred:  # still ours: reset their idle time so no one claims them meanwhile
+            self.client.xclaim(
+                self.names.transactions, self.group, self.consumer, 0,
+                [e.entry_id for e in deferred], justid=True,
+            )  # fmt: skip
+        self._deferred = deferred
+        self.stats.scored += len(done) - len(logged)
+        self.stats.from_log += len(logged)
+        self.stats.alerts += sum(1 for e in done if results[e.entry_id].decision == "block")
+        self.stats.deadlettered += len(poison)
+        self.stats.deferred += len(deferred)
+        self.stats.deleted += len(deleted)
+        return len(done) + len(poison) + len(deleted)
+
+    def _already_logged(self, events: list[Event]) -> dict[str, ScoreResult]:
+        """Results of redelivered events whose prediction is in the log already."""
+        if not events:
+            return {}
+        from fraudops.db import predictions
+
+        ids = {prediction_id(e.entry_id): e.entry_id for e in events}
+        p = predictions.c
+        query = sa.select(
+            p.prediction_id, p.transaction_id, p.fraud_probability, p.decision, p.reasons,
+            p.model_version, p.degraded, p.latency_ms,
+        ).where(p.prediction_id.in_(list(ids)))  # fmt: skip
+        try:
+            with self.core.prediction_log.engine.connect() as conn:
+                rows = conn.execute(query).all()
+        except sa.exc.SQLAlchemyError as exc:
+            # Re-scoring is still safe for the log (ids are idempotent); only the customer
+            # state may count a twice-scored event twice.
+            log.warning("cannot check the prediction log for redelivered events: %s", _short(exc))
+            return {}
+        found = {
+            ids[row.prediction_id]: ScoreResult(
+                row.transaction_id, float(row.fraud_probability), row.decision,
+                list(row.reasons or []), row.model_version, bool(row.degraded),
+                float(row.latency_ms),
+            )
+            for row in rows
+        }  # fmt: skip
+        if found:
+            log.info("%d redelivered events were scored before: publishing their logged "
+                     "results", len(found))  # fmt: skip
+        return found
+
+    def _lease(self, events: list[Event]) -> tuple[list[Event], list[Event]]:
+        """Events whose customers we lease now, and those another consumer holds."""
+        if not events:
+            return [], []
+        customers = list(dict.fromkeys(e.transaction.customer_id for e in events))  # type: ignore[union-attr]
+        keys = [self.names.lease(customer) for customer in customers]
+        got = self._acquire(keys=keys, args=[self.consumer, self.lease_ms])
+        held = {customer for customer, ok in zip(customers, got, strict=True) if ok}
+        leased = [e for e in events if e.transaction.customer_id in held]  # type: ignore[union-attr]
+        waiting = [e for e in events if e.transaction.customer_id not in held]  # type: ignore[union-attr]
+        return leased, waiting
+
+    def _score(
+        self, events: list[Event], poison: list[tuple[Event, PoisonEvent]]
+    ) -> dict[str, ScoreResult]:
+        if not events:
+            return {}
+        try:
+            return self._score_logged(events)
+        except (redis.ConnectionError, redis.TimeoutError, OSError, sa.exc.SQLAlchemyError):
+            raise
+        except Exception as exc:  # a bug or an event the model cannot take: isolate it
+            if len(events) == 1:
+                log.exception("scoring event %s failed: dead-lettering it", events[0].entry_id)
+                reason = f"scoring failed: {type(exc).__name__}: {str(exc)[:500]}"
+                poison.append((events[0], PoisonEvent(reason, [])))
+                return {}
+            log.warning("scoring a batch of %d failed (%s): scoring its events one by one",
+                        len(events), _short(exc))  # fmt: skip
+            results: dict[str, ScoreResult] = {}
+            for event in events:
+                results.update(self._score([event], poison))
+            return results
+
+    def _score_logged(self, events: list[Event]) -> dict[str, ScoreResult]:
+        results = self.core.score(
+            [e.transaction for e in events],  # type: ignore[misc]
+            source=SOURCE,
+            prediction_ids=[prediction_id(e.entry_id) for e in events],
+            log_now=True,
+        )
+        return {e.entry_id: r for e, r in zip(events, results, strict=True)}
+
+    def _publish(
+        self,
+        done: list[Event],
+        results: dict[str, ScoreResult],
+        poison: list[tuple[Event, PoisonEvent]],
+        deleted: list[Event],
+        leased: list[Event],
+    ) -> None:
+        """Results, alerts and dead letters, the acknowledgement and the lease release, in
+        one MULTI/EXEC: an event is acknowledged exactly when its result is in the stream."""
+        pipe = self.client.pipeline(transaction=True)
+        trim = {"maxlen": self.max_len, "approximate": True} if self.max_len else {}
+        for event in done:
+            result = results[event.entry_id]
+            fields = score_fields(event.entry_id, event.transaction, result)  # type: ignore[arg-type]
+            pipe.xadd(self.names.scores, fields, **trim)
+            if result.decision == "block":
+                pipe.xadd(self.names.alerts, fields, **trim)
+        for event, reason in poison:
+            dead = deadletter_fields(event.entry_id, event.fields, reason)
+            pipe.xadd(self.names.deadletter, dead, **trim)
+            log.warning("dead-lettered event %s: %s", event.entry_id, reason.reason)
+        acked = [e.entry_id for e in (*done, *(p[0] for p in poison), *deleted)]
+        if acked:
+            pipe.xack(self.names.transactions, self.group, *acked)
+        if leased:
+            customers = dict.fromkeys(e.transaction.customer_id for e in leased)  # type: ignore[union-attr]
+            self._release(keys=[self.names.lease(c) for c in customers], args=[self.consumer],
+                          client=pipe)  # fmt: skip
+        pipe.execute()
+
+    # --- reporting ------------------------------------------------------------------------
+    def lag(self) -> int | None:
+        """Events in the stream not yet read by the group (Redis >= 7)."""
+        try:
+            for group in self.client.xinfo_groups(self.names.transactions):
+                if group["name"] == self.group:
+                    return group.get("lag")
+        except redis.RedisError:
+            return None
+        return None
+
+    def _report(self) -> None:
+        s = self.stats
+        elapsed = max(time.monotonic() - s.started, 1e-9)
+        log.info(
+            "scored %d (%.0f/s), alerts %d, dead-lettered %d, claimed %d, from log %d, "
+            "group lag %s, model version %s",
+            s.scored, s.scored / elapsed, s.alerts, s.deadlettered, s.claimed, s.from_log,
+            self.lag(), self.core.current.version,
+        )  # fmt: skip
+
+
+def default_consumer_name() -> str:
+    """Unique per process; stable for a container (pid 1) restarted under one hostname."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _short(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+# --- entry point ------------------------------------------------------------------------
+def run_consumer(
+    settings: Settings,
+    stop: threading.Event,
+    *,
+    stream: str = DEFAULT_STREAM,
+    group: str = DEFAULT_GROUP,
+    consumer: str | None = None,
+    batch_size: int = 500,
+    max_wait_ms: int = 20,
+    claim_idle_ms: int = 30_000,
+    max_len: int | None = 1_000_000,
+) -> ConsumerStats:
+    """Build the scoring core (loads @champion, follows it), consume until ``stop``, then
+    close the prediction log (drains it)."""
+    from fraudops.prediction_log import PredictionLog
+
+    consumer = consumer or default_consumer_name()
+    # One spool per consumer name: a restarted consumer of the same name replays its own.
+    spool = settings.data_dir / "spool" / f"stream-{_safe(consumer)}.jsonl"
+    prediction_log = PredictionLog(settings.resolved_database_url, spool).start()
+    try:
+        core = ScoringCore(settings, prediction_log)
+    except Exception:
+        prediction_log.close()
+        raise
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        core.follow_champion()
+        worker = StreamConsumer(
+            core, client, StreamNames.from_settings(settings, stream), group=group,
+            consumer=consumer, batch_size=batch_size, max_wait_ms=max_wait_ms,
+            claim_idle_ms=claim_idle_ms, max_len=max_len,
+        )  # fmt: skip
+        return worker.run(stop)
+    finally:
+        core.close()
+        client.close()
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
