@@ -16,8 +16,10 @@ next transaction of the customer sees this one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,24 +54,37 @@ class ScoredFeatures:
         return pd.DataFrame(self.matrix, columns=self.names)
 
 
+Columns = Mapping[str, Any]
+"""Transactions as columns: a DataFrame, or a dict of arrays (the scorer's hot path) that
+may carry ``time_us`` (int64 µs since the epoch) instead of ``timestamp``."""
+
+
+def time_us_of(tx: Columns) -> np.ndarray:
+    if "time_us" in tx:
+        return np.asarray(tx["time_us"], dtype=np.int64)
+    return f.to_micros(tx[c.TIMESTAMP])
+
+
 def assemble(
     names: list[str],
-    tx: pd.DataFrame,
+    tx: Columns,
     states: dict[str, CustomerState],
     looked_up: dict[str, np.ndarray],
 ) -> ScoredFeatures:
     """Model inputs (in ``names`` order) for transactions, from the customers' states and
     the batch features read for them. Pure: the online path and the model tests share it."""
-    time_us = f.to_micros(tx[c.TIMESTAMP])
-    amount = tx[c.AMOUNT].to_numpy(dtype=np.float64)
+    time_us = time_us_of(tx)
+    amount = np.asarray(tx[c.AMOUNT], dtype=np.float64)
     values: dict[str, np.ndarray] = dict(f.request_features(amount, time_us))
     values.update(looked_up)
     states = dict(states)
-    activity = {name: np.empty(len(tx)) for name in f.CUSTOMER_ACTIVITY_FEATURES}
-    customers = tx[c.CUSTOMER_ID].to_numpy()
-    terminals = tx[c.TERMINAL_ID].to_numpy(dtype=object)
-    for customer, rows in pd.Series(np.arange(len(tx))).groupby(customers):
-        index = rows.to_numpy()
+    activity = {name: np.empty(len(amount)) for name in f.CUSTOMER_ACTIVITY_FEATURES}
+    terminals = np.asarray(tx[c.TERMINAL_ID], dtype=object)
+    groups: dict[str, list[int]] = {}
+    for i, customer in enumerate(tx[c.CUSTOMER_ID]):
+        groups.setdefault(customer, []).append(i)
+    for customer, rows in groups.items():
+        index = np.asarray(rows)
         feats, states[customer] = score_and_advance(
             states.get(customer, CustomerState.empty()),
             time_us[index],
@@ -136,7 +151,7 @@ class OnlineFeatures:
             for i, customer in enumerate(unique)
         }
 
-    def _lookup(self, tx: pd.DataFrame, time_us: np.ndarray) -> dict[str, np.ndarray]:
+    def _lookup(self, tx: Columns, time_us: np.ndarray) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         for view, features in self.lookups:
             key = view.entity_columns[0].name
@@ -152,20 +167,21 @@ class OnlineFeatures:
                 out[name] = np.nan_to_num(values, nan=f.MISSING_FEATURE_VALUE)
         return out
 
-    def compute(self, tx: pd.DataFrame) -> ScoredFeatures:
+    def compute(self, tx: Columns) -> ScoredFeatures:
         """Features for transactions in the contract (one or many, any customers)."""
-        time_us = f.to_micros(tx[c.TIMESTAMP])
+        time_us = time_us_of(tx)
         if self.fast:
             states, looked_up = self._read_fast(tx, time_us)
         else:
             looked_up = self._lookup(tx, time_us)
-            states = self.read_states(tx[c.CUSTOMER_ID].tolist()) if self.state_view else {}
+            customers = list(tx[c.CUSTOMER_ID])
+            states = self.read_states(customers) if self.state_view else {}
         return assemble(self.names, tx, states, looked_up)
 
     def _read_fast(
-        self, tx: pd.DataFrame, time_us: np.ndarray
+        self, tx: Columns, time_us: np.ndarray
     ) -> tuple[dict[str, CustomerState], dict[str, np.ndarray]]:
-        rows = self._reader.read({key: tx[key].tolist() for key in self._reader.join_keys})
+        rows = self._reader.read({key: list(tx[key]) for key in self._reader.join_keys})
         looked_up = {}
         for view, features in self.lookups:
             stamps = rows.event_timestamps[view.name]
