@@ -328,5 +328,18 @@ def promote(
         raise typer.Exit(code=1)
 
 
+def _register_more_commands() -> None:
+    """Commands that live in their own modules (streaming, monitoring, labels)."""
+    from fraudops.cli_monitor import labels_app, monitor
+    from fraudops.cli_stream import replay, stream
+
+    app.command("stream")(stream)
+    app.command("replay")(replay)
+    app.command("monitor")(monitor)
+    app.add_typer(labels_app, name="labels")
+
+
+_register_more_commands()
+
 if __name__ == "__main__":  # pragma: no cover
     app()
