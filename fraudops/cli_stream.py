@@ -291,8 +291,8 @@ def _print_summary(result: dict[str, Any]) -> None:
         ("scored", f"{result['scored']:,}"),
         ("errors", f"{result['errors']:,}"),
         ("missing", f"{result['missing']:,}"),
-        ("rate (target / achieved)", f"{result['rate_target'] or 'max'} / "
-                                     f"{result['rate_achieved']}/s"),
+        ("events/s (target / achieved)", f"{result['rate_target'] or 'max'} / "
+                                         f"{result['rate_achieved'] or '-'}"),
         ("seconds (sending / total)", f"{result['send_seconds']} / {result['total_seconds']}"),
         ("latency ms p50 / p95 / p99", f"{lat['p50']} / {lat['p95']} / {lat['p99']}"),
         *((f"decision: {name}", f"{count:,}") for name, count in result["decisions"].items()),

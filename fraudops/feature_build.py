@@ -59,43 +59,49 @@ def _sorted_by_customer(tx: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
 def build_customer_tables(
     tx: pd.DataFrame, progress: Callable[[int], None] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-transaction customer activity and per-customer state, one pass per customer."""
+    """Per-transaction customer activity (one vectorised call for all customers) and the
+    per-customer state as of each customer's last transaction."""
     tx, bounds = _sorted_by_customer(tx)
     time_us = f.to_micros(tx[c.TIMESTAMP])
     amount = tx[c.AMOUNT].to_numpy(dtype=np.float64)
     terminal = tx[c.TERMINAL_ID].to_numpy(dtype=object)
-    columns = {name: np.empty(len(tx)) for name in f.CUSTOMER_ACTIVITY_FEATURES}
+    sizes = np.diff(bounds)
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    zeros = np.zeros(len(sizes))
+    empty = f.RunningStats(zeros, zeros, zeros, zeros, zeros)
+    before, after = f.advance_running_grouped(empty, amount, time_us, group)
+    columns = f.customer_activity(
+        time_us, amount, terminal, time_us, amount, terminal, before,
+        history_group=group, group=group,
+    )  # fmt: skip
     states: list[dict] = []
-    empty = f.RunningStats.empty()
-    for i, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+    customer_ids = tx[c.CUSTOMER_ID].to_numpy()
+    timestamps = tx[c.TIMESTAMP]
+    for g, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         t, a, term = time_us[start:stop], amount[start:stop], terminal[start:stop]
-        before, after = f.advance_running(empty, a, t)
-        feats = f.customer_activity(t, a, term, t, a, term, before)
-        for name, values in feats.items():
-            columns[name][start:stop] = values
         keep = t >= t[-1] - f.HISTORY_US
         keep[: max(0, len(t) - f.MAX_HISTORY)] = False
         states.append(
             {
-                c.CUSTOMER_ID: tx[c.CUSTOMER_ID].iat[start],
-                EVENT_TIMESTAMP: tx[c.TIMESTAMP].iat[stop - 1],
+                c.CUSTOMER_ID: customer_ids[start],
+                EVENT_TIMESTAMP: timestamps.iat[stop - 1],
                 "history_time_us": t[keep].tolist(),
                 "history_amount": a[keep].tolist(),
                 "history_terminal_id": term[keep].tolist(),
-                "tx_count": int(after.count[0]),
-                "amount_mean": float(after.amount_mean[0]),
-                "amount_m2": float(after.amount_m2[0]),
-                "hour_sin_sum": float(after.hour_sin_sum[0]),
-                "hour_cos_sum": float(after.hour_cos_sum[0]),
+                "tx_count": int(after.count[g]),
+                "amount_mean": float(after.amount_mean[g]),
+                "amount_m2": float(after.amount_m2[g]),
+                "hour_sin_sum": float(after.hour_sin_sum[g]),
+                "hour_cos_sum": float(after.hour_cos_sum[g]),
             }
         )
-        if progress and i % 256 == 0:
-            progress(i)
+        if progress and g % 256 == 0:
+            progress(g)
     activity = pd.DataFrame(
         {
             c.TRANSACTION_ID: tx[c.TRANSACTION_ID].to_numpy(),
-            c.CUSTOMER_ID: tx[c.CUSTOMER_ID].to_numpy(),
-            EVENT_TIMESTAMP: tx[c.TIMESTAMP].to_numpy(),
+            c.CUSTOMER_ID: customer_ids,
+            EVENT_TIMESTAMP: timestamps.to_numpy(),
             **columns,
         }
     )

@@ -109,33 +109,68 @@ class RunningStats:
 def advance_running(
     start: RunningStats, amounts: np.ndarray, time_us: np.ndarray
 ) -> tuple[RunningStats, RunningStats]:
-    """Fold transactions (in time order) into ``start`` (length-1 stats).
+    """Fold one customer's transactions (in time order) into ``start`` (length-1 stats):
+    the stats *before* each transaction, and after the last one."""
+    x = np.asarray(amounts, dtype=np.float64)
+    return advance_running_grouped(start, x, time_us, np.zeros(len(x), dtype=np.int64))
 
-    Returns the stats *before* each transaction and the stats after the last one. Welford's
+
+def advance_running_grouped(
+    start: RunningStats, amounts: np.ndarray, time_us: np.ndarray, group: np.ndarray
+) -> tuple[RunningStats, RunningStats]:
+    """Welford's running statistics for many customers at once.
+
+    ``group`` numbers the customers 0..G-1 and must be non-decreasing (each customer's
+    transactions together, in time order); ``start`` holds G stats. Returns the stats
+    before each transaction and the G stats after each customer's last one. Welford's
     recurrence, vectorised as Chan's merge of ``start`` with each prefix of the block.
     """
     x = np.asarray(amounts, dtype=np.float64)
-    n0, mean0, m2_0 = float(start.count[0]), float(start.amount_mean[0]), float(start.amount_m2[0])
-    k = np.arange(len(x) + 1, dtype=np.float64)  # prefix sizes 0..n
-    if len(x):
-        shift = x[0]  # shifting by a sample keeps sums of squares well conditioned
-        s = np.concatenate([[0.0], np.cumsum(x - shift)])
-        q = np.concatenate([[0.0], np.cumsum((x - shift) ** 2)])
-    else:
-        shift, s, q = 0.0, np.zeros(1), np.zeros(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        block_mean = np.where(k > 0, shift + s / k, 0.0)
-        block_m2 = np.where(k > 0, np.maximum(q - s * s / k, 0.0), 0.0)
-    n = n0 + k
-    delta = block_mean - mean0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(n > 0, mean0 + delta * k / n, 0.0)
-        m2 = np.where(n > 0, m2_0 + block_m2 + delta * delta * n0 * k / n, 0.0)
+    g = np.asarray(group, dtype=np.int64)
+    groups = len(start.count)
+    sizes = np.bincount(g, minlength=groups)
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # start offset of each group
+    k = np.arange(len(x)) - first[g]  # transactions of the group before this one
+    # shifting by each group's first amount keeps the sums of squares well conditioned
+    shift = np.where(sizes > 0, x[np.minimum(first, max(len(x) - 1, 0))] if len(x) else 0, 0.0)
+    d = x - shift[g]
+
+    def exclusive(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per element: the sum of the earlier values of its group; per group: the total."""
+        total = np.concatenate([[0.0], np.cumsum(values)])
+        before = total[np.arange(len(values))] - total[first[g]]
+        return before, total[first + sizes] - total[first]
+
+    s_before, s_total = exclusive(d)
+    q_before, q_total = exclusive(d * d)
     angle = 2 * np.pi * hour_of_day(time_us) / 24
-    sin_sum = start.hour_sin_sum[0] + np.concatenate([[0.0], np.cumsum(np.sin(angle))])
-    cos_sum = start.hour_cos_sum[0] + np.concatenate([[0.0], np.cumsum(np.cos(angle))])
-    stats = RunningStats(n, mean, m2, sin_sum, cos_sum)
-    return stats.take(np.arange(len(x))), stats.take(np.array([len(x)]))
+    sin_before, sin_total = exclusive(np.sin(angle))
+    cos_before, cos_total = exclusive(np.cos(angle))
+
+    def merge(idx: np.ndarray, kk: np.ndarray, s_: np.ndarray, q_: np.ndarray) -> tuple:
+        n0, mean0, m2_0 = start.count[idx], start.amount_mean[idx], start.amount_m2[idx]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            block_mean = np.where(kk > 0, shift[idx] + s_ / kk, 0.0)
+            block_m2 = np.where(kk > 0, np.maximum(q_ - s_ * s_ / kk, 0.0), 0.0)
+            n = n0 + kk
+            delta = block_mean - mean0
+            mean = np.where(n > 0, mean0 + delta * kk / n, 0.0)
+            m2 = np.where(n > 0, m2_0 + block_m2 + delta * delta * n0 * kk / n, 0.0)
+        return n, mean, m2
+
+    kf = k.astype(np.float64)
+    before = RunningStats(
+        *merge(g, kf, s_before, q_before),
+        start.hour_sin_sum[g] + sin_before,
+        start.hour_cos_sum[g] + cos_before,
+    )
+    every = np.arange(groups)
+    after = RunningStats(
+        *merge(every, sizes.astype(np.float64), s_total, q_total),
+        start.hour_sin_sum + sin_total,
+        start.hour_cos_sum + cos_total,
+    )
+    return before, after
 
 
 # --- customer activity --------------------------------------------------------------------
@@ -180,22 +215,40 @@ def customer_activity(
     amount: np.ndarray,
     terminal: np.ndarray,
     prior: RunningStats,
+    history_group: np.ndarray | None = None,
+    group: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Features of each query transaction from one customer's earlier transactions.
+    """Features of each query transaction from its customer's earlier transactions.
 
-    ``history_*`` is the customer's history sorted by time (it may include the queries
-    themselves: only entries strictly earlier than each query count); ``prior`` holds the
-    running stats before each query.
+    ``history_*`` is the customers' history sorted by (``history_group``, time); it may
+    include the queries themselves: only entries strictly earlier than a query count.
+    ``group`` says whose history each query reads (default: one customer for all).
+    ``prior`` holds the running stats before each query. One call serves a single
+    customer (the offline build, one customer's events) or a whole batch of customers.
     """
     h_t = np.asarray(history_time_us, dtype=np.int64)
     h_amount = np.asarray(history_amount, dtype=np.float64)
     q_t = np.asarray(time_us, dtype=np.int64)
     q_amount = np.asarray(amount, dtype=np.float64)
-    hi = np.searchsorted(h_t, q_t, side="left")
+    h_g = (
+        np.zeros(len(h_t), np.int64)
+        if history_group is None
+        else np.asarray(history_group, np.int64)
+    )
+    q_g = np.zeros(len(q_t), np.int64) if group is None else np.asarray(group, np.int64)
+    # One sorted key for (customer, time): a window never reaches another customer because
+    # each customer's key range starts a full history window below its earliest time.
+    times = np.concatenate([h_t, q_t])
+    base = int(times.min()) - HISTORY_US - 1 if len(times) else 0
+    span = (int(times.max()) - base + 1) if len(times) else 1
+    h_key = h_g * span + (h_t - base)
+    q_key = q_g * span + (q_t - base)
+    hi = np.searchsorted(h_key, q_key, side="left")
+    first = np.searchsorted(h_key, q_g * span, side="left")  # the group's first entry
     out: dict[str, np.ndarray] = {}
 
     for name, width in CUSTOMER_LONG_WINDOWS.items():
-        lo = np.searchsorted(h_t, q_t - width, side="left")
+        lo = np.searchsorted(h_key, q_key - width, side="left")
         n = (hi - lo).astype(np.float64)
         total = _segment_sums(h_amount, lo, hi)
         squares = _segment_sums(h_amount * h_amount, lo, hi)
@@ -206,11 +259,18 @@ def customer_activity(
         out[f"customer_amount_avg_{name}"] = mean
         out[f"customer_amount_std_{name}"] = np.sqrt(var)
 
-    codes = pd.factorize(np.concatenate([np.asarray(history_terminal), np.asarray(terminal)]))[0]
-    h_codes, q_codes = codes[: len(h_t)], codes[len(h_t) :]
+    # terminals as (customer, terminal) codes: "the same terminal" means for this customer
+    terminal_codes, uniques = pd.factorize(
+        np.concatenate(
+            [np.asarray(history_terminal, dtype=object), np.asarray(terminal, dtype=object)]
+        )
+    )
+    pair = np.concatenate([h_g, q_g]) * (len(uniques) + 1) + terminal_codes
+    pair_codes = pd.factorize(pair)[0]
+    h_codes, q_codes = pair_codes[: len(h_t)], pair_codes[len(h_t) :]
     prev_same = _previous_same(h_codes)
     for name, width in CUSTOMER_SHORT_WINDOWS.items():
-        lo = np.searchsorted(h_t, q_t - width, side="left")
+        lo = np.searchsorted(h_key, q_key - width, side="left")
         n = (hi - lo).astype(np.float64)
         total = _segment_sums(h_amount, lo, hi)
         out[f"customer_tx_count_{name}"] = n
@@ -232,8 +292,9 @@ def customer_activity(
     gap = np.abs(np.angle(np.exp(1j * (angle - usual))))  # circular distance, radians
     out["customer_hour_deviation"] = np.where(count > 0, gap * 24 / (2 * np.pi), 0.0)
 
+    has_earlier = hi > first
     last = h_t[np.maximum(hi - 1, 0)] if len(h_t) else np.zeros(len(q_t), dtype=np.int64)
-    since = np.where(hi > 0, (q_t - last) / MICROS, SINCE_LAST_CAP_S)
+    since = np.where(has_earlier, (q_t - last) / MICROS, SINCE_LAST_CAP_S)
     out["customer_seconds_since_last_tx"] = np.minimum(since, SINCE_LAST_CAP_S)
     out["customer_terminal_is_new"] = _terminal_is_new(h_t, h_codes, q_t, q_codes)
     return {name: out[name] for name in CUSTOMER_ACTIVITY_FEATURES}
@@ -242,15 +303,17 @@ def customer_activity(
 def _terminal_is_new(
     h_t: np.ndarray, h_codes: np.ndarray, q_t: np.ndarray, q_codes: np.ndarray
 ) -> np.ndarray:
-    """1.0 where the customer did not use the query's terminal in the history window."""
+    """1.0 where the customer did not use the query's terminal in the history window
+    (codes are per customer and terminal)."""
     if len(h_t) == 0:
         return np.ones(len(q_t))
-    base = min(int(h_t.min()), int(q_t.min()))
-    span = max(int(h_t.max()), int(q_t.max())) - base + 1
-    h_key = h_codes.astype(np.int64) * span + (h_t - base)
+    # dense time ranks keep (code, time) keys small enough for int64 on any data size
+    rank = np.unique(np.concatenate([h_t, q_t]), return_inverse=True)[1]
+    h_rank, q_rank = rank[: len(h_t)], rank[len(h_t) :]
+    span = int(rank.max()) + 1
+    h_key = h_codes.astype(np.int64) * span + h_rank
     order = np.argsort(h_key, kind="stable")
-    sorted_key = h_key[order]
-    p = np.searchsorted(sorted_key, q_codes.astype(np.int64) * span + (q_t - base), side="left")
+    p = np.searchsorted(h_key[order], q_codes.astype(np.int64) * span + q_rank, side="left")
     prev = order[np.maximum(p - 1, 0)]
     seen = (p > 0) & (h_codes[prev] == q_codes) & (h_t[prev] >= q_t - HISTORY_US)
     return (~seen).astype(np.float64)

@@ -28,7 +28,7 @@ from feast import FeatureService, FeatureStore, FeatureView, OnDemandFeatureView
 from fraudops import contract as c
 from fraudops import features as f
 from fraudops.feast_store import service_feature_names
-from fraudops.realtime import CustomerState, score_and_advance
+from fraudops.realtime import CustomerState, score_and_advance_batch
 from fraudops.settings import get_settings
 
 STATE_VIEW_TAG = "online_source"
@@ -77,22 +77,10 @@ def assemble(
     amount = np.asarray(tx[c.AMOUNT], dtype=np.float64)
     values: dict[str, np.ndarray] = dict(f.request_features(amount, time_us))
     values.update(looked_up)
-    states = dict(states)
-    activity = {name: np.empty(len(amount)) for name in f.CUSTOMER_ACTIVITY_FEATURES}
     terminals = np.asarray(tx[c.TERMINAL_ID], dtype=object)
-    groups: dict[str, list[int]] = {}
-    for i, customer in enumerate(tx[c.CUSTOMER_ID]):
-        groups.setdefault(customer, []).append(i)
-    for customer, rows in groups.items():
-        index = np.asarray(rows)
-        feats, states[customer] = score_and_advance(
-            states.get(customer, CustomerState.empty()),
-            time_us[index],
-            amount[index],
-            terminals[index],
-        )
-        for name, column in feats.items():
-            activity[name][index] = column
+    customers = np.asarray(tx[c.CUSTOMER_ID], dtype=object)
+    activity, new_states = score_and_advance_batch(states, customers, time_us, amount, terminals)
+    states = {**states, **new_states}
     values.update(activity)
     matrix = np.column_stack([values[name] for name in names])
     return ScoredFeatures(matrix, list(names), states)

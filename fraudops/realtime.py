@@ -99,3 +99,64 @@ def score_and_advance(
     keep = h_t >= last - f.HISTORY_US
     keep[: max(0, len(h_t) - f.MAX_HISTORY)] = False
     return feats, CustomerState(h_t[keep], h_a[keep], h_term[keep], after, last)
+
+
+def score_and_advance_batch(
+    states: dict[str, CustomerState],
+    customers: np.ndarray,
+    time_us: np.ndarray,
+    amount: np.ndarray,
+    terminal: np.ndarray,
+) -> tuple[dict[str, np.ndarray], dict[str, CustomerState]]:
+    """:func:`score_and_advance` for transactions of many customers in one vectorised call
+    (the stream consumer's micro-batches, ``/score_batch``). Features come back in input
+    order; states for every customer in the batch."""
+    time_us = np.asarray(time_us, dtype=np.int64)
+    amount = np.asarray(amount, dtype=np.float64)
+    terminal = np.asarray(terminal, dtype=object)
+    rows_of: dict[str, list[int]] = {}
+    for i, customer in enumerate(customers):
+        rows_of.setdefault(customer, []).append(i)
+    h_t, h_a, h_term, h_g, q_rows, q_g = [], [], [], [], [], []
+    starts = []
+    for g, (customer, rows) in enumerate(rows_of.items()):
+        state = states.get(customer) or CustomerState.empty()
+        index = np.asarray(rows)[np.argsort(time_us[rows], kind="stable")]
+        t = np.concatenate([state.history_time_us, time_us[index]])
+        a = np.concatenate([state.history_amount, amount[index]])
+        term = np.concatenate([state.history_terminal_id, terminal[index]])
+        if len(state.history_time_us) and time_us[index[0]] < state.history_time_us[-1]:
+            merge = np.argsort(t, kind="stable")  # a late event: keep the history sorted
+            t, a, term = t[merge], a[merge], term[merge]
+        h_t.append(t)
+        h_a.append(a)
+        h_term.append(term)
+        h_g.append(np.full(len(t), g))
+        q_rows.append(index)
+        q_g.append(np.full(len(index), g))
+        starts.append(state)
+    query = np.concatenate(q_rows)
+    group = np.concatenate(q_g)
+    start = f.RunningStats(*(np.concatenate([getattr(st.stats, k) for st in starts])
+                             for k in ("count", "amount_mean", "amount_m2",
+                                       "hour_sin_sum", "hour_cos_sum")))  # fmt: skip
+    before, after = f.advance_running_grouped(start, amount[query], time_us[query], group)
+    history_t = np.concatenate(h_t)
+    feats = f.customer_activity(
+        history_t, np.concatenate(h_a), np.concatenate(h_term),
+        time_us[query], amount[query], terminal[query], before,
+        history_group=np.concatenate(h_g), group=group,
+    )  # fmt: skip
+    ordered = {name: np.empty(len(query)) for name in feats}
+    for name, values in feats.items():
+        ordered[name][query] = values
+    new_states = {}
+    for g, customer in enumerate(rows_of):
+        t, a, term, st = h_t[g], h_a[g], h_term[g], starts[g]
+        last = max(int(t[-1]), st.last_time_us)
+        keep = t >= last - f.HISTORY_US
+        keep[: max(0, len(t) - f.MAX_HISTORY)] = False
+        new_states[customer] = CustomerState(
+            t[keep], a[keep], term[keep], after.take(np.array([g])), last
+        )
+    return ordered, new_states

@@ -192,8 +192,13 @@ def replay_http(
             if response.status_code != 200:
                 summary.error(len(chunk), f"{path}: HTTP {response.status_code}: {response.text}")
                 return
-            body = response.json()
-            for result in [body] if single else body.get("results", []):
+            try:
+                body = response.json()
+                results = [body] if single else body["results"]
+            except (ValueError, KeyError, TypeError):
+                summary.error(len(chunk), f"{path}: unexpected response: {response.text}")
+                return
+            for result in results:
                 summary.result(result, latency)
             scored = summary.scored
         if progress:
@@ -324,8 +329,14 @@ class _ResultReader(threading.Thread):
         return self.done
 
     def run(self) -> None:
+        import redis
+
         while not self._stop_event.is_set():
-            reply = self.client.xread(self.last, count=5000, block=100)
+            try:
+                reply = self.client.xread(self.last, count=5000, block=100)
+            except redis.RedisError as exc:  # results not read back count as missing
+                log.warning("stopped reading results: %s", exc)
+                return
             at = time.perf_counter()
             for key, entries in reply or []:
                 kind = self.kinds[key]

@@ -47,15 +47,17 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import sqlalchemy as sa
 from pydantic import ValidationError
 
 from fraudops.contract import Transaction
-from fraudops.scoring import ScoreResult, ScoringCore
 from fraudops.settings import Settings
+
+if TYPE_CHECKING:  # the scoring core imports Feast and MLflow: only when consuming
+    from fraudops.scoring import ScoreResult, ScoringCore
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,9 @@ TRANSACTION_FIELD = "transaction"
 DEFAULT_GROUP = "scorers"
 DEFAULT_STREAM = "transactions"
 SOURCE = "stream"
+# Failures of Redis, the network or the database: retry the batch, never dead-letter it.
+INFRASTRUCTURE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError,
+                         sa.exc.SQLAlchemyError)  # fmt: skip
 
 # A customer lease: take it when free or already ours (a batch retried after a Redis
 # error still holds its leases); release only our own.
@@ -103,9 +108,13 @@ class StreamNames:
     deadletter: str
 
     @classmethod
-    def from_settings(cls, settings: Settings, transactions: str = DEFAULT_STREAM) -> StreamNames:
-        p = settings.redis_key_prefix
+    def under(cls, prefix: str, transactions: str = DEFAULT_STREAM) -> StreamNames:
+        p = prefix
         return cls(p, f"{p}:{transactions}", f"{p}:scores", f"{p}:alerts", f"{p}:deadletter")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, transactions: str = DEFAULT_STREAM) -> StreamNames:
+        return cls.under(settings.redis_key_prefix, transactions)
 
     def lease(self, customer_id: str) -> str:
         return f"{self.prefix}:lease:customer:{customer_id}"
@@ -116,7 +125,7 @@ def prediction_id(entry_id: str) -> str:
     return f"{SOURCE}:{entry_id}"
 
 
-def event_fields(transaction: Mapping[str, Any]) -> dict[str, str]:
+def event_fields(transaction: Mapping[str, Any]) -> dict[Any, Any]:
     """The entry fields of one transaction event (what producers XADD)."""
     return {TRANSACTION_FIELD: json.dumps(transaction, separators=(",", ":"), default=str)}
 
@@ -156,7 +165,7 @@ def parse_event(fields: Mapping[str, str]) -> Transaction:
         raise PoisonEvent(reason, errors) from None
 
 
-def score_fields(event_id: str, tx: Transaction, result: ScoreResult) -> dict[str, str]:
+def score_fields(event_id: str, tx: Transaction, result: ScoreResult) -> dict[Any, Any]:
     """The entry fields of a result in the ``scores`` (and ``alerts``) stream."""
     return {
         "event_id": event_id,
@@ -174,7 +183,9 @@ def score_fields(event_id: str, tx: Transaction, result: ScoreResult) -> dict[st
     }
 
 
-def deadletter_fields(event_id: str, fields: Mapping[str, str], poison: PoisonEvent) -> dict:
+def deadletter_fields(
+    event_id: str, fields: Mapping[str, str], poison: PoisonEvent
+) -> dict[Any, Any]:
     return {
         "event_id": event_id,
         "reason": poison.reason,
@@ -190,7 +201,13 @@ class Event:
     entry_id: str
     fields: dict[str, str]
     redelivered: bool  # read again from a pending list: it may be scored already
-    transaction: Transaction | None = None
+    transaction: Transaction | None = None  # once parsed
+
+    @property
+    def tx(self) -> Transaction:
+        if self.transaction is None:
+            raise RuntimeError(f"event {self.entry_id} was not parsed")
+        return self.transaction
 
 
 @dataclass
@@ -227,7 +244,7 @@ class StreamConsumer:
         consumer: str | None = None,
         batch_size: int = 500,
         max_wait_ms: int = 20,
-        block_ms: int = 1000,
+        block_ms: int = 500,
         claim_idle_ms: int = 30_000,
         lease_ms: int = 30_000,
         max_len: int | None = 1_000_000,
@@ -235,7 +252,8 @@ class StreamConsumer:
         if core.prediction_log is None:
             raise ValueError("the stream consumer needs a prediction log (ack after logging)")
         self.core = core
-        self.client = client
+        self.prediction_log: Any = core.prediction_log
+        self.client: Any = client  # redis-py's types make every reply possibly awaitable
         self.names = names
         self.group = group
         self.consumer = consumer or default_consumer_name()
@@ -279,16 +297,20 @@ class StreamConsumer:
             try:
                 self.step()
                 backoff = 0.0
-            except (redis.ConnectionError, redis.TimeoutError, OSError,
-                    sa.exc.SQLAlchemyError) as exc:  # fmt: skip
-                # Infrastructure, not data: nothing was acknowledged, so retry the batch
-                # from our pending list once things answer again.
+            except INFRASTRUCTURE_ERRORS as exc:
+                # Nothing was acknowledged: retry from our pending list once things answer
+                # again (events scored meanwhile are found in the log, not scored again).
                 self.stats.errors += 1
                 backoff = min(max(backoff * 2, 0.5), 10.0)
                 log.warning("stream step failed, retrying in %.1f s: %s", backoff, _short(exc))
                 self._deferred.clear()
                 self._read_own_pending = True
                 stop.wait(backoff)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("the stream or the group was deleted: creating them again")
+                self.ensure_group()
             if time.monotonic() - last_report >= report_every:
                 last_report = time.monotonic()
                 self._report()
@@ -421,6 +443,7 @@ class StreamConsumer:
         if not events:
             return {}
         from fraudops.db import predictions
+        from fraudops.scoring import ScoreResult
 
         ids = {prediction_id(e.entry_id): e.entry_id for e in events}
         p = predictions.c
@@ -429,7 +452,7 @@ class StreamConsumer:
             p.model_version, p.degraded, p.latency_ms,
         ).where(p.prediction_id.in_(list(ids)))  # fmt: skip
         try:
-            with self.core.prediction_log.engine.connect() as conn:
+            with self.prediction_log.engine.connect() as conn:
                 rows = conn.execute(query).all()
         except sa.exc.SQLAlchemyError as exc:
             # Re-scoring is still safe for the log (ids are idempotent); only the customer
@@ -453,39 +476,50 @@ class StreamConsumer:
         """Events whose customers we lease now, and those another consumer holds."""
         if not events:
             return [], []
-        customers = list(dict.fromkeys(e.transaction.customer_id for e in events))  # type: ignore[union-attr]
+        customers = list(dict.fromkeys(e.tx.customer_id for e in events))
         keys = [self.names.lease(customer) for customer in customers]
         got = self._acquire(keys=keys, args=[self.consumer, self.lease_ms])
         held = {customer for customer, ok in zip(customers, got, strict=True) if ok}
-        leased = [e for e in events if e.transaction.customer_id in held]  # type: ignore[union-attr]
-        waiting = [e for e in events if e.transaction.customer_id not in held]  # type: ignore[union-attr]
+        leased = [e for e in events if e.tx.customer_id in held]
+        waiting = [e for e in events if e.tx.customer_id not in held]
         return leased, waiting
 
     def _score(
         self, events: list[Event], poison: list[tuple[Event, PoisonEvent]]
     ) -> dict[str, ScoreResult]:
+        """Results by entry id. When a batch fails for a reason other than infrastructure,
+        its events are scored one by one and those that still fail are dead-lettered; if
+        every one fails, it is a bug or a broken dependency, not bad data: raise."""
         if not events:
             return {}
         try:
             return self._score_logged(events)
-        except (redis.ConnectionError, redis.TimeoutError, OSError, sa.exc.SQLAlchemyError):
+        except INFRASTRUCTURE_ERRORS:
             raise
-        except Exception as exc:  # a bug or an event the model cannot take: isolate it
-            if len(events) == 1:
-                log.exception("scoring event %s failed: dead-lettering it", events[0].entry_id)
-                reason = f"scoring failed: {type(exc).__name__}: {str(exc)[:500]}"
-                poison.append((events[0], PoisonEvent(reason, [])))
-                return {}
-            log.warning("scoring a batch of %d failed (%s): scoring its events one by one",
-                        len(events), _short(exc))  # fmt: skip
+        except Exception as exc:
+            if len(events) > 1:
+                log.warning("scoring a batch of %d failed (%s): scoring its events one by one",
+                            len(events), _short(exc))  # fmt: skip
             results: dict[str, ScoreResult] = {}
+            failed: list[tuple[Event, Exception]] = []
             for event in events:
-                results.update(self._score([event], poison))
+                try:
+                    results.update(self._score_logged([event]))
+                except INFRASTRUCTURE_ERRORS:
+                    raise
+                except Exception as error:
+                    failed.append((event, error))
+            if len(events) > 1 and not results:
+                raise
+            for event, problem in failed:
+                log.error("scoring event %s failed, dead-lettering it: %r", event.entry_id, problem)
+                reason = f"scoring failed: {type(problem).__name__}: {str(problem)[:500]}"
+                poison.append((event, PoisonEvent(reason, [])))
             return results
 
     def _score_logged(self, events: list[Event]) -> dict[str, ScoreResult]:
         results = self.core.score(
-            [e.transaction for e in events],  # type: ignore[misc]
+            [e.tx for e in events],
             source=SOURCE,
             prediction_ids=[prediction_id(e.entry_id) for e in events],
             log_now=True,
@@ -503,22 +537,21 @@ class StreamConsumer:
         """Results, alerts and dead letters, the acknowledgement and the lease release, in
         one MULTI/EXEC: an event is acknowledged exactly when its result is in the stream."""
         pipe = self.client.pipeline(transaction=True)
-        trim = {"maxlen": self.max_len, "approximate": True} if self.max_len else {}
         for event in done:
             result = results[event.entry_id]
-            fields = score_fields(event.entry_id, event.transaction, result)  # type: ignore[arg-type]
-            pipe.xadd(self.names.scores, fields, **trim)
+            fields = score_fields(event.entry_id, event.tx, result)
+            pipe.xadd(self.names.scores, fields, maxlen=self.max_len, approximate=True)
             if result.decision == "block":
-                pipe.xadd(self.names.alerts, fields, **trim)
+                pipe.xadd(self.names.alerts, fields, maxlen=self.max_len, approximate=True)
         for event, reason in poison:
             dead = deadletter_fields(event.entry_id, event.fields, reason)
-            pipe.xadd(self.names.deadletter, dead, **trim)
+            pipe.xadd(self.names.deadletter, dead, maxlen=self.max_len, approximate=True)
             log.warning("dead-lettered event %s: %s", event.entry_id, reason.reason)
         acked = [e.entry_id for e in (*done, *(p[0] for p in poison), *deleted)]
         if acked:
             pipe.xack(self.names.transactions, self.group, *acked)
         if leased:
-            customers = dict.fromkeys(e.transaction.customer_id for e in leased)  # type: ignore[union-attr]
+            customers = dict.fromkeys(e.tx.customer_id for e in leased)
             self._release(keys=[self.names.lease(c) for c in customers], args=[self.consumer],
                           client=pipe)  # fmt: skip
         pipe.execute()
@@ -570,6 +603,7 @@ def run_consumer(
     """Build the scoring core (loads @champion, follows it), consume until ``stop``, then
     close the prediction log (drains it)."""
     from fraudops.prediction_log import PredictionLog
+    from fraudops.scoring import ScoringCore
 
     consumer = consumer or default_consumer_name()
     # One spool per consumer name: a restarted consumer of the same name replays its own.

@@ -151,3 +151,29 @@ def test_terminal_risk_uses_only_known_labels() -> None:
     assert t1.loc[at(8), "terminal_risk_7d"] == 0.5  # both known
     assert t1.loc[at(8), "terminal_tx_count_7d"] == 0  # volume window has moved on
     assert t2.loc[at(12), "terminal_risk_28d"] == 0  # c's label is still in the future
+
+
+def test_batches_of_many_customers_equal_the_offline_build(transactions: pd.DataFrame) -> None:
+    """The vectorised multi-customer path (stream micro-batches, /score_batch)."""
+    from fraudops.realtime import score_and_advance_batch
+
+    offline, _ = build_customer_tables(transactions)
+    offline = offline.set_index(c.TRANSACTION_ID)
+    ordered = transactions.sort_values([c.TIMESTAMP, c.TRANSACTION_ID]).reset_index(drop=True)
+    time_us = f.to_micros(ordered[c.TIMESTAMP])
+    states: dict[str, CustomerState] = {}
+    pieces = []
+    for start in range(0, len(ordered), 37):  # batches mixing customers, some repeated
+        chunk = slice(start, start + 37)
+        feats, new = score_and_advance_batch(
+            states,
+            ordered[c.CUSTOMER_ID].to_numpy(dtype=object)[chunk],
+            time_us[chunk],
+            ordered[c.AMOUNT].to_numpy()[chunk],
+            ordered[c.TERMINAL_ID].to_numpy(dtype=object)[chunk],
+        )
+        states.update(new)
+        pieces.append(pd.DataFrame(feats, index=ordered[c.TRANSACTION_ID].iloc[chunk]))
+    online = pd.concat(pieces).loc[offline.index]
+    for name in f.CUSTOMER_ACTIVITY_FEATURES:
+        np.testing.assert_allclose(online[name], offline[name], rtol=1e-6, atol=1e-6, err_msg=name)
