@@ -43,6 +43,8 @@ def main(
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True
     )
+    for noisy in ("httpx", "httpcore"):  # a line per request would drown the summaries
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def progress_bar() -> Progress:

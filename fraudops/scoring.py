@@ -13,7 +13,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -69,6 +70,7 @@ class ScoringCore:
         self._stop = threading.Event()
         self.current: LoadedModel = self._load_champion()
         self.degraded_since: float | None = None
+        self._locks = CustomerLocks(single=settings.online_store == "sqlite")
         self.listeners: list[Callable[[dict[str, Any]], None]] = []  # called with status()
 
     # --- model lifecycle ------------------------------------------------------------------
@@ -169,32 +171,35 @@ class ScoringCore:
         loaded = self.current
         tx = frame(transactions)
         degraded = False
-        try:
-            features = loaded.online.compute(tx)
-        except Exception as exc:  # online store unreachable: documented degraded mode
-            if not is_store_outage(exc):
-                raise
-            degraded = True
-            self._note_outage(exc)
-            rows = len(transactions)
-            features = assemble(loaded.online.names, tx, {}, defaults_for(loaded.online, rows))
         model = loaded.model
-        probability = model.predict_proba(features.matrix)
+        # Reading a customer's state and writing it back must not interleave with another
+        # request for the same customer (and Feast's SQLite store is one connection).
+        with self._locks.hold(tx[c.CUSTOMER_ID]):
+            try:
+                features = loaded.online.compute(tx)
+            except Exception as exc:  # online store unreachable: documented degraded mode
+                if not is_store_outage(exc):
+                    raise
+                degraded = True
+                self._note_outage(exc)
+                rows = len(transactions)
+                features = assemble(loaded.online.names, tx, {}, defaults_for(loaded.online, rows))
+            probability = model.predict_proba(features.matrix)
+            if not degraded:
+                try:
+                    loaded.online.commit(features)
+                    self._note_recovery()
+                except Exception as exc:
+                    if not is_store_outage(exc):
+                        raise
+                    degraded = True
+                    self._note_outage(exc)
         decisions = model.decide(
             probability, self.settings.review_threshold, self.settings.block_threshold
         )
         if degraded and self.settings.degraded_policy == "review":
             decisions = np.where(decisions == "approve", "review", decisions)
         reasons = explain(model, features, decisions)
-        if not degraded:
-            try:
-                loaded.online.commit(features)
-                self._note_recovery()
-            except Exception as exc:
-                if not is_store_outage(exc):
-                    raise
-                degraded = True
-                self._note_outage(exc)
         latency_ms = (time.perf_counter() - started) * 1000
         results = [
             ScoreResult(t.transaction_id, float(p), str(d), r, loaded.version, degraded, latency_ms)
@@ -217,6 +222,32 @@ class ScoringCore:
         if self.degraded_since is not None:
             log.info("online store reachable again after %.0f s", time.time() - self.degraded_since)
             self.degraded_since = None
+
+
+class CustomerLocks:
+    """Striped per-customer locks for one process; one lock for everything when the store
+    is SQLite (Feast shares one connection, and its rows per feature could be read half
+    written). Locks are always taken in the same order, so batches cannot deadlock."""
+
+    STRIPES = 64
+
+    def __init__(self, single: bool):
+        self.single = single
+        self._locks = [threading.Lock() for _ in range(1 if single else self.STRIPES)]
+
+    @contextmanager
+    def hold(self, customers: Any) -> Iterator[None]:
+        if self.single:
+            stripes = [0]
+        else:
+            stripes = sorted({hash(customer) % self.STRIPES for customer in customers})
+        for stripe in stripes:
+            self._locks[stripe].acquire()
+        try:
+            yield
+        finally:
+            for stripe in reversed(stripes):
+                self._locks[stripe].release()
 
 
 def frame(transactions: list[Transaction]) -> dict[str, np.ndarray]:

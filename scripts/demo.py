@@ -16,6 +16,7 @@ State lives in ``data/demo`` (FRAUDOPS_DATA_DIR overrides); running it again sta
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -32,7 +33,6 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-DAYS, CUSTOMERS, TERMINALS = 35, 1000, 2000
 
 
 def run(*args: str, env: dict[str, str], capture: bool = False) -> str:
@@ -67,6 +67,13 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(
+        description="Run the whole FraudOps loop on embedded defaults."
+    )
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--terminals", type=int, default=2000)
+    parser.add_argument("--days", type=int, default=35)
+    args = parser.parse_args()
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     data = Path(env.setdefault("FRAUDOPS_DATA_DIR", str(ROOT / "data" / "demo")))
@@ -75,7 +82,7 @@ def main() -> int:
         shutil.rmtree(data)
     raw = data / "raw"
     today = datetime.now(UTC).date()
-    start = today - timedelta(days=DAYS)
+    start = today - timedelta(days=args.days)
     drift_day = today - timedelta(days=1)
     replay_from = today - timedelta(days=2)
     started = time.monotonic()
@@ -85,11 +92,11 @@ def main() -> int:
             str(BIN / "fraudops"),
             "simulate",
             "--customers",
-            str(CUSTOMERS),
+            str(args.customers),
             "--terminals",
-            str(TERMINALS),
+            str(args.terminals),
             "--days",
-            str(DAYS),
+            str(args.days),
             "--start-date",
             start.isoformat(),
             "--drift-date",
@@ -170,6 +177,18 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 server.kill()
     summary(data, report, promotion, replay, monitor, time.monotonic() - started)
+    (data / "summary.json").write_text(
+        json.dumps(
+            {
+                "train": report,
+                "promotion": promotion,
+                "replay": replay,
+                "live_transactions": int(len(live)),
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return 0
 
 

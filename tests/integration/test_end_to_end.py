@@ -1,0 +1,97 @@
+"""The demo path on small data against real services: Redis (online store), PostgreSQL
+(prediction log and MLflow's store) and an `mlflow server` process, as in production
+without Docker. The numbers the demo reports must match the database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_against_redis_postgresql_and_an_mlflow_server(
+    tmp_path: Path, redis_server: str, postgres_server: str
+) -> None:
+    import redis
+
+    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    suffix = uuid.uuid4().hex[:8]
+    databases = [f"fraudops_e2e_{suffix}", f"fraudops_e2e_mlflow_{suffix}"]
+    with admin.connect() as conn:
+        for name in databases:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    base = sa.engine.make_url(postgres_server)
+    log_url, mlflow_db = (
+        base.set(database=n).render_as_string(hide_password=False) for n in databases
+    )
+    port = free_port()
+    mlflow_log = (tmp_path / "mlflow.log").open("w")
+    bin_dir = Path(sys.executable).parent
+    server = subprocess.Popen(
+        [str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", mlflow_db, "--artifacts-destination", str(tmp_path / "artifacts")],
+        stdout=mlflow_log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    redis_db = f"{redis_server}/8"
+    redis.Redis.from_url(redis_db).flushdb()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, (tmp_path / "mlflow.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDOPS_")}
+        env.update({
+            "FRAUDOPS_DATA_DIR": str(tmp_path / "data"),
+            "FRAUDOPS_ONLINE_STORE": "redis",
+            "FRAUDOPS_REDIS_URL": redis_db,
+            "FRAUDOPS_DATABASE_URL": log_url,
+            "FRAUDOPS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+        })  # fmt: skip
+        demo = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "demo.py"),
+             "--customers", "300", "--terminals", "600", "--days", "30"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+        summary = json.loads((tmp_path / "data" / "summary.json").read_text())
+        replay = summary["replay"]
+        assert replay["sent"] == summary["live_transactions"] > 0
+        assert replay["errors"] == 0 and replay["scored"] == replay["sent"]
+        assert f"Replayed {replay['sent']} transactions" in demo.stdout
+        engine = sa.create_engine(log_url)
+        with engine.connect() as conn:
+            logged = conn.execute(sa.text("select count(*) from predictions")).scalar_one()
+        engine.dispose()
+        assert logged == replay["scored"]  # rows logged = transactions replayed
+        assert redis.Redis.from_url(redis_db).dbsize() > 0  # the online store was Redis
+        runs = httpx.post(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
+                          json={"experiment_ids": ["1"], "max_results": 10}, timeout=10)  # fmt: skip
+        assert runs.status_code == 200 and runs.json().get("runs"), runs.text
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        mlflow_log.close()
+        redis.Redis.from_url(redis_db).flushdb()
+        with admin.connect() as conn:
+            for name in databases:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
