@@ -46,6 +46,17 @@ def materialize_once(
     elif start is not None:
         store.materialize(start_date=start, end_date=end)
     else:
+        # Feast's first incremental run only looks back one TTL from now; a view never
+        # materialized starts from the beginning of its data instead, as fast_materialize does.
+        fresh = [
+            v.name
+            for v in store.list_feature_views()
+            if v.online and not v.materialization_intervals
+        ]
+        if fresh:
+            store.materialize(
+                start_date=datetime(1970, 1, 2, tzinfo=UTC), end_date=end, feature_views=fresh
+            )
         store.materialize_incremental(end_date=end)
     log.info("materialized up to %s in %.1f s", end.isoformat(), time.monotonic() - started)
 

@@ -3,7 +3,7 @@
 Each step runs the command a user would (``fraudops ...``, ``bentoml serve``), so the demo
 doubles as a walkthrough:
 
-1. simulate five weeks of card transactions ending yesterday (the last day drifted);
+1. simulate two months of card transactions ending yesterday (the last day drifted);
 2. ingest all but the last two days as labelled history;
 3. build features, register them with Feast, materialize the online store;
 4. train, evaluate and register a model in MLflow, promote it to @champion;
@@ -72,7 +72,8 @@ def main() -> int:
     )
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--terminals", type=int, default=2000)
-    parser.add_argument("--days", type=int, default=35)
+    # enough days for a 30-day customer history before the training window
+    parser.add_argument("--days", type=int, default=60)
     args = parser.parse_args()
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"

@@ -83,8 +83,8 @@ def test_demo_against_redis_postgresql_and_an_mlflow_server(
         engine.dispose()
         assert logged == replay["scored"]  # rows logged = transactions replayed
         assert redis.Redis.from_url(redis_db).dbsize() > 0  # the online store was Redis
-        runs = httpx.post(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
-                          json={"experiment_ids": ["1"], "max_results": 10}, timeout=10)  # fmt: skip
+        search = {"experiment_ids": ["1"], "max_results": 10}
+        runs = httpx.post(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", json=search)
         assert runs.status_code == 200 and runs.json().get("runs"), runs.text
     finally:
         server.terminate()
