@@ -1,9 +1,9 @@
 """The ``fraudops monitor`` and ``fraudops labels`` commands (registered in fraudops/cli.py).
 
-    fraudops monitor --window 1d [--every 1h] [--workspace data/evidently]
-    fraudops monitor --start 2026-05-13 --end 2026-05-14
-    fraudops labels ingest chargebacks.csv
-    fraudops labels sync
+fraudops monitor --window 1d [--every 1h] [--workspace data/evidently]
+fraudops monitor --start 2026-05-13 --end 2026-05-14
+fraudops labels ingest chargebacks.csv
+fraudops labels sync
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def monitor(
         typer.Option(formats=TIME_FORMATS, help="Window end, exclusive (default: start + window)."),
     ] = None,
     window: Annotated[
-        str, typer.Option(help="Window length (30m, 6h, 1d); the trailing one unless --start/--end.")
+        str,
+        typer.Option(help="Window length (30m, 6h, 1d); the trailing one unless --start/--end."),
     ] = "1d",
     every: Annotated[
         str | None,
@@ -53,11 +54,13 @@ def monitor(
         bool, typer.Option("--fail-on-alert", help="Exit with code 1 when the run raises alerts.")
     ] = False,
 ) -> None:
-    """Compare a window of the prediction log with the model's training reference (Evidently):
-    feature drift, score drift, decision mix, latency, degraded share and, where labels have
-    arrived, classification quality. Reports go under <data_dir>/reports/monitoring/, a
-    summary and alerts to the database (dashboard), alerts also to the log and the webhook
-    FRAUDOPS_ALERT_WEBHOOK_URL. Thresholds: FRAUDOPS_ALERT_* (see fraudops/monitoring.py).
+    """Check a window of the prediction log for drift, quality and health (Evidently).
+
+    Compares the window with the model's training reference: feature drift, score drift,
+    decision mix, latency, degraded share and, where labels have arrived, classification
+    quality. Reports go under <data_dir>/reports/monitoring/, a summary and alerts to the
+    database (dashboard), alerts also to the log and to FRAUDOPS_ALERT_WEBHOOK_URL.
+    Thresholds: FRAUDOPS_ALERT_* (see fraudops/monitoring.py).
     """
     # fraudops.cli imports this module to register it: import it only once it is loaded.
     from fraudops.cli import _parse_every, console, fail
@@ -109,8 +112,9 @@ labels_app = typer.Typer(
 def labels_ingest(
     path: Annotated[
         Path,
-        typer.Argument(help="Labels file (.csv or .parquet): transaction_id, is_fraud, "
-                       "label_timestamp."),
+        typer.Argument(
+            help="Labels file (.csv or .parquet): transaction_id, is_fraud, label_timestamp."
+        ),
     ],  # fmt: skip
     skip_unknown: Annotated[
         bool,

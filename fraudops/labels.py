@@ -250,18 +250,21 @@ def sync_offline(settings: Settings) -> int:
 
 # --- helpers ----------------------------------------------------------------------------------
 def _upsert(dialect: str) -> sa.Executable:
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        raise NotImplementedError(f"labels need PostgreSQL or SQLite, not {dialect}")
-    statement = insert(labels)
+    from sqlalchemy.dialects import postgresql, sqlite
+
     replaced = ("is_fraud", "label_timestamp", "source", "labelled_by", "labelled_at")
-    return statement.on_conflict_do_update(
-        index_elements=[labels.c.transaction_id],
-        set_={name: statement.excluded[name] for name in replaced},
-    )
+    key = [labels.c.transaction_id]
+    if dialect == "postgresql":
+        pg = postgresql.insert(labels)
+        return pg.on_conflict_do_update(
+            index_elements=key, set_={name: pg.excluded[name] for name in replaced}
+        )
+    if dialect == "sqlite":
+        lite = sqlite.insert(labels)
+        return lite.on_conflict_do_update(
+            index_elements=key, set_={name: lite.excluded[name] for name in replaced}
+        )
+    raise NotImplementedError(f"labels need PostgreSQL or SQLite, not {dialect}")
 
 
 def _offline_timestamps(path: Path, ids: pd.Series) -> pd.Series:

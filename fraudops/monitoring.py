@@ -36,18 +36,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fraudops import contract as c
 from fraudops.db import alerts, create_db_engine, feature_drift, labels, monitor_runs, predictions
 from fraudops.db import upgrade as upgrade_db
-from fraudops.settings import Settings
+from fraudops.settings import MonitorSettings, Settings
 
 log = logging.getLogger(__name__)
 Stage = Callable[[str], None]
@@ -57,77 +55,6 @@ DECISION = "decision"
 DECISIONS = ("approve", "review", "block")
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 WORKSPACE_PROJECT = "fraudops"
-
-
-class MonitorSettings(BaseSettings):
-    """Drift tests and alert thresholds (environment prefix ``FRAUDOPS_``)."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="FRAUDOPS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
-
-    drift_method: Literal["wasserstein", "psi", "jensenshannon", "hellinger"] = Field(
-        "wasserstein",
-        description="Evidently drift method for features and scores. Distances, not p-values: "
-        "with thousands of predictions a p-value flags differences nobody cares about.",
-    )
-    drift_threshold: float = Field(
-        0.1, gt=0, description="A feature drifted when its drift score is at least this."
-    )
-    drift_ignore_features: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["tx_is_weekend"],
-        description="Features reported but not counted in the drift share (comma-separated). "
-        "tx_is_weekend of a one-day window is all 0 or all 1: it always differs from a "
-        "reference that spans whole weeks.",
-    )
-    alert_drift_share: float = Field(
-        0.5, gt=0, le=1, description="Alert when at least this share of the features drifted."
-    )
-    alert_score_drift: float = Field(
-        0.1, gt=0, description="Alert when the fraud probability's drift score is at least this."
-    )
-    alert_latency_p99_ms: float = Field(
-        100.0, gt=0, description="Alert when the scoring latency p99 (ms) is at least this."
-    )
-    alert_error_rate: float = Field(
-        0.01,
-        gt=0,
-        le=1,
-        description="Alert when at least this share of predictions was degraded (online store "
-        "unreachable, default features).",
-    )
-    alert_auc_drop: float = Field(
-        0.05, gt=0, description="Alert when ROC AUC is lower than the model's test AUC by this."
-    )
-    alert_ap_drop: float = Field(
-        0.10,
-        gt=0,
-        description="Alert when average precision is lower than the model's test AP by this.",
-    )
-    min_window_predictions: int = Field(
-        500,
-        ge=1,
-        description="Fewer predictions than this: drift is reported but raises no alert "
-        "(small samples drift by chance).",
-    )
-    min_labelled_frauds: int = Field(
-        10, ge=1, description="Fewer labelled frauds than this: no quality alert."
-    )
-    alert_webhook_url: str | None = Field(
-        None, description="POST new alerts as JSON to this URL (Slack-compatible `text`)."
-    )
-    alert_webhook_timeout_seconds: float = Field(5.0, gt=0, description="Webhook timeout.")
-    mlflow_ui_url: str = Field(
-        "http://127.0.0.1:5000",
-        description="Where the dashboard links to the MLflow UI when tracking is not a server.",
-    )
-
-    @field_validator("drift_ignore_features", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [name.strip() for name in value.split(",") if name.strip()]
-        return value
 
 
 # --- what a run looks at ----------------------------------------------------------------------
@@ -229,22 +156,23 @@ def _override(configured: float | None, logged: Any) -> float:
 def read_window(engine: sa.Engine, window: Window, features: list[str]) -> pd.DataFrame:
     """The window's predictions (one per transaction: the latest if it was scored twice),
     their ``features`` as columns, and the label if one was recorded."""
-    p = predictions.c
+    logged = ("transaction_id", "event_timestamp", "scored_at", "features", PROBABILITY,
+              DECISION, "model_version", "latency_ms", "degraded")  # fmt: skip
     query = (
         sa.select(
-            p.transaction_id, p.event_timestamp, p.scored_at, p.features, p.fraud_probability,
-            p.decision, p.model_version, p.latency_ms, p.degraded,
-            labels.c.is_fraud, labels.c.label_timestamp,
-        )  # fmt: skip
-        .select_from(predictions.outerjoin(labels, p.transaction_id == labels.c.transaction_id))
-        .where(p.event_timestamp >= window.start, p.event_timestamp < window.end)
+            *(predictions.c[name] for name in logged), labels.c.is_fraud, labels.c.label_timestamp
+        )
+        .select_from(
+            predictions.outerjoin(labels, predictions.c.transaction_id == labels.c.transaction_id)
+        )
+        .where(
+            predictions.c.event_timestamp >= window.start,
+            predictions.c.event_timestamp < window.end,
+        )
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    columns = [
-        "transaction_id", "event_timestamp", "scored_at", "features", PROBABILITY, DECISION,
-        "model_version", "latency_ms", "degraded", c.IS_FRAUD, c.LABEL_TIMESTAMP,
-    ]  # fmt: skip
+    columns = [*logged, c.IS_FRAUD, c.LABEL_TIMESTAMP]
     frame = pd.DataFrame(rows, columns=columns)
     for column in ("event_timestamp", "scored_at", c.LABEL_TIMESTAMP):
         frame[column] = pd.to_datetime(frame[column], utc=True)
@@ -383,7 +311,9 @@ def run_evidently(
             ),
             ValueDrift(column=PROBABILITY, method=method, threshold=thresholds.alert_score_drift),
             # wasserstein is for numbers only; the decision is a category
-            ValueDrift(column=DECISION, method="jensenshannon", threshold=thresholds.drift_threshold),
+            ValueDrift(
+                column=DECISION, method="jensenshannon", threshold=thresholds.drift_threshold
+            ),
         ]
     )
     metadata = dict(tags or {})
@@ -495,7 +425,9 @@ def add_to_workspace(result: EvidentlyResult, workspace: Path) -> None:
 # --- alerts ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Alert:
-    kind: str  # feature_drift | score_drift | latency | error_rate | quality_drop
+    kind: (
+        str  # feature_drift, score_drift, latency, error_rate, roc_auc_drop, average_precision_drop
+    )
     severity: str  # warning | critical
     message: str
     value: float
@@ -509,7 +441,11 @@ def evaluate_alerts(
     found: list[Alert] = []
     who = f"{summary.model_name} v{summary.model_version}"
     enough = summary.predictions >= thresholds.min_window_predictions
-    if enough and summary.drift_share is not None and summary.drift_share >= thresholds.alert_drift_share:
+    if (
+        enough
+        and summary.drift_share is not None
+        and summary.drift_share >= thresholds.alert_drift_share
+    ):
         top = ", ".join(f"{d.feature} ({d.score:.2f})" for d in summary.top_drifted())
         found.append(Alert(
             "feature_drift", "warning",
@@ -518,7 +454,11 @@ def evaluate_alerts(
             f"most: {top}",
             summary.drift_share, thresholds.alert_drift_share,
         ))  # fmt: skip
-    if enough and summary.score_drift is not None and summary.score_drift >= thresholds.alert_score_drift:
+    if (
+        enough
+        and summary.score_drift is not None
+        and summary.score_drift >= thresholds.alert_score_drift
+    ):
         now_block = summary.block_share or 0.0
         then_block = summary.reference_decision_mix.get("block", 0.0)
         found.append(Alert(
@@ -556,7 +496,7 @@ def evaluate_alerts(
             drop = expected - value
             if drop >= allowed:
                 found.append(Alert(
-                    "quality_drop", "critical",
+                    f"{key}_drop", "critical",
                     f"{label} of {who} is {value:.3f} on {summary.labelled:,} labelled "
                     f"predictions ({summary.frauds} frauds): {drop:.3f} below its test "
                     f"{expected:.3f} (alert at a drop of {allowed})",
@@ -659,7 +599,6 @@ def monitor(
             predictions=len(current), reference_decision_mix=decision_mix(ref[DECISION]),
             **operational_stats(frame),  # type: ignore[arg-type]
         )  # fmt: skip
-        result: EvidentlyResult | None = None
         reports: dict[str, str] = {}
         if current.empty:
             log.warning(
@@ -668,11 +607,11 @@ def monitor(
             )  # fmt: skip
         else:
             stage(f"Evidently: drift and quality of {len(current):,} predictions")
+            tags = {"window_start": window.start.isoformat(), "window_end": window.end.isoformat(),
+                    "model_version": reference.model_version}  # fmt: skip
             result = run_evidently(
-                current, ref, reference.features, thresholds, reference.block_threshold,
-                tags={"window_start": window.start.isoformat(), "window_end": window.end.isoformat(),
-                      "model_version": reference.model_version},
-            )  # fmt: skip
+                current, ref, reference.features, thresholds, reference.block_threshold, tags
+            )
             _fill(summary, current, result)
             stage("saving reports")
             reports = save_reports(
@@ -682,13 +621,14 @@ def monitor(
                 add_to_workspace(result, workspace)
         found = evaluate_alerts(summary, thresholds, reference.test_metrics)
         stage("recording the run")
-        record(engine, run_id, started_at, summary, found, reports)
+        new = record(engine, run_id, started_at, summary, found, reports)
     finally:
         engine.dispose()
     for alert in found:
-        log.warning("ALERT [%s] %s: %s", alert.severity, alert.kind, alert.message)
-    if found and thresholds.alert_webhook_url:
-        notify(found, window, thresholds.alert_webhook_url, thresholds.alert_webhook_timeout_seconds)
+        still = "" if alert in new else " (still open, updated)"
+        log.warning("ALERT [%s] %s%s: %s", alert.severity, alert.kind, still, alert.message)
+    if new and thresholds.alert_webhook_url:
+        notify(new, window, thresholds.alert_webhook_url, thresholds.alert_webhook_timeout_seconds)
     seconds = time.monotonic() - started
     log.info(
         "monitored %s predictions of %s v%s, %s: drift share %s, score drift %s, %d alert(s), "
@@ -702,7 +642,9 @@ def monitor(
 def _fill(summary: Summary, current: pd.DataFrame, result: EvidentlyResult) -> None:
     mix = decision_mix(current[DECISION])
     summary.approve_share, summary.review_share, summary.block_share = (
-        mix["approve"], mix["review"], mix["block"]
+        mix["approve"],
+        mix["review"],
+        mix["block"],
     )
     counted = [d for d in result.feature_drift if d.counted]
     summary.feature_drift = result.feature_drift
@@ -717,7 +659,10 @@ def _fill(summary: Summary, current: pd.DataFrame, result: EvidentlyResult) -> N
     if result.quality_metrics is not None:
         q = result.quality_metrics
         summary.roc_auc, summary.average_precision = q.roc_auc, q.average_precision
-        summary.precision_at_block, summary.recall_at_block = q.precision_at_block, q.recall_at_block
+        summary.precision_at_block, summary.recall_at_block = (
+            q.precision_at_block,
+            q.recall_at_block,
+        )
 
 
 def _fmt(value: float | None) -> str:
@@ -731,8 +676,15 @@ def record(
     summary: Summary,
     found: list[Alert],
     reports: dict[str, str],
-) -> None:
-    """The run's row, its per-feature drift and its alerts, in one transaction."""
+) -> list[Alert]:
+    """The run's row, its per-feature drift and its alerts, in one transaction; returns the
+    alerts that are new.
+
+    An alert whose kind is already open (not acknowledged) for the same model version is
+    the same problem seen again (an hourly run over the last day sees it 24 times): the
+    open alert is brought up to date instead of adding another, and it is not notified
+    again.
+    """
     now = datetime.now(UTC)
     row = {k: v for k, v in asdict(summary).items()
            if k not in {"feature_drift", "reference_decision_mix"}}  # fmt: skip
@@ -747,13 +699,28 @@ def record(
                 {"run_id": run_id, "window_end": summary.window_end, **asdict(d)}
                 for d in summary.feature_drift
             ])  # fmt: skip
-        if found:
+        open_ids = dict(
+            conn.execute(
+                sa.select(alerts.c.kind, alerts.c.id).where(
+                    alerts.c.acknowledged.is_(False),
+                    alerts.c.model_version == summary.model_version,
+                )
+            ).all()
+        )
+        new = [a for a in found if a.kind not in open_ids]
+        for alert in found:
+            if alert.kind in open_ids:
+                conn.execute(alerts.update().where(alerts.c.id == open_ids[alert.kind]).values(
+                    **asdict(alert), window_end=summary.window_end, run_id=run_id,
+                ))  # fmt: skip
+        if new:
             conn.execute(alerts.insert(), [
                 {**asdict(a), "created_at": now, "window_start": summary.window_start,
                  "window_end": summary.window_end, "model_version": summary.model_version,
                  "run_id": run_id, "acknowledged": False}
-                for a in found
+                for a in new
             ])  # fmt: skip
+    return new
 
 
 # --- schedule -------------------------------------------------------------------------------

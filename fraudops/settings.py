@@ -15,15 +15,90 @@ from __future__ import annotations
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "fraudops"}
 
 
-class Settings(BaseSettings):
+class MonitorSettings(BaseSettings):
+    """Drift tests and alert thresholds: the monitoring part of :class:`Settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRAUDOPS_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+    )
+
+    drift_method: Literal["wasserstein", "psi", "jensenshannon", "hellinger"] = Field(
+        "wasserstein",
+        description="Evidently drift method for features and scores. Distances, not p-values: "
+        "with thousands of predictions a p-value flags differences nobody cares about.",
+    )
+    drift_threshold: float = Field(
+        0.1, gt=0, description="A feature drifted when its drift score is at least this."
+    )
+    drift_ignore_features: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["tx_is_weekend"],
+        description="Features reported but not counted in the drift share (comma-separated). "
+        "tx_is_weekend of a one-day window is all 0 or all 1: it always differs from a "
+        "reference that spans whole weeks.",
+    )
+    alert_drift_share: float = Field(
+        0.5, gt=0, le=1, description="Alert when at least this share of the features drifted."
+    )
+    alert_score_drift: float = Field(
+        0.1, gt=0, description="Alert when the fraud probability's drift score is at least this."
+    )
+    alert_latency_p99_ms: float = Field(
+        100.0, gt=0, description="Alert when the scoring latency p99 (ms) is at least this."
+    )
+    alert_error_rate: float = Field(
+        0.01,
+        gt=0,
+        le=1,
+        description="Alert when at least this share of predictions was degraded (online store "
+        "unreachable, default features).",
+    )
+    alert_auc_drop: float = Field(
+        0.05, gt=0, description="Alert when ROC AUC is lower than the model's test AUC by this."
+    )
+    alert_ap_drop: float = Field(
+        0.10,
+        gt=0,
+        description="Alert when average precision is lower than the model's test AP by this.",
+    )
+    min_window_predictions: int = Field(
+        500,
+        ge=1,
+        description="Fewer predictions than this: drift is reported but raises no alert "
+        "(small samples drift by chance).",
+    )
+    min_labelled_frauds: int = Field(
+        10, ge=1, description="Fewer labelled frauds than this: no quality alert."
+    )
+    alert_webhook_url: str | None = Field(
+        None, description="POST new alerts as JSON to this URL (Slack-compatible `text`)."
+    )
+    alert_webhook_timeout_seconds: float = Field(5.0, gt=0, description="Webhook timeout.")
+    mlflow_ui_url: str = Field(
+        "http://127.0.0.1:5000",
+        description="Where the dashboard links to the MLflow UI when tracking is not a server.",
+    )
+
+    @field_validator("drift_ignore_features", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+
+class Settings(MonitorSettings):
     """FraudOps configuration (environment prefix ``FRAUDOPS_``)."""
 
     model_config = SettingsConfigDict(

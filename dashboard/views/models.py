@@ -1,0 +1,100 @@
+"""Models: registered versions, their aliases, test metrics side by side, promotion history."""
+
+import json
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from dashboard import data
+
+METRICS = {
+    "test_roc_auc": "ROC AUC",
+    "test_average_precision": "average precision",
+    "test_precision_at_recall_70": "precision at 70 % recall",
+    "test_card_precision_at_100": "card precision@100",
+    "test_brier": "Brier score (lower is better)",
+}
+
+st.title("Models")
+link, command = data.mlflow_ui_link()
+st.markdown(f"[Open the model in the MLflow UI]({link})")
+if command:
+    st.caption(f"Tracking is a local store: start the UI with `{command}`.")
+
+versions = data.model_versions()
+name = data.settings().model_name
+if versions.empty:
+    st.info(
+        f"No version of {name} is registered yet: `fraudops train` registers one, "
+        "`fraudops promote` makes it @champion.",
+        icon=":material/info:",
+    )
+    st.stop()
+
+for column in METRICS:
+    if column not in versions:
+        versions[column] = float("nan")
+    versions[column] = pd.to_numeric(versions[column], errors="coerce")
+
+champion = versions[versions["aliases"].str.contains("@champion")]
+if not champion.empty:
+    row = champion.iloc[0]
+    cols = st.columns(4)
+    cols[0].metric("Champion", f"v{row['version']}")
+    cols[1].metric("ROC AUC (test)", data.number(row["test_roc_auc"]))
+    cols[2].metric("Average precision (test)", data.number(row["test_average_precision"]))
+    cols[3].metric("Registered versions", len(versions))
+else:
+    st.warning(f"No version of {name} is @champion: the scorer cannot serve.")
+
+st.subheader("Versions")
+shown = ["version", "aliases", "status", "created"]
+shown += ["train_start"] if "train_start" in versions else []
+st.dataframe(
+    versions[[*shown, *METRICS]].rename(columns=METRICS),
+    hide_index=True,
+    column_config={"created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")},
+)
+
+long = versions.melt(id_vars="version", value_vars=list(METRICS), var_name="metric").dropna()
+if not long.empty:
+    long["metric"] = long["metric"].map(METRICS)
+    long["version"] = "v" + long["version"]
+    st.plotly_chart(
+        px.bar(long, x="metric", y="value", color="version", barmode="group",
+               title="Test metrics side by side (each version on its own test window)"),
+        key="metrics",
+    )  # fmt: skip
+
+st.subheader("Promotion history")
+if "promotion.decision" not in versions:
+    versions["promotion.decision"] = None
+promoted = versions.dropna(subset=["promotion.decision"])
+if promoted.empty:
+    st.info("No promotion recorded yet: `fraudops promote`.", icon=":material/info:")
+else:
+    history = pd.DataFrame(
+        {
+            "when": pd.to_datetime(promoted["promotion.at"], utc=True, errors="coerce"),
+            "version": "v" + promoted["version"],
+            "decision": promoted["promotion.decision"],
+            "compared with": promoted.get("promotion.compared_with"),
+            "window": promoted.get("promotion.window"),
+            "by": promoted.get("promotion.by"),
+            "reason": promoted.get("promotion.reason"),
+        }
+    ).sort_values("when", ascending=False)
+    st.dataframe(
+        history, hide_index=True,
+        column_config={"when": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")},
+    )  # fmt: skip
+    with st.expander("Metrics compared at each promotion"):
+        for _, row in promoted.iterrows():
+            challenger = json.loads(row.get("promotion.challenger_metrics") or "{}")
+            incumbent = json.loads(row.get("promotion.champion_metrics") or "{}")
+            if challenger or incumbent:
+                st.markdown(f"**v{row['version']}** against v{row['promotion.compared_with']}")
+                st.dataframe(
+                    pd.DataFrame({"challenger": challenger, "champion": incumbent}).round(4)
+                )

@@ -1,0 +1,10 @@
+"""``python -m monitoring``: run the monitor once, or on a schedule with ``--every``."""
+
+import typer
+
+from fraudops.cli import main as configure_logging
+from fraudops.cli_monitor import monitor
+
+if __name__ == "__main__":
+    configure_logging(verbose=False)
+    typer.run(monitor)
