@@ -7,7 +7,10 @@ fraudops ingest data/raw/transactions.parquet
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -55,6 +58,14 @@ def progress_bar() -> Progress:
         TimeElapsedColumn(),
         console=console,
     )
+
+
+@contextlib.contextmanager
+def stdout_for_results() -> Iterator[None]:
+    """Send whatever libraries print (MLflow prints run links) to stderr, so that a
+    command's stdout is only its result (JSON that scripts parse)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def fail(message: str) -> typer.Exit:
@@ -257,7 +268,7 @@ def train(
     from fraudops.training import train as run_training
 
     settings = get_settings()
-    with progress_bar() as bar:
+    with stdout_for_results(), progress_bar() as bar:
         task = bar.add_task("preparing", total=None)
         try:
             report = run_training(
@@ -289,8 +300,8 @@ def evaluate(
     settings = get_settings()
     client = registry.configure(settings)
     try:
-        model = registry.load_uri(client, model_uri).model
-        with console.status(f"evaluating {model_uri}"):
+        with stdout_for_results(), console.status(f"evaluating {model_uri}"):
+            model = registry.load_uri(client, model_uri).model
             metrics = evaluate_window(settings, model, start.date(), days)
     except (LookupError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
@@ -319,7 +330,7 @@ def promote(
 
     settings = get_settings()
     try:
-        with console.status("comparing @challenger with @champion"):
+        with stdout_for_results(), console.status("comparing @challenger with @champion"):
             result = run_promotion(
                 settings, force=force, start=start.date() if start else None, days=days
             )
