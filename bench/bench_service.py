@@ -2,29 +2,33 @@
 
 Run it from the repository root (Redis at 127.0.0.1:6379, only DB 9 is used and flushed
 at start and end; PostgreSQL for the prediction log in a database of its own, created and
-dropped; ``wrk`` on the PATH: ``apt-get install wrk``)::
+dropped)::
 
     python bench/bench_service.py [--quick] [--out bench/results/service.json]
     python bench/bench_service.py --scorer-root /tmp/fraudops-copy   # measure a change first
 
-1. A full stack as users run it: simulated data, features materialized into Redis, a
-   LightGBM model trained, registered and promoted to @champion in MLflow (SQLite), and
-   ``bentoml serve`` of ``service.service:FraudScorer`` logging predictions to PostgreSQL
-   (``--database sqlite`` for the embedded default), with an API key.
+1. A full stack as users run it (``tests.integration.conftest.prepare_trained_environment``):
+   simulated data, features materialized into Redis, a LightGBM model trained, registered
+   and promoted to @champion in MLflow (SQLite), and ``bentoml serve`` of
+   ``service.service:FraudScorer`` logging predictions to PostgreSQL (``--database sqlite``
+   for the embedded default), with an API key.
 2. The floor: ``bentoml serve bench.noop_service:NoopScorer``, the same routes, pydantic
    request and response models, workers, threads and API-key middleware, answering a
    constant score.
-3. ``wrk`` (a second process) POSTs varied transactions to ``/score`` (300 customers,
-   600 terminals, random amounts with a few large ones, timestamps increasing), at
-   concurrency 1 and 16, the two services interleaved, same warm-up and duration. Goals
-   at each concurrency: p50 within 1.3x and p99 within 1.5x of the no-op's, throughput at
-   least 75 % of the no-op's, no failed request.
-4. ``/score_batch`` with 1,000-transaction batches from an HTTP client: transactions/s,
-   goal at least 5,000.
+3. A load generator in a second process (asyncio, HTTP/1.1 keep-alive; see
+   :func:`generate_load` for why not wrk) POSTs ``/score`` back to back on 1 and on 16
+   connections: the simulation's transactions continued after the training data (see
+   ``CLONES``), timestamps increasing. Per concurrency, after a warm-up, rounds alternate
+   no-op and scorer runs; medians over rounds. Goals at each concurrency: p50 within 1.3x
+   and p99 within 1.5x of the no-op's, throughput at least 75 % of the no-op's, no failed
+   request.
+4. ``/score_batch`` with 1,000-transaction batches from 1 and 2 client threads:
+   transactions/s, goal at least 5,000.
 
-Also reported: the server worker's CPU time per request (less sensitive to other load on
-the machine than latency), the prediction-log backlog after each run, and how many
-predictions reached the database. Results are printed and written as JSON.
+Also reported: the server's CPU time per request (steadier than latency when other work
+shares the machine), the load generator's own CPU, Little's law as a check of the latency
+clock, the prediction-log backlog after each run, and the decisions logged. Results are
+printed and written as JSON.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,6 +51,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
+
+from fraudops import contract as c
 
 logger = logging.getLogger("bench_service")
 
@@ -64,64 +71,20 @@ CONCURRENCIES = (1, 16)
 BATCH_SIZE = 1_000
 GOALS = {"p50_ratio_max": 1.3, "p99_ratio_max": 1.5, "throughput_ratio_min": 0.75,
          "batch_transactions_per_s_min": 5_000}  # fmt: skip
-FULL = {"warmup_s": 3, "duration_s": 15, "batches": 20}
-QUICK = {"warmup_s": 2, "duration_s": 5, "batches": 5}
-# The stack's simulated population (tests.integration.conftest.prepare_trained_environment).
-CUSTOMERS, TERMINALS = 300, 600
-# Each wrk run starts its timestamps this much after the previous run's start, and
-# advances them this much per request: never reused, and a run of ~1,000 requests/s
-# stays within its slot.
-RUN_SLOT_S, STEP_S = 6 * 3600, 0.5
-
-# wrk runs this per connection thread: varied transactions, a JSON summary at the end.
-WRK_SCRIPT = r"""
-local customers = tonumber(os.getenv("BENCH_CUSTOMERS"))
-local terminals = tonumber(os.getenv("BENCH_TERMINALS"))
-local start = tonumber(os.getenv("BENCH_START_EPOCH"))
-local step = tonumber(os.getenv("BENCH_STEP_S"))
-local run = os.getenv("BENCH_RUN")
-local threads_total = tonumber(os.getenv("BENCH_THREADS"))
-local headers = {["Content-Type"] = "application/json",
-                 ["Authorization"] = "Bearer " .. os.getenv("BENCH_API_KEY")}
-local counter = 0
-local thread_id = 0
-local next_id = 0
-
-function setup(thread)
-  thread:set("thread_id", next_id)
-  next_id = next_id + 1
-end
-
-function init(args)
-  thread_id = tonumber(wrk.thread:get("thread_id")) or 0
-  math.randomseed(1000 + thread_id)
-end
-
-function request()
-  counter = counter + 1
-  local seq = counter * threads_total + thread_id
-  local at = start + math.floor(seq * step)
-  local amount = math.exp(math.random() * 5.0)
-  if math.random() < 0.03 then amount = 200 + math.random() * 2800 end
-  local body = string.format(
-    '{"transaction":{"transaction_id":"bench-%s-%d-%d","timestamp":"%s",' ..
-    '"customer_id":"c_%05d","terminal_id":"t_%05d","amount":%.2f}}',
-    run, thread_id, counter, os.date("!%Y-%m-%dT%H:%M:%SZ", at),
-    math.random(0, customers - 1), math.random(0, terminals - 1), amount)
-  return wrk.format("POST", "/score", headers, body)
-end
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH_JSON {"requests": %d, "duration_us": %d, "errors_connect": %d, ' ..
-    '"errors_read": %d, "errors_write": %d, "errors_status": %d, "errors_timeout": %d, ' ..
-    '"p50_us": %d, "p90_us": %d, "p99_us": %d, "mean_us": %.1f, "max_us": %d}\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency.mean, latency.max))
-end
-"""
+# /score: after a warm-up, `rounds` alternations of no-op and scorer runs of `round_s`
+# each; medians over rounds, so a burst of other load on the machine hits one round.
+FULL = {"warmup_s": 3, "rounds": 3, "round_s": 5, "batches": 20}
+QUICK = {"warmup_s": 2, "rounds": 1, "round_s": 5, "batches": 5}
+# The stack is tests.integration.conftest.prepare_trained_environment's: 300 customers,
+# 600 terminals, 40 simulated days. The load continues that simulation (same seed: the same
+# customers, their usual terminals, amounts and daily rates) from the day after, within the
+# 2-day TTL of the terminal features materialized with it. A few hundred customers cannot
+# send thousands of transactions in two days at their own pace, so the population is
+# replicated: clone r of customer c_00042 is c_00042-00r, with c_00042's state and its
+# transactions at the same times. Each clone is a customer of its own to the scorer.
+CUSTOMERS, TERMINALS, SEED = 300, 600, 5
+CLONES = 100  # 30,000 customers; two days: about 115,000 transactions
+STREAM_DAYS = 2  # terminal_daily's TTL: later, every terminal feature would be missing
 
 
 # --- servers ---------------------------------------------------------------------------------
@@ -198,11 +161,11 @@ def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {API_KEY}"}
 
 
-def check_answers(server: Server, start_epoch: float) -> dict[str, Any]:
+def check_answers(server: Server, transaction: dict[str, Any]) -> dict[str, Any]:
     """One request, which must be scored normally (not degraded), before any load."""
     import httpx
 
-    body = {"transaction": one_transaction("check", start_epoch, "c_00001", "t_00002", 25.0)}
+    body = {"transaction": {**transaction, "transaction_id": f"check-{server.name}"}}
     response = httpx.post(f"{server.url}/score", json=body, headers=auth(), timeout=30)
     if response.status_code != 200:
         raise RuntimeError(
@@ -213,12 +176,6 @@ def check_answers(server: Server, start_epoch: float) -> dict[str, Any]:
     if result["degraded"]:
         raise RuntimeError(f"{server.name}: scored in degraded mode before the benchmark")
     return result
-
-
-def one_transaction(tx_id: str, epoch: float, customer: str, terminal: str, amount: float) -> dict:
-    at = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"transaction_id": tx_id, "timestamp": at, "customer_id": customer,
-            "terminal_id": terminal, "amount": round(amount, 2)}  # fmt: skip
 
 
 def wait_for_log_backlog(server: Server, timeout: float = 120) -> dict[str, Any]:
@@ -238,69 +195,222 @@ def wait_for_log_backlog(server: Server, timeout: float = 120) -> dict[str, Any]
 
 
 # --- load ------------------------------------------------------------------------------------
-@dataclass
-class Clock:
-    """Hands out timestamp ranges: every run's transactions are later than the last run's."""
+class Stream:
+    """The transactions the load sends, in time order, continuing the stack's simulation
+    (see ``CLONES``): position i is clone ``i % CLONES`` of transaction ``i // CLONES``.
 
-    epoch: float
+    A cursor hands each scorer run transactions later than the previous run's, so customer
+    states only move forward. Past the end the stream starts again a lap later (every
+    timestamp shifted by its span), when the terminal features have expired.
+    """
 
-    def next_run(self) -> float:
-        self.epoch += RUN_SLOT_S
-        return self.epoch
+    def __init__(self, after: pd.Timestamp, path: Path):
+        from fraudops.simulator import simulate
+
+        start = (after + pd.Timedelta(days=1)).date()
+        tx = simulate(customers=CUSTOMERS, terminals=TERMINALS, days=STREAM_DAYS, seed=SEED,
+                      start_date=start)  # fmt: skip
+        self.epoch = (tx[c.TIMESTAMP].astype("int64") // 10**9).to_numpy()
+        self.customer = tx[c.CUSTOMER_ID].to_numpy()
+        self.terminal = tx[c.TERMINAL_ID].to_numpy()
+        self.amount = tx[c.AMOUNT].to_numpy()
+        self.fraud_rate = float(tx[c.IS_FRAUD].mean())
+        self.span = int(self.epoch[-1] - self.epoch[0]) + 86_400
+        self.path = path
+        self.cursor = 0
+        columns = zip(self.epoch, self.customer, self.terminal, self.amount, strict=True)
+        path.write_text("".join(f"{t}\t{cu}\t{te}\t{a:.2f}\n" for t, cu, te, a in columns))
+
+    def __len__(self) -> int:
+        return len(self.epoch) * CLONES
+
+    def transaction(self, index: int, run: str) -> dict[str, Any]:
+        original, clone = divmod(index, CLONES)
+        lap, i = divmod(original, len(self.epoch))
+        at = datetime.fromtimestamp(int(self.epoch[i]) + lap * self.span, UTC)
+        customer = str(self.customer[i]) + (f"-{clone:03d}" if clone else "")
+        return {"transaction_id": f"bench-{run}-{index}",
+                "timestamp": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "customer_id": customer,
+                "terminal_id": str(self.terminal[i]), "amount": float(self.amount[i])}  # fmt: skip
+
+    def advance(self, used: int) -> None:
+        self.cursor += used
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "customers": CUSTOMERS * CLONES,
+            "terminals": TERMINALS,
+            "stream": f"simulate(seed={SEED}) continued for {STREAM_DAYS} days after the "
+            f"training data, {CUSTOMERS} customers x {CLONES} clones: {len(self)} "
+            f"transactions, fraud rate {self.fraud_rate:.3f}",
+            "scorer_transactions_sent": self.cursor,
+            "terminal_features_fresh": self.cursor <= len(self),  # no second lap
+        }
 
 
-def run_wrk(
-    server: Server, concurrency: int, seconds: float, start_epoch: float, run: str, script: Path
+def clone_customer_states(values: dict[str, str]) -> int:
+    """Give every clone its original's materialized ``customer_state``, as a bigger
+    population's materialization would; returns the rows written."""
+    from tests.integration.conftest import environment
+
+    with environment(values):
+        from fraudops.feast_store import get_store
+        from fraudops.redis_fast import FastRedisWriter
+        from fraudops.settings import get_settings
+
+        states = pd.read_parquet(get_settings().offline_dir / "features" / "customer_state.parquet")
+        clones = pd.concat(
+            [states.assign(**{c.CUSTOMER_ID: states[c.CUSTOMER_ID] + f"-{r:03d}"})
+             for r in range(1, CLONES)],
+            ignore_index=True,
+        )  # fmt: skip
+        return FastRedisWriter(get_store()).write("customer_state", clones)
+
+
+def run_load(
+    server: Server, concurrency: int, seconds: float, stream: Stream, run: str, advance: bool
 ) -> dict[str, Any]:
-    threads = min(concurrency, os.cpu_count() or 1)
-    env = {**os.environ, "BENCH_CUSTOMERS": str(CUSTOMERS), "BENCH_TERMINALS": str(TERMINALS),
-           "BENCH_START_EPOCH": str(int(start_epoch)), "BENCH_STEP_S": str(STEP_S),
-           "BENCH_RUN": run, "BENCH_THREADS": str(threads), "BENCH_API_KEY": API_KEY}  # fmt: skip
-    command = ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{seconds:g}s",
-               "--timeout", "10s", "-s", str(script), server.url]  # fmt: skip
-    cpu_before = server.worker_cpu_seconds()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-    cpu = server.worker_cpu_seconds() - cpu_before
-    line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk printed no summary:\n{done.stdout}\n{done.stderr}")
-    raw = json.loads(line.removeprefix("BENCH_JSON "))
-    errors = sum(v for k, v in raw.items() if k.startswith("errors_"))
-    seconds_run = raw["duration_us"] / 1e6
+    """``concurrency`` keep-alive connections POSTing ``/score`` back to back for ``seconds``,
+    from a second process, sending the stream from its cursor; moves the cursor past what
+    was sent when ``advance`` (the scorer's runs; the no-op's runs send the same ones)."""
+    import multiprocessing
+
+    import numpy as np
+
+    job = LoadJob(server.url, concurrency, seconds, str(stream.path), stream.cursor,
+                  stream.span, run, API_KEY)  # fmt: skip
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no shared GIL
+    with context.Pool(1) as pool:
+        cpu_before = server.worker_cpu_seconds()
+        done = pool.apply(generate_load, (job,))
+        cpu = server.worker_cpu_seconds() - cpu_before
+    if advance:
+        stream.advance(done.sent)
+    latency = np.frombuffer(done.latencies_ms, dtype=np.float64)
+    if len(latency) == 0:
+        raise RuntimeError(f"{server.name}: no request completed ({done.errors})")
+    ok = len(latency)
     return {
         "concurrency": concurrency,
-        "wrk_threads": threads,
-        "seconds": round(seconds_run, 2),
-        "requests": raw["requests"],
-        "failed": errors,
-        "errors": {k.removeprefix("errors_"): v for k, v in raw.items() if k.startswith("errors_")},
-        "requests_per_s": round(raw["requests"] / seconds_run, 1),
-        "p50_ms": round(raw["p50_us"] / 1000, 3),
-        "p90_ms": round(raw["p90_us"] / 1000, 3),
-        "p99_ms": round(raw["p99_us"] / 1000, 3),
-        "mean_ms": round(raw["mean_us"] / 1000, 3),
-        "max_ms": round(raw["max_us"] / 1000, 3),
-        "server_cpu_ms_per_request": round(1000 * cpu / max(raw["requests"], 1), 3),
+        "seconds": round(done.seconds, 2),
+        "requests": ok,
+        "failed": done.failed,
+        "errors": done.errors,
+        "requests_per_s": round(ok / done.seconds, 1),
+        "p50_ms": round(float(np.percentile(latency, 50)), 3),
+        "p90_ms": round(float(np.percentile(latency, 90)), 3),
+        "p99_ms": round(float(np.percentile(latency, 99)), 3),
+        "mean_ms": round(float(latency.mean()), 3),
+        "max_ms": round(float(latency.max()), 3),
+        # Little's law: concurrency = throughput x mean latency, when the clock is right
+        "littles_law_concurrency": round(ok / done.seconds * float(latency.mean()) / 1000, 2),
+        "server_cpu_ms_per_request": round(1000 * cpu / ok, 3),
+        "load_generator_cpu_ms_per_request": round(1000 * done.cpu_seconds / ok, 3),
     }
 
 
-def batch_bodies(count: int, start_epoch: float, run: str, seed: int) -> list[bytes]:
-    """``count`` request bodies of ``BATCH_SIZE`` transactions, times increasing."""
+@dataclass(frozen=True)
+class LoadJob:
+    url: str
+    concurrency: int
+    seconds: float
+    stream_path: str
+    offset: int
+    span: int
+    run: str
+    api_key: str
+
+
+@dataclass(frozen=True)
+class LoadDone:
+    latencies_ms: bytes  # float64 of each completed request (status 200)
+    failed: int
+    errors: dict[str, int]
+    sent: int
+    seconds: float
+    cpu_seconds: float
+
+
+def generate_load(job: LoadJob) -> LoadDone:
+    """The load generator (runs in its own process): asyncio, raw HTTP/1.1 keep-alive.
+
+    Not wrk: on this machine wrk's latency histogram breaks Little's law (at one connection
+    a mean latency 3x the time between requests), while this client's agrees with it."""
+    import asyncio
+    import time as clock
+
     import numpy as np
 
-    rng = np.random.default_rng(seed)
+    rows = [line.split("\t") for line in Path(job.stream_path).read_text().splitlines()]
+    host, port = job.url.removeprefix("http://").split(":")
+    head = (
+        f"POST /score HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {job.api_key}\r\nContent-Length: "
+    ).encode()
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    sent = 0
+
+    def body(index: int) -> bytes:
+        original, clone = divmod(index, CLONES)
+        lap, i = divmod(original, len(rows))
+        epoch, customer, terminal, amount = rows[i]
+        at = clock.strftime("%Y-%m-%dT%H:%M:%SZ", clock.gmtime(int(epoch) + lap * job.span))
+        customer = f"{customer}-{clone:03d}" if clone else customer
+        return (
+            f'{{"transaction":{{"transaction_id":"bench-{job.run}-{index}","timestamp":"{at}",'
+            f'"customer_id":"{customer}","terminal_id":"{terminal}","amount":{amount}}}}}'
+        ).encode()
+
+    async def connection(stop: float) -> None:
+        nonlocal sent
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while clock.perf_counter() < stop:
+                payload = body(job.offset + sent)
+                sent += 1
+                started = clock.perf_counter()
+                writer.write(head + b"%d\r\n\r\n" % len(payload) + payload)
+                header = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+                lines = header.split(b"\r\n")
+                length = next(int(x[15:]) for x in lines if x[:15].lower() == b"content-length:")
+                await reader.readexactly(length)
+                status = lines[0].split(b" ")[1].decode()
+                if status == "200":
+                    latencies.append((clock.perf_counter() - started) * 1000)
+                else:
+                    errors[status] = errors.get(status, 0) + 1
+        except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+        finally:
+            writer.close()
+
+    async def main() -> float:
+        started = clock.perf_counter()
+        stop = started + job.seconds
+        await asyncio.gather(*(connection(stop) for _ in range(job.concurrency)))
+        return clock.perf_counter() - started
+
+    cpu = clock.process_time()
+    seconds = asyncio.run(main())
+    return LoadDone(
+        np.asarray(latencies, dtype=np.float64).tobytes(),
+        sum(errors.values()),
+        errors,
+        sent,
+        seconds,
+        clock.process_time() - cpu,
+    )
+
+
+def batch_bodies(stream: Stream, count: int, run: str) -> list[bytes]:
+    """``count`` request bodies of ``BATCH_SIZE`` consecutive transactions of the stream,
+    from its cursor (not moved: the caller advances it for the scorer)."""
     bodies = []
     for b in range(count):
-        customers = rng.integers(0, CUSTOMERS, BATCH_SIZE)
-        terminals = rng.integers(0, TERMINALS, BATCH_SIZE)
-        amounts = np.exp(rng.random(BATCH_SIZE) * 5.0)
-        base = start_epoch + b * BATCH_SIZE * STEP_S
-        transactions = [
-            one_transaction(f"bench-{run}-{b}-{i}", base + i * STEP_S, f"c_{customers[i]:05d}",
-                            f"t_{terminals[i]:05d}", float(amounts[i]))
-            for i in range(BATCH_SIZE)
-        ]  # fmt: skip
-        bodies.append(json.dumps({"transactions": transactions}).encode())
+        first = stream.cursor + b * BATCH_SIZE
+        batch = [stream.transaction(first + i, run) for i in range(BATCH_SIZE)]
+        bodies.append(json.dumps({"transactions": batch}).encode())
     return bodies
 
 
@@ -406,7 +516,6 @@ def machine() -> dict[str, Any]:
     import lightgbm
     import pydantic
 
-    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
     return {
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
@@ -416,7 +525,6 @@ def machine() -> dict[str, Any]:
         "pydantic": pydantic.__version__,
         "feast": feast.__version__,
         "lightgbm": lightgbm.__version__,
-        "wrk": (wrk.stdout or wrk.stderr).splitlines()[0],
     }
 
 
@@ -446,8 +554,6 @@ def run_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     from tests.integration.conftest import prepare_trained_environment
 
     sizes = QUICK if args.quick else FULL
-    script = scratch / "score.lua"
-    script.write_text(WRK_SCRIPT)
     client = redis.Redis.from_url(args.redis_url)
     client.flushdb()
     try:
@@ -461,19 +567,21 @@ def run_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
             }
             logger.info("preparing the stack: simulate, build, materialize, train, promote")
             started = time.perf_counter()
-            tx = prepare_trained_environment(values)
+            tx = prepare_trained_environment(values, seed=SEED)
+            stream = Stream(tx[c.TIMESTAMP].max(), scratch / "stream.tsv")
+            cloned = clone_customer_states(values)
             prepared_s = time.perf_counter() - started
-            clock = Clock(tx["timestamp"].max().timestamp() + 86_400)
             with (
                 bentoml_serve("noop", NOOP_TARGET, REPO, values, scratch / "noop.log") as noop,
                 bentoml_serve(
                     "scorer", SCORER_TARGET, args.scorer_root, values, scratch / "scorer.log"
                 ) as scorer,
             ):
-                check_answers(noop, clock.next_run())
-                first = check_answers(scorer, clock.next_run())
-                single = measure_single(noop, scorer, clock, sizes, script, args.concurrency)
-                batch = measure_batch(noop, scorer, clock, sizes)
+                check_answers(noop, stream.transaction(0, "check"))
+                first = check_answers(scorer, stream.transaction(0, "check"))
+                stream.advance(1)
+                single = measure_single(noop, scorer, stream, sizes, args.concurrency)
+                batch = measure_batch(noop, scorer, stream, sizes)
                 drained = wait_for_log_backlog(scorer)
             time.sleep(1.0)  # the log writer's last flush at shutdown
             logged = logged_predictions(values)
@@ -487,9 +595,12 @@ def run_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
             "model_registry": "MLflow on SQLite (scratch data directory)",
             "model_version": first["model_version"],
             "scorer_root": str(args.scorer_root),
-            "population": {"customers": CUSTOMERS, "terminals": TERMINALS},
-            "warmup_seconds": sizes["warmup_s"],
-            "duration_seconds": sizes["duration_s"],
+            "load": {**stream.describe(), "clone_states_written": cloned},
+            "load_generator": "asyncio HTTP/1.1 keep-alive client in its own process, one "
+            "connection per unit of concurrency, requests back to back (generate_load)",
+            "score_runs": f"per service and concurrency: {sizes['warmup_s']} s warm-up, then "
+            f"{sizes['rounds']} x {sizes['round_s']} s alternated with the other service; "
+            "medians over rounds",
         },
         "single": single,
         "batch": batch,
@@ -500,53 +611,73 @@ def run_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
 def measure_single(
     noop: Server,
     scorer: Server,
-    clock: Clock,
+    stream: Stream,
     sizes: dict[str, int],
-    script: Path,
     concurrencies: tuple[int, ...],
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for concurrency in concurrencies:
-        level: dict[str, Any] = {}
-        for server in (noop, scorer):  # interleaved: both see the same machine state
-            tag = f"{server.name}-c{concurrency}"
-            logger.info("%s: warm-up %d s, then %d s", tag, sizes["warmup_s"], sizes["duration_s"])
-            run_wrk(server, concurrency, sizes["warmup_s"], clock.next_run(), f"w{tag}", script)
-            if server is scorer:
-                wait_for_log_backlog(server)
-            result = run_wrk(
-                server, concurrency, sizes["duration_s"], clock.next_run(), tag, script
-            )
-            if server is scorer:
-                result["prediction_log"] = wait_for_log_backlog(server)
-            logger.info("%s: %s", tag, {k: result[k] for k in ("requests_per_s", "p50_ms",
-                                                               "p99_ms", "failed")})  # fmt: skip
-            level[server.name] = result
+        rounds: dict[str, list[dict[str, Any]]] = {"noop": [], "scorer": []}
+        for server in (noop, scorer):
+            logger.info("%s c=%d: warm-up %d s", server.name, concurrency, sizes["warmup_s"])
+            run_load(server, concurrency, sizes["warmup_s"], stream, "warm", server is scorer)
+        wait_for_log_backlog(scorer)
+        for r in range(sizes["rounds"]):
+            for server in (noop, scorer):  # alternated: both see the same machine state
+                tag = f"{server.name}-c{concurrency}-r{r}"
+                result = run_load(
+                    server, concurrency, sizes["round_s"], stream, tag, server is scorer
+                )
+                if server is scorer:  # its log inserts belong to its own run
+                    result["prediction_log"] = wait_for_log_backlog(server)
+                shown = ("requests_per_s", "p50_ms", "p99_ms", "failed")
+                logger.info("%s: %s", tag, {k: result[k] for k in shown})
+                rounds[server.name].append(result)
+        level: dict[str, Any] = {name: summarize(runs) for name, runs in rounds.items()}
         level["scorer_vs_noop"] = compare(level["noop"], level["scorer"])
         out[f"concurrency_{concurrency}"] = level
     return out
 
 
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over rounds of the rates and percentiles; totals of counts; every round."""
+    import numpy as np
+
+    medians = ("requests_per_s", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
+               "server_cpu_ms_per_request")  # fmt: skip
+    return {
+        "concurrency": runs[0]["concurrency"],
+        "rounds": len(runs),
+        **{key: round(float(np.median([run[key] for run in runs])), 3) for key in medians},
+        "requests": sum(run["requests"] for run in runs),
+        "failed": sum(run["failed"] for run in runs),
+        "max_ms": max(run["max_ms"] for run in runs),
+        "runs": runs,
+    }
+
+
 def measure_batch(
-    noop: Server, scorer: Server, clock: Clock, sizes: dict[str, int]
+    noop: Server, scorer: Server, stream: Stream, sizes: dict[str, int]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for concurrency in (1, 2):
         level: dict[str, Any] = {}
-        for server in (noop, scorer):
-            tag = f"{server.name}-batch-c{concurrency}"
-            logger.info("%s: %d batches of %d", tag, sizes["batches"], BATCH_SIZE)
-            run_batches(server, batch_bodies(1, clock.next_run(), f"w{tag}", 1), 1)  # warm-up
-            bodies = batch_bodies(sizes["batches"], clock.next_run(), tag, concurrency)
-            level[server.name] = run_batches(server, bodies, concurrency)
-            if server is scorer:
-                level[server.name]["prediction_log"] = wait_for_log_backlog(server)
-            logger.info("%s: %.0f transactions/s", tag, level[server.name]["transactions_per_s"])
+        tag = f"batch-c{concurrency}"
+        bodies = batch_bodies(stream, 1 + sizes["batches"], tag)  # the first one warms up
+        for server in (noop, scorer):  # the same bodies
+            logger.info("%s %s: %d batches of %d", server.name, tag, sizes["batches"], BATCH_SIZE)
+            run_batches(server, bodies[:1], 1)
+            level[server.name] = run_batches(server, bodies[1:], concurrency)
+            logger.info("%s %s: %.0f transactions/s", server.name, tag,
+                        level[server.name]["transactions_per_s"])  # fmt: skip
+        stream.advance(len(bodies) * BATCH_SIZE)
+        level["scorer"]["prediction_log"] = wait_for_log_backlog(scorer)
         out[f"concurrency_{concurrency}"] = level
-    best = max(level["scorer"]["transactions_per_s"] for level in out.values())
+    levels = [level for level in out.values() if isinstance(level, dict)]
+    best = max(level["scorer"]["transactions_per_s"] for level in levels)
     out["scorer_best_transactions_per_s"] = best
     out["within_goal"] = best >= GOALS["batch_transactions_per_s_min"] and all(
-        level["scorer"]["failed"] == 0 for level in out.values() if isinstance(level, dict)
+        level["scorer"]["failed"] == 0 for level in levels
     )
     return out
 
@@ -575,8 +706,6 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("feast", "mlflow", "alembic", "lightgbm", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if shutil.which("wrk") is None:
-        parser.error("wrk is not installed (apt-get install wrk)")
     if str(REPO) not in sys.path:  # the stack helpers live with the integration tests
         sys.path.insert(0, str(REPO))
 
