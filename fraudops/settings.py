@@ -30,7 +30,7 @@ class MonitorSettings(BaseSettings):
         env_prefix="FRAUDOPS_",
         env_file=".env",
         env_file_encoding="utf-8",
-        env_ignore_empty=True,
+        env_ignore_empty=True,  # FRAUDOPS_X= (empty) means "use the default"
         extra="ignore",
     )
 
@@ -99,15 +99,8 @@ class MonitorSettings(BaseSettings):
 
 
 class Settings(MonitorSettings):
-    """FraudOps configuration (environment prefix ``FRAUDOPS_``)."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="FRAUDOPS_",
-        env_file=".env",
-        env_file_encoding="utf-8",
-        env_ignore_empty=True,  # FRAUDOPS_X= (empty) means "use the default"
-        extra="ignore",
-    )
+    """FraudOps configuration (environment prefix ``FRAUDOPS_``, ``.env``; the source
+    configuration is inherited from :class:`MonitorSettings`)."""
 
     environment: Literal["local", "test", "production"] = Field(
         "local", description="Deployment environment; `production` refuses placeholder secrets."
