@@ -10,7 +10,10 @@ On disk (and inside the MLflow model, see :mod:`fraudops.registry`) a model is a
 
 from __future__ import annotations
 
+import ctypes
 import json
+import threading
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -67,12 +70,21 @@ class FraudModel:
     def feature_names(self) -> list[str]:
         return self.metadata.feature_names
 
+    def __post_init__(self) -> None:
+        trees = self.booster.num_trees()
+        self._raw_one = _SingleRow(self.booster, 1, 1)
+        self._leaves_one = _SingleRow(self.booster, 2, trees)
+        self._attribution: PathAttribution | None = None
+
     def raw_score(self, features: np.ndarray) -> np.ndarray:
+        features = np.asarray(features, dtype=np.float64)
+        if len(features) == 1:  # the scorer's common case: LightGBM's single-row path
+            return self._raw_one(features[0])
         return np.asarray(self.booster.predict(features, raw_score=True, num_threads=1))
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Calibrated fraud probability for rows of features in ``feature_names`` order."""
-        return self.calibrator(self.raw_score(np.asarray(features, dtype=np.float64)))
+        return self.calibrator(self.raw_score(features))
 
     def decide(
         self, probability: np.ndarray, review: float | None = None, block: float | None = None
@@ -84,11 +96,25 @@ class FraudModel:
         )
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
-        """Per-feature contributions to the raw score (SHAP values from the trees); the last
-        column is the expected value."""
-        return np.asarray(
-            self.booster.predict(np.asarray(features, dtype=np.float64), pred_contrib=True)
-        )
+        """Per-feature contributions to the raw score along the rows' decision paths (see
+        :class:`PathAttribution`): rows x (features + 1), the last column the bias, each
+        row summing to the raw score. What the scorer's reasons are made of."""
+        features = np.asarray(features, dtype=np.float64)
+        if self._attribution is None:
+            self._attribution = PathAttribution(self.booster)
+        if len(features) == 1:
+            leaves = self._leaves_one(features[0])
+        else:
+            leaves = np.asarray(self.booster.predict(features, pred_leaf=True, num_threads=1))
+        contributions = self._attribution(leaves)
+        bias = np.full((len(contributions), 1), self._attribution.bias)
+        return np.hstack([contributions, bias])
+
+    def shap_values(self, features: np.ndarray) -> np.ndarray:
+        """Exact SHAP values (LightGBM's TreeSHAP, ``pred_contrib``): rows x (features + 1),
+        the last column the expected value. For offline analysis: 25-150x a prediction."""
+        features = np.asarray(features, dtype=np.float64)
+        return np.asarray(self.booster.predict(features, pred_contrib=True, num_threads=1))
 
     # --- persistence -------------------------------------------------------------------
     def save(self, directory: Path) -> Path:
@@ -112,3 +138,107 @@ class FraudModel:
         return cls(
             booster, IsotonicCalibrator(tuple(calibration["x"]), tuple(calibration["y"])), metadata
         )
+
+
+class _SingleRow:
+    """LightGBM's single-row fast path for one booster and prediction type: a FastConfig
+    per thread (LightGBM's are not thread-safe), all freed when this object goes away, so a
+    reloaded model leaves nothing behind. ``predict_type`` 1: raw score, 2: leaf index per
+    tree, 3: SHAP contributions."""
+
+    def __init__(self, booster: lgb.Booster, predict_type: int, outputs: int):
+        self.booster = booster
+        self.predict_type = predict_type
+        self.outputs = outputs
+        self._local = threading.local()
+        self._handles: list[ctypes.c_void_p] = []
+        self._lock = threading.Lock()
+        weakref.finalize(self, _free_fast_configs, self._handles, booster)
+
+    def _handle(self, ncol: int) -> ctypes.c_void_p:
+        from lightgbm.basic import _LIB, _c_str, _safe_call
+
+        handle = ctypes.c_void_p()
+        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+            self.booster._handle, ctypes.c_int(self.predict_type), ctypes.c_int(0),
+            ctypes.c_int(-1), ctypes.c_int(1), ctypes.c_int32(ncol), _c_str("num_threads=1"),
+            ctypes.byref(handle),
+        ))  # fmt: skip
+        with self._lock:
+            self._handles.append(handle)
+        self._local.handle = handle
+        return handle
+
+    def __call__(self, row: np.ndarray) -> np.ndarray:
+        """Outputs for one row (a 1-D float64 array in feature order)."""
+        from lightgbm.basic import _LIB, _safe_call
+
+        handle = getattr(self._local, "handle", None) or self._handle(len(row))
+        row = np.ascontiguousarray(row, dtype=np.float64)
+        out = np.empty(self.outputs, dtype=np.float64)
+        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFast(
+            handle, row.ctypes.data_as(ctypes.c_void_p), ctypes.byref(ctypes.c_int64(0)),
+            out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+        ))  # fmt: skip
+        return out
+
+
+def _free_fast_configs(handles: list[ctypes.c_void_p], booster: lgb.Booster) -> None:
+    from lightgbm.basic import _LIB
+
+    for handle in handles:
+        _LIB.LGBM_FastConfigFree(handle)
+    handles.clear()
+
+
+class PathAttribution:
+    """Per-feature contributions along each row's decision paths (Saabas; the method of
+    ``treeinterpreter``), precomputed per tree and leaf.
+
+    At each split on a row's path, the change in the node's expected output (LightGBM's
+    ``internal_value``) is credited to the split's feature; summed over the path and the
+    trees, plus the roots' values (the bias), this is exactly the raw score. Since a path
+    is fixed by its leaf, the contributions of every leaf are a table, and explaining a row
+    costs one leaf-index prediction and a gather: about as much as a prediction, where
+    LightGBM's exact SHAP values (``pred_contrib``) cost 25-150x more. SHAP spreads credit
+    over all orderings of the features and this does not, so the two can rank features
+    differently; tests/model measures how often their top reason agrees.
+    """
+
+    def __init__(self, booster: lgb.Booster):
+        dump = booster.dump_model()
+        n_features = len(dump["feature_names"])
+        trees = dump["tree_info"]
+        n_leaves = max(int(tree.get("num_leaves", 1)) for tree in trees) if trees else 1
+        self.table = np.zeros((len(trees), n_leaves, n_features))
+        self.bias = 0.0
+        for t, tree in enumerate(trees):
+            root = tree["tree_structure"]
+            self.bias += float(root.get("internal_value", root.get("leaf_value", 0.0)))
+            self._fill(self.table[t], root, np.zeros(n_features))
+        self._trees = np.arange(len(trees))
+
+    @staticmethod
+    def _fill(leaves: np.ndarray, root: dict, start: np.ndarray) -> None:
+        stack = [(root, start)]
+        while stack:
+            node, path = stack.pop()
+            if "leaf_index" in node or "split_feature" not in node:
+                leaves[int(node.get("leaf_index", 0))] = path
+                continue
+            value = float(node["internal_value"])
+            for side in ("left_child", "right_child"):
+                child = node[side]
+                child_value = float(child.get("internal_value", child.get("leaf_value", 0.0)))
+                step = path.copy()
+                step[int(node["split_feature"])] += child_value - value
+                stack.append((child, step))
+
+    def __call__(self, leaf_index: np.ndarray) -> np.ndarray:
+        """Contributions (rows x features) from leaf indices (rows x trees)."""
+        leaf_index = np.asarray(leaf_index, dtype=np.int64).reshape(-1, len(self._trees))
+        out = np.empty((len(leaf_index), self.table.shape[2]))
+        for start in range(0, len(leaf_index), 256):  # 256 x trees x features gathered
+            block = leaf_index[start : start + 256]
+            out[start : start + len(block)] = self.table[self._trees, block].sum(axis=1)
+        return out

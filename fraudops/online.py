@@ -28,7 +28,7 @@ from feast import FeatureService, FeatureStore, FeatureView, OnDemandFeatureView
 from fraudops import contract as c
 from fraudops import features as f
 from fraudops.feast_store import service_feature_names
-from fraudops.realtime import CustomerState, score_and_advance_batch
+from fraudops.realtime import CustomerState, score_and_advance_batch, score_and_advance_one
 from fraudops.settings import get_settings
 
 STATE_VIEW_TAG = "online_source"
@@ -79,6 +79,16 @@ def assemble(
     values.update(looked_up)
     terminals = np.asarray(tx[c.TERMINAL_ID], dtype=object)
     customers = np.asarray(tx[c.CUSTOMER_ID], dtype=object)
+    if len(time_us) == 1:  # one request: scalar maths, same results (tests/unit)
+        customer = customers[0]
+        row, state = score_and_advance_one(
+            states.get(customer) or CustomerState.empty(), int(time_us[0]), float(amount[0]),
+            str(terminals[0]),
+        )  # fmt: skip
+        scalars = {name: column[0] for name, column in values.items()}
+        scalars.update(zip(f.CUSTOMER_ACTIVITY_FEATURES, row, strict=True))
+        matrix = np.array([[scalars[name] for name in names]], dtype=np.float64)
+        return ScoredFeatures(matrix, list(names), {**states, customer: state})
     activity, new_states = score_and_advance_batch(states, customers, time_us, amount, terminals)
     states = {**states, **new_states}
     values.update(activity)
@@ -158,7 +168,9 @@ class OnlineFeatures:
     def compute(self, tx: Columns) -> ScoredFeatures:
         """Features for transactions in the contract (one or many, any customers)."""
         time_us = time_us_of(tx)
-        if self.fast:
+        if self.fast and len(time_us) == 1:
+            states, looked_up = self._read_fast_one(tx, int(time_us[0]))
+        elif self.fast:
             states, looked_up = self._read_fast(tx, time_us)
         else:
             looked_up = self._lookup(tx, time_us)
@@ -188,6 +200,27 @@ class OnlineFeatures:
                     )
         return states, looked_up
 
+    def _read_fast_one(
+        self, tx: Columns, time_us: int
+    ) -> tuple[dict[str, CustomerState], dict[str, np.ndarray]]:
+        """:meth:`_read_fast` for one transaction, without the column bookkeeping."""
+        entity = {key: np.asarray(tx[key], dtype=object)[0] for key in self._reader.join_keys}
+        values, stamps = self._reader.read_one(entity)
+        looked_up = {}
+        for view, features in self.lookups:
+            stamp = stamps[view.name]
+            ttl_us = view.ttl.total_seconds() * f.MICROS if view.ttl else None
+            stale = ttl_us is not None and stamp is not None and time_us - stamp * f.MICROS > ttl_us
+            for name in features:
+                value = values[name]
+                missing = stale or value is None or value != value  # None, NaN: no value
+                looked_up[name] = np.array([f.MISSING_FEATURE_VALUE if missing else value], float)
+        states = {}
+        if self.state_view:
+            customer = np.asarray(tx[c.CUSTOMER_ID], dtype=object)[0]
+            states[customer] = CustomerState.from_row({name: values[name] for name in STATE_FIELDS})
+        return states, looked_up
+
     def commit(self, scored: ScoredFeatures, written_at: datetime | None = None) -> None:
         """Write the advanced customer states to the online store, in Feast's format.
 
@@ -199,11 +232,9 @@ class OnlineFeatures:
         if not scored.states or not self.state_view:
             return
         if self.fast:
-            rows = [{c.CUSTOMER_ID: customer, **state.to_row()}
-                    for customer, state in scored.states.items()]  # fmt: skip
-            frame = pd.DataFrame(rows)
-            frame["event_timestamp"] = pd.Timestamp(written_at or datetime.now(UTC))
-            self._writer.write(self.state_view, frame)
+            self._writer.write_states(
+                self.state_view, scored.states, written_at or datetime.now(UTC)
+            )
             return
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value

@@ -9,6 +9,7 @@ transaction reads the state, computes features with :func:`fraudops.features.cus
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +100,40 @@ def score_and_advance(
     keep = h_t >= last - f.HISTORY_US
     keep[: max(0, len(h_t) - f.MAX_HISTORY)] = False
     return feats, CustomerState(h_t[keep], h_a[keep], h_term[keep], after, last)
+
+
+def score_and_advance_one(
+    state: CustomerState, time_us: int, amount: float, terminal: str
+) -> tuple[list[float], CustomerState]:
+    """:func:`score_and_advance` for a single transaction, with scalar maths (the scorer's
+    per-request path): its features in ``CUSTOMER_ACTIVITY_FEATURES`` order and the new
+    state. Welford's update for one value is the k=1 case of ``advance_running_grouped``."""
+    stats = state.stats
+    prior = (float(stats.count[0]), float(stats.amount_mean[0]), float(stats.amount_m2[0]),
+             float(stats.hour_sin_sum[0]), float(stats.hour_cos_sum[0]))  # fmt: skip
+    features = f.customer_activity_one(
+        state.history_time_us, state.history_amount, state.history_terminal_id,
+        time_us, amount, terminal, prior,
+    )  # fmt: skip
+    count, mean, m2, sin_sum, cos_sum = prior
+    n = count + 1
+    delta = amount - mean
+    angle = 2 * np.pi * ((time_us % f.DAY_US) / f.HOUR_US) / 24
+    after = f.RunningStats(
+        np.array([n]), np.array([mean + delta * 1.0 / n]),
+        np.array([m2 + 0.0 + delta * delta * count * 1.0 / n]),
+        np.array([sin_sum + math.sin(angle)]), np.array([cos_sum + math.cos(angle)]),
+    )  # fmt: skip
+
+    h_t, h_a, h_term = state.history_time_us, state.history_amount, state.history_terminal_id
+    at = int(np.searchsorted(h_t, time_us, side="right"))  # after equal times, as a stable sort
+    h_t = np.concatenate((h_t[:at], np.array([time_us], dtype=np.int64), h_t[at:]))
+    h_a = np.concatenate((h_a[:at], np.array([amount]), h_a[at:]))
+    h_term = np.concatenate((h_term[:at], np.array([terminal], dtype=object), h_term[at:]))
+    last = max(int(h_t[-1]), state.last_time_us)
+    start = int(np.searchsorted(h_t, last - f.HISTORY_US, side="left"))
+    start = max(start, len(h_t) - f.MAX_HISTORY)
+    return features, CustomerState(h_t[start:], h_a[start:], h_term[start:], after, last)
 
 
 def score_and_advance_batch(

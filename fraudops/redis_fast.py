@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from feast.errors import FeatureViewNotFoundException
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3, _redis_key, compute_versioned_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List, StringList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 from feast.value_type import ValueType
@@ -63,6 +65,8 @@ from fraudops.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
+STATE_FEATURES = ("history_time_us", "history_amount", "history_terminal_id", "tx_count",
+                  "amount_mean", "amount_m2", "hour_sin_sum", "hour_cos_sum")  # fmt: skip
 DEFAULT_BATCH_ROWS = 5_000  # rows per pipeline: large enough to hide the round trip
 NANOS = 1_000_000_000
 
@@ -399,13 +403,16 @@ def _pipelined(client: redis.Redis, batches: Iterable[tuple[bytes, int]]) -> Ite
     while Python encodes batch k+1 (Redis never blocks on its replies, so this cannot
     deadlock). An error reply raises ``redis.ResponseError``.
     """
-    pool = client.connection_pool
-    connection = pool.get_connection()
+    idle = _idle_connections(client)
+    try:
+        connection = idle.pop()
+    except IndexError:
+        connection = client.connection_pool.get_connection()
     finished = False
     in_flight: deque[int] = deque()
     try:
         for payload, count in batches:
-            connection.send_packed_command([payload])
+            connection.send_packed_command([payload], check_health=False)
             in_flight.append(count)
             if len(in_flight) > 1:
                 yield _replies(connection, in_flight.popleft())
@@ -414,8 +421,22 @@ def _pipelined(client: redis.Redis, batches: Iterable[tuple[bytes, int]]) -> Ite
         finished = True
     finally:
         if not finished:  # unread replies must never reach the connection's next user
-            connection.disconnect()
-        pool.release(connection)
+            connection.disconnect()  # (it reconnects on its next command)
+        idle.append(connection)
+
+
+def _idle_connections(client: redis.Redis) -> list[Any]:
+    """Connections this module keeps checked out of ``client``'s pool, idle ones here.
+
+    The pool's own checkout and release cost ~40 µs of CPU per round trip (locks and a
+    health check that polls the socket), more than the round trip itself. A connection
+    kept here has been checked out once; a broken one reconnects on its next command.
+    ``list.append`` and ``pop`` are atomic, so threads can share the list.
+    """
+    return _IDLE.setdefault(client.connection_pool, [])
+
+
+_IDLE: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
 
 
 def _batched(commands: list[bytes], size: int) -> Iterator[tuple[bytes, int]]:
@@ -506,6 +527,10 @@ class FastRedisReader:
                 f"features {duplicated} come from more than one view; pass full_feature_names=True"
             )
         self._hmget_fields = [[*spec.fields, spec.ts_field] for spec in self.views]
+        self._hmget_parts = [
+            (b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(fields)), b"".join(map(_bulk, fields)))
+            for fields in self._hmget_fields
+        ]
 
     def read(
         self, entity_rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]
@@ -513,15 +538,15 @@ class FastRedisReader:
         """Features for entity rows (a list of dicts, or a dict of columns)."""
         columns = _entity_columns(entity_rows, self.join_keys)
         plans = []
-        with self.client.pipeline(transaction=False) as pipe:
-            for spec, fields in zip(self.views, self._hmget_fields, strict=True):
-                unique: dict[Any, int] = {}
-                positions = [unique.setdefault(v, len(unique)) for v in columns[spec.join_key]]
-                keys = self.layout.entity_keys(spec.join_key, list(unique), spec.join_key_type)
-                for key in keys:
-                    pipe.hmget(key, fields)  # type: ignore[arg-type]  # bytes keys are fine
-                plans.append((positions, len(keys)))
-            replies = pipe.execute()
+        commands: list[bytes] = []
+        for spec, (head, fields) in zip(self.views, self._hmget_parts, strict=True):
+            unique: dict[Any, int] = {}
+            positions = [unique.setdefault(v, len(unique)) for v in columns[spec.join_key]]
+            keys = self.layout.entity_keys(spec.join_key, list(unique), spec.join_key_type)
+            commands.extend(head + _bulk(key) + fields for key in keys)
+            plans.append((positions, len(keys)))
+        # pre-encoded HMGETs on one connection: redis-py's pipeline costs ~100 µs more
+        replies = [r for batch in _pipelined(self.client, _batched(commands, 5000)) for r in batch]
 
         values: dict[str, list[Any]] = {key: list(columns[key]) for key in self.join_keys}
         stamps: dict[str, list[float | None]] = {}
@@ -535,6 +560,30 @@ class FastRedisReader:
             times = [_decode_timestamp(entity[-1]) for entity in entities]
             stamps[spec.name] = [times[p] for p in positions]
         return OnlineRows(values, stamps)
+
+    def read_one(self, entity: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, float | None]]:
+        """:meth:`read` for a single entity row (the scorer's per-request path, without the
+        column bookkeeping): each feature's value (None where absent) and each view's
+        event time."""
+        commands = []
+        for spec, (head, fields) in zip(self.views, self._hmget_parts, strict=True):
+            try:
+                value = entity[spec.join_key]
+            except KeyError:
+                raise ValueError(
+                    f"entity row lacks join key {spec.join_key!r}; the views read need "
+                    f"{self.join_keys}"
+                ) from None
+            key = self.layout.entity_keys(spec.join_key, [value], spec.join_key_type)[0]
+            commands.append(head + _bulk(key) + fields)
+        (replies,) = _pipelined(self.client, [(b"".join(commands), len(commands))])
+        values: dict[str, Any] = {}
+        stamps: dict[str, float | None] = {}
+        for spec, names, reply in zip(self.views, self._columns, replies, strict=True):
+            for name, value_type, raw in zip(names, spec.types, reply, strict=False):
+                values[name] = _decode_value(raw, value_type)
+            stamps[spec.name] = _decode_timestamp(reply[-1])
+        return values, stamps
 
 
 def _entity_columns(
@@ -633,6 +682,41 @@ class FastRedisWriter:
             if progress:
                 progress(done, total)
         return len(rows)
+
+    def write_states(self, view_name: str, states: Mapping[str, Any], written_at: datetime) -> None:
+        """Customer states (``fraudops.realtime.CustomerState``) straight to their hashes,
+        one pre-encoded HSET each: the bytes ``write`` produces for the same rows, without
+        a DataFrame or Feast's converters (~25x faster for one state)."""
+        spec = self.view(view_name)
+        if spec.features != STATE_FEATURES:
+            raise ValueError(f"{view_name} stores {spec.features}, not {STATE_FEATURES}")
+        written_at = _utc(written_at)
+        stamp = Timestamp(seconds=int(written_at.timestamp()), nanos=written_at.microsecond * 1000)
+        ts = _bulk(spec.ts_field) + _bulk(stamp.SerializeToString())
+        head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(spec.fields) + 1))
+        fields = [_bulk(field) for field in spec.fields]
+        keys = self.layout.entity_keys(spec.join_key, list(states), spec.join_key_type)
+        commands = []
+        for key, state in zip(keys, states.values(), strict=True):
+            stats = state.stats
+            values = (
+                ValueProto(int64_list_val=Int64List(val=state.history_time_us.tolist())),
+                ValueProto(double_list_val=DoubleList(val=state.history_amount.tolist())),
+                ValueProto(
+                    string_list_val=StringList(val=list(map(str, state.history_terminal_id)))
+                ),
+                ValueProto(int64_val=int(stats.count[0])),
+                ValueProto(double_val=float(stats.amount_mean[0])),
+                ValueProto(double_val=float(stats.amount_m2[0])),
+                ValueProto(double_val=float(stats.hour_sin_sum[0])),
+                ValueProto(double_val=float(stats.hour_cos_sum[0])),
+            )
+            body = b"".join(
+                f + _bulk(v.SerializeToString()) for f, v in zip(fields, values, strict=True)
+            )
+            commands.append(head + _bulk(key) + body + ts)
+        for _ in _pipelined(self.client, _batched(commands, self.batch_size)):
+            pass
 
     def _newer_rows(self, spec: _ViewSpec, keys: list[bytes], time_ns: np.ndarray) -> np.ndarray:
         """Positions of the rows to write: per entity its newest row (the first of equals),

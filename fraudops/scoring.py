@@ -206,11 +206,11 @@ class ScoringCore:
             for t, p, d, r in zip(transactions, probability, decisions, reasons, strict=True)
         ]
         if self.prediction_log is not None:
-            rows = records(transactions, results, features, source, prediction_ids)
+            logged = records(transactions, results, features, source, prediction_ids)
             if log_now:
-                self.prediction_log.write_now(rows)
+                self.prediction_log.write_now(logged)
             else:
-                self.prediction_log.submit(rows)
+                self.prediction_log.submit(logged)
         return results
 
     def _note_outage(self, exc: Exception) -> None:

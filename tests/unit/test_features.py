@@ -177,3 +177,37 @@ def test_batches_of_many_customers_equal_the_offline_build(transactions: pd.Data
     online = pd.concat(pieces).loc[offline.index]
     for name in f.CUSTOMER_ACTIVITY_FEATURES:
         np.testing.assert_allclose(online[name], offline[name], rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_single_transaction_path_equals_the_vectorised_one(transactions: pd.DataFrame) -> None:
+    """The scorer's scalar path for one request (``score_and_advance_one``) against the
+    array path, with arrival order jittered so that some events come late."""
+    from fraudops.realtime import score_and_advance_one
+
+    rng = np.random.default_rng(1)
+    time_us = f.to_micros(transactions[c.TIMESTAMP])
+    arrival = np.argsort(time_us + rng.integers(0, 3 * 3_600 * f.MICROS, len(time_us)))
+    scalar: dict[str, CustomerState] = {}
+    vector: dict[str, CustomerState] = {}
+    late = 0
+    for i in arrival:
+        customer, terminal = transactions[c.CUSTOMER_ID].iat[i], transactions[c.TERMINAL_ID].iat[i]
+        amount = float(transactions[c.AMOUNT].iat[i])
+        before = vector.get(customer, CustomerState.empty())
+        late += int(len(before.history_time_us) > 0 and time_us[i] < before.history_time_us[-1])
+        expected, vector[customer] = score_and_advance(
+            before, time_us[i : i + 1], np.array([amount]), np.array([terminal], dtype=object)
+        )
+        row, scalar[customer] = score_and_advance_one(
+            scalar.get(customer, CustomerState.empty()), int(time_us[i]), amount, terminal
+        )
+        np.testing.assert_allclose(
+            row, [expected[name][0] for name in f.CUSTOMER_ACTIVITY_FEATURES], rtol=1e-9, atol=1e-9
+        )
+    assert late > 100  # the jitter did produce late events
+    for customer, state in vector.items():
+        ours, theirs = scalar[customer].to_row(), state.to_row()
+        assert ours["history_time_us"] == theirs["history_time_us"]
+        assert ours["history_terminal_id"] == theirs["history_terminal_id"]
+        for name in ("amount_mean", "amount_m2", "hour_sin_sum", "hour_cos_sum"):
+            assert ours[name] == pytest.approx(theirs[name], rel=1e-12)
