@@ -11,9 +11,11 @@ On disk (and inside the MLflow model, see :mod:`fraudops.registry`) a model is a
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -47,8 +49,13 @@ class IsotonicCalibrator:
         centres = np.add.reduceat(x, starts) / np.diff(np.r_[starts, len(x)])
         return cls(tuple(map(float, centres)), tuple(map(float, y[starts])))
 
+    @functools.cached_property
+    def _knots(self) -> tuple[np.ndarray, np.ndarray]:  # as arrays once, not per call
+        return np.asarray(self.x, dtype=np.float64), np.asarray(self.y, dtype=np.float64)
+
     def __call__(self, raw: np.ndarray) -> np.ndarray:
-        return np.interp(raw, self.x, self.y)
+        x, y = self._knots
+        return np.interp(raw, x, y)
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,9 @@ class FraudModel:
     ) -> np.ndarray:
         review = self.metadata.review_threshold if review is None else review
         block = self.metadata.block_threshold if block is None else block
+        if len(probability) == 1:
+            p = probability[0]
+            return np.array(["block" if p >= block else "review" if p >= review else "approve"])
         return np.where(
             probability >= block, "block", np.where(probability >= review, "review", "approve")
         )
@@ -155,7 +165,9 @@ class _SingleRow:
         self._lock = threading.Lock()
         weakref.finalize(self, _free_fast_configs, self._handles, booster)
 
-    def _handle(self, ncol: int) -> ctypes.c_void_p:
+    def _call(self, ncol: int) -> Callable[[np.ndarray], np.ndarray]:
+        """This thread's predictor: a FastConfig and buffers whose addresses are taken once
+        (ctypes conversions cost more than LightGBM's prediction)."""
         from lightgbm.basic import _LIB, _c_str, _safe_call
 
         handle = ctypes.c_void_p()
@@ -166,21 +178,26 @@ class _SingleRow:
         ))  # fmt: skip
         with self._lock:
             self._handles.append(handle)
-        self._local.handle = handle
-        return handle
+        row = np.zeros(ncol, dtype=np.float64)
+        out = np.zeros(self.outputs, dtype=np.float64)
+        length = ctypes.c_int64(0)
+        args = (handle, row.ctypes.data_as(ctypes.c_void_p), ctypes.byref(length),
+                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))  # fmt: skip
+        predict = _LIB.LGBM_BoosterPredictForMatSingleRowFast
+
+        def call(features: np.ndarray) -> np.ndarray:
+            row[:] = features
+            if predict(*args) != 0:
+                _safe_call(-1)  # raises LightGBMError with LightGBM's last error
+            return out.copy()
+
+        self._local.call = call
+        return call
 
     def __call__(self, row: np.ndarray) -> np.ndarray:
         """Outputs for one row (a 1-D float64 array in feature order)."""
-        from lightgbm.basic import _LIB, _safe_call
-
-        handle = getattr(self._local, "handle", None) or self._handle(len(row))
-        row = np.ascontiguousarray(row, dtype=np.float64)
-        out = np.empty(self.outputs, dtype=np.float64)
-        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFast(
-            handle, row.ctypes.data_as(ctypes.c_void_p), ctypes.byref(ctypes.c_int64(0)),
-            out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
-        ))  # fmt: skip
-        return out
+        call = getattr(self._local, "call", None) or self._call(len(row))
+        return call(row)
 
 
 def _free_fast_configs(handles: list[ctypes.c_void_p], booster: lgb.Booster) -> None:

@@ -229,12 +229,16 @@ class OnlineFeatures:
         is what ``store.push`` to ``customer_state_push`` does, without its ~15 ms of
         registry work per call.)
         """
-        if not scored.states or not self.state_view:
+        self.commit_states(scored.states, written_at)
+
+    def commit_states(
+        self, states: dict[str, CustomerState], written_at: datetime | None = None
+    ) -> None:
+        """:meth:`commit` for states of any number of scored batches."""
+        if not states or not self.state_view:
             return
         if self.fast:
-            self._writer.write_states(
-                self.state_view, scored.states, written_at or datetime.now(UTC)
-            )
+            self._writer.write_states(self.state_view, states, written_at or datetime.now(UTC))
             return
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
@@ -242,8 +246,8 @@ class OnlineFeatures:
 
         view = self._state_view_object()
         stamp = written_at or datetime.now(UTC)
-        customers = list(scored.states)
-        rows = [state.to_row() for state in scored.states.values()]
+        customers = list(states)
+        rows = [state.to_row() for state in states.values()]
         columns = {
             feat.name: python_values_to_proto_values(
                 [row[feat.name] for row in rows], feat.dtype.to_value_type()

@@ -21,8 +21,9 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import msgspec
 import sqlalchemy as sa
 
 from fraudops.db import create_db_engine, predictions, upgrade
@@ -36,6 +37,9 @@ def insert_ignoring_duplicates(engine: sa.Engine, table: sa.Table, rows: list[Re
     from sqlalchemy.dialects import postgresql, sqlite
 
     statement: sa.Executable
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        _copy_ignoring_duplicates(engine, table, rows)
+        return
     if engine.dialect.name == "postgresql":
         statement = postgresql.insert(table).on_conflict_do_nothing()
     elif engine.dialect.name == "sqlite":
@@ -44,6 +48,46 @@ def insert_ignoring_duplicates(engine: sa.Engine, table: sa.Table, rows: list[Re
         statement = table.insert()
     with engine.begin() as conn:
         conn.execute(statement, rows)
+
+
+def _copy_ignoring_duplicates(engine: sa.Engine, table: sa.Table, rows: list[Record]) -> None:
+    """PostgreSQL: COPY into a session's temporary table, then one INSERT .. SELECT .. ON
+    CONFLICT DO NOTHING. A third of the client CPU of a row-by-row executemany (measured:
+    11 vs 30-36 µs per prediction), which the scorer shares with scoring."""
+    columns = [column.name for column in table.columns]
+    json_columns = {column.name for column in table.columns if isinstance(column.type, sa.JSON)}
+    listed = ", ".join(columns)
+    staging = f"{table.name}_incoming"
+    import psycopg
+
+    try:
+        raw = engine.raw_connection()
+    except psycopg.Error as exc:  # SQLAlchemy does not wrap errors of raw connections
+        raise sa.exc.DBAPIError("connect", None, exc) from exc
+    try:
+        connection = cast(psycopg.Connection, raw.driver_connection)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} "
+                f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            with cursor.copy(f"COPY {staging} ({listed}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([
+                        msgspec.json.encode(row[name]).decode() if name in json_columns
+                        else row[name]
+                        for name in columns
+                    ])  # fmt: skip
+            cursor.execute(
+                f"INSERT INTO {table.name} ({listed}) SELECT {listed} FROM {staging} "
+                "ON CONFLICT DO NOTHING"
+            )
+        connection.commit()
+    except psycopg.Error as exc:  # as SQLAlchemy's, which callers handle (spooling)
+        raw.invalidate()  # a half-done COPY leaves the connection unusable
+        raise sa.exc.DBAPIError(f"COPY into {table.name}", None, exc) from exc
+    finally:
+        raw.close()
 
 
 class Spool:
@@ -106,7 +150,7 @@ class PredictionLog:
         self.flush_interval = flush_interval
         self.retry_interval = retry_interval
         self.engine = create_db_engine(url)
-        self._queue: queue.Queue[Record | None] = queue.Queue()
+        self._queue: queue.Queue[list[Record] | None] = queue.Queue()  # a request's records
         self._thread: threading.Thread | None = None
         self._migrate = migrate
         self._migrated = False
@@ -123,8 +167,7 @@ class PredictionLog:
         return self
 
     def submit(self, rows: list[Record]) -> None:
-        for row in rows:
-            self._queue.put(row)
+        self._queue.put(rows)
 
     def write_now(self, rows: list[Record]) -> None:
         """Write synchronously: when this returns the rows are in the database or fsynced
@@ -142,7 +185,9 @@ class PredictionLog:
         self.engine.dispose()
 
     def backlog(self) -> int:
-        return self._queue.qsize()
+        """Records submitted and not written yet (to the database or the spool)."""
+        with self._queue.mutex:
+            return sum(len(rows) for rows in self._queue.queue if rows)
 
     # --- writer thread --------------------------------------------------------------------
     def _ensure_schema(self) -> bool:
@@ -170,17 +215,35 @@ class PredictionLog:
                     self._replay()
 
     def _gather(self) -> tuple[list[Record], bool]:
+        """Up to a batch of records (and whether to stop): waits for the first submission,
+        then lets more arrive until the flush interval has passed. It polls in short
+        sleeps rather than waking up for every submission, which under load cost more CPU
+        than the inserts themselves."""
+        try:
+            pending = [self._queue.get(timeout=self.flush_interval)]
+        except queue.Empty:
+            return [], False
         batch: list[Record] = []
         deadline = time.monotonic() + self.flush_interval
-        while len(batch) < self.batch_size:
+        while True:
+            for item in pending:
+                if item is None:
+                    return batch, True
+                batch.extend(item)
+            remaining = deadline - time.monotonic()
+            if len(batch) >= self.batch_size or remaining <= 0:
+                return batch, False
+            pending = self._available()
+            if not pending:
+                time.sleep(min(remaining, 0.02))
+
+    def _available(self) -> list[list[Record] | None]:
+        items = []
+        while True:
             try:
-                item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.001))
+                items.append(self._queue.get_nowait())
             except queue.Empty:
-                break
-            if item is None:
-                return batch, True
-            batch.append(item)
-        return batch, False
+                return items
 
     def _write(self, batch: list[Record]) -> None:
         if self.database_up and not self.spool.pending() and self._ensure_schema():
@@ -191,6 +254,9 @@ class PredictionLog:
             except sa.exc.SQLAlchemyError as exc:
                 self.database_up = False
                 log.warning("prediction database write failed, spooling: %s", _short(exc))
+            except Exception:  # never lose the batch, whatever failed
+                self.database_up = False
+                log.exception("prediction database write failed unexpectedly, spooling")
         self.spool.append(batch)
         self.spooled += len(batch)
 
@@ -211,6 +277,9 @@ class PredictionLog:
         except sa.exc.SQLAlchemyError as exc:
             self.database_up = False
             log.debug("prediction database still down: %s", _short(exc))
+        except Exception:  # the spool stays for the next try
+            self.database_up = False
+            log.exception("replaying the prediction spool failed unexpectedly")
 
 
 def _short(exc: Exception) -> str:

@@ -10,6 +10,7 @@ that scored it.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -71,6 +72,7 @@ class ScoringCore:
         self.current: LoadedModel = self._load_champion()
         self.degraded_since: float | None = None
         self._locks = CustomerLocks(single=settings.online_store == "sqlite")
+        self._state_writer = StateWriter(self._note_outage, self._note_recovery)
         self.listeners: list[Callable[[dict[str, Any]], None]] = []  # called with status()
 
     # --- model lifecycle ------------------------------------------------------------------
@@ -153,6 +155,7 @@ class ScoringCore:
 
     def close(self) -> None:
         self._stop.set()
+        self._state_writer.close()
         if self.prediction_log is not None:
             self.prediction_log.close()
 
@@ -166,15 +169,20 @@ class ScoringCore:
     ) -> list[ScoreResult]:
         """Score transactions and log them. ``prediction_ids`` (default: random) make a
         retried batch idempotent in the log; ``log_now`` returns only once the records are
-        durable (database or spool), for consumers that acknowledge after that."""
+        durable (database or spool) and the customer states written, for consumers that
+        acknowledge after that. Without it, states are written just after returning."""
         started = time.perf_counter()
         loaded = self.current
         tx = frame(transactions)
         degraded = False
         model = loaded.model
         # Reading a customer's state and writing it back must not interleave with another
-        # request for the same customer (and Feast's SQLite store is one connection).
-        with self._locks.hold(tx[c.CUSTOMER_ID]):
+        # request for the same customer (and Feast's SQLite store is one connection). The
+        # locks stay held until the state is written, which for HTTP requests happens
+        # after the response (StateWriter): the next request of the customer waits for it.
+        release = self._locks.acquire(tx[c.CUSTOMER_ID])
+        written_later = False
+        try:
             try:
                 features = loaded.online.compute(tx)
             except Exception as exc:  # online store unreachable: documented degraded mode
@@ -185,7 +193,7 @@ class ScoringCore:
                 rows = len(transactions)
                 features = assemble(loaded.online.names, tx, {}, defaults_for(loaded.online, rows))
             probability = model.predict_proba(features.matrix)
-            if not degraded:
+            if not degraded and log_now:  # durable before returning (the stream's contract)
                 try:
                     loaded.online.commit(features)
                     self._note_recovery()
@@ -194,6 +202,12 @@ class ScoringCore:
                         raise
                     degraded = True
                     self._note_outage(exc)
+            elif not degraded:
+                self._state_writer.submit(loaded.online, features, release)
+                written_later = True  # the writer releases the locks once it has written
+        finally:
+            if not written_later:
+                release()
         decisions = model.decide(
             probability, self.settings.review_threshold, self.settings.block_threshold
         )
@@ -235,19 +249,100 @@ class CustomerLocks:
         self.single = single
         self._locks = [threading.Lock() for _ in range(1 if single else self.STRIPES)]
 
-    @contextmanager
-    def hold(self, customers: Any) -> Iterator[None]:
+    def acquire(self, customers: Any) -> Callable[[], None]:
+        """Lock the customers' stripes; returns the function that releases them (any thread
+        may call it, once)."""
         if self.single:
             stripes = [0]
         else:
             stripes = sorted({hash(customer) % self.STRIPES for customer in customers})
         for stripe in stripes:
             self._locks[stripe].acquire()
+        locks = [self._locks[stripe] for stripe in reversed(stripes)]
+
+        def release() -> None:
+            for lock in locks:
+                lock.release()
+
+        return release
+
+    @contextmanager
+    def hold(self, customers: Any) -> Iterator[None]:
+        release = self.acquire(customers)
         try:
             yield
         finally:
-            for stripe in reversed(stripes):
-                self._locks[stripe].release()
+            release()
+
+
+class StateWriter:
+    """Writes scored customers' new states after the response has gone (write-behind),
+    then releases their locks.
+
+    A request holds its customers' locks from reading their states until the new states
+    are written, so the next transaction of a customer always sees the previous one; only
+    the client no longer waits for the write. States waiting together go out in one
+    pipelined round trip, so under load there are fewer round trips than requests. If
+    the online store fails, the states waiting are lost (logged, and the scorer shows
+    degraded until a write succeeds again): the same as a write failing just after it
+    was acknowledged.
+    """
+
+    def __init__(
+        self,
+        on_outage: Callable[[Exception], None],
+        on_recovery: Callable[[], None],
+    ):
+        self._queue: queue.SimpleQueue[
+            tuple[OnlineFeatures, ScoredFeatures, Callable[[], None]] | None
+        ] = queue.SimpleQueue()
+        self._on_outage = on_outage
+        self._on_recovery = on_recovery
+        self._thread = threading.Thread(target=self._run, name="state-writer", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, online: OnlineFeatures, features: ScoredFeatures, release: Callable[[], None]
+    ) -> None:
+        self._queue.put((online, features, release))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is waiting, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            items = [self._queue.get()]
+            while True:  # whatever else is waiting goes in the same round trip
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in items
+            work = [item for item in items if item is not None]
+            try:
+                self._write(work)
+            finally:
+                for _, _, release in work:
+                    release()
+            if stop:
+                return
+
+    def _write(self, work: list[tuple[OnlineFeatures, ScoredFeatures, Callable[[], None]]]) -> None:
+        by_view: dict[int, tuple[OnlineFeatures, dict[str, Any]]] = {}
+        for online, features, _ in work:  # a model swap may leave two feature readers
+            by_view.setdefault(id(online), (online, {}))[1].update(features.states)
+        for online, states in by_view.values():
+            try:
+                online.commit_states(states)
+                self._on_recovery()
+            except Exception as exc:
+                if is_store_outage(exc):
+                    self._on_outage(exc)
+                    log.warning("lost %d customer state updates: %s", len(states), str(exc)[:200])
+                else:
+                    log.exception("writing %d customer states failed", len(states))
 
 
 def frame(transactions: list[Transaction]) -> dict[str, np.ndarray]:
