@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections import Counter
 from typing import Annotated
 
 import bentoml
@@ -160,5 +161,6 @@ class _Metrics:
             self.freshness.labels(view=view).set(age)
 
     def scored(self, results: list) -> None:  # type: ignore[type-arg]
-        for r in results:
-            self.decisions.labels(decision=r.decision, degraded=str(r.degraded).lower()).inc()
+        counts = Counter((r.decision, r.degraded) for r in results)
+        for (decision, degraded), n in counts.items():
+            self.decisions.labels(decision=decision, degraded=str(degraded).lower()).inc(n)
