@@ -50,10 +50,18 @@ def _finite_positive(value: float) -> float:
     return value
 
 
+# Transaction times the platform accepts: features count microseconds since the epoch.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("must include a timezone, for example 2026-01-05T10:00:00Z")
-    return value.astimezone(UTC)
+    value = value.astimezone(UTC)
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)")
+    return value
 
 
 class Transaction(BaseModel):

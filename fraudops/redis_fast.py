@@ -54,7 +54,7 @@ from feast.errors import FeatureViewNotFoundException
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3, _redis_key, compute_versioned_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List, StringList
+from feast.protos.feast.types.Value_pb2 import Int64List, StringList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 from feast.value_type import ValueType
@@ -483,6 +483,37 @@ _PLAIN_SCALARS = frozenset(
 _PLAIN_LISTS = frozenset({f"{scalar[:-4]}_list_val" for scalar in _PLAIN_SCALARS})
 
 
+def _decoder(value_type: ValueType) -> Callable[[bytes | None], Any]:
+    """:func:`_decode_value` for one feature type, with the type's checks done once."""
+    expected = _PLAIN_KIND.get(value_type.name)
+    if expected is None or value_type in _UUID_TYPES:
+        return lambda raw: _decode_value(raw, value_type)
+    plain_list = expected.endswith("_list_val")
+
+    def decode(raw: bytes | None) -> Any:
+        if not raw:
+            return None
+        value = ValueProto.FromString(raw)
+        if value.WhichOneof("val") != expected:  # another kind stored: the general rules
+            return _decode_value(raw, value_type)
+        return list(getattr(value, expected).val) if plain_list else getattr(value, expected)
+
+    return decode
+
+
+# Feast value types whose Value holds them as-is: the oneof member to expect.
+_PLAIN_KIND = {
+    **{
+        name: f"{name.lower()}_val"
+        for name in ("DOUBLE", "FLOAT", "INT64", "INT32", "STRING", "BOOL", "BYTES")
+    },
+    **{
+        f"{name}_LIST": f"{name.lower()}_list_val"
+        for name in ("DOUBLE", "FLOAT", "INT64", "INT32", "STRING", "BOOL", "BYTES")
+    },
+}
+
+
 def _decode_timestamp(raw: bytes | None) -> float | None:
     if not raw:
         return None
@@ -526,6 +557,7 @@ class FastRedisReader:
             raise ValueError(
                 f"features {duplicated} come from more than one view; pass full_feature_names=True"
             )
+        self._decoders = [[_decoder(t) for t in spec.types] for spec in self.views]
         self._hmget_fields = [[*spec.fields, spec.ts_field] for spec in self.views]
         self._hmget_parts = [
             (b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(fields)), b"".join(map(_bulk, fields)))
@@ -551,11 +583,13 @@ class FastRedisReader:
         values: dict[str, list[Any]] = {key: list(columns[key]) for key in self.join_keys}
         stamps: dict[str, list[float | None]] = {}
         offset = 0
-        for spec, names, (positions, count) in zip(self.views, self._columns, plans, strict=True):
+        for spec, names, decoders, (positions, count) in zip(
+            self.views, self._columns, self._decoders, plans, strict=True
+        ):
             entities = replies[offset : offset + count]
             offset += count
-            for i, (name, value_type) in enumerate(zip(names, spec.types, strict=True)):
-                decoded = [_decode_value(entity[i], value_type) for entity in entities]
+            for i, (name, decode) in enumerate(zip(names, decoders, strict=True)):
+                decoded = [decode(entity[i]) for entity in entities]
                 values[name] = [decoded[p] for p in positions]
             times = [_decode_timestamp(entity[-1]) for entity in entities]
             stamps[spec.name] = [times[p] for p in positions]
@@ -579,9 +613,11 @@ class FastRedisReader:
         (replies,) = _pipelined(self.client, [(b"".join(commands), len(commands))])
         values: dict[str, Any] = {}
         stamps: dict[str, float | None] = {}
-        for spec, names, reply in zip(self.views, self._columns, replies, strict=True):
-            for name, value_type, raw in zip(names, spec.types, reply, strict=False):
-                values[name] = _decode_value(raw, value_type)
+        for spec, names, decoders, reply in zip(
+            self.views, self._columns, self._decoders, replies, strict=True
+        ):
+            for name, decode, raw in zip(names, decoders, reply, strict=False):
+                values[name] = decode(raw)
             stamps[spec.name] = _decode_timestamp(reply[-1])
         return values, stamps
 
@@ -607,6 +643,47 @@ def _entity_columns(
             f"entity columns differ in length: { {k: len(v) for k, v in columns.items()} }"
         )
     return columns
+
+
+# --- customer state values --------------------------------------------------------------
+# Value tags (field number << 3 | wire type): int64_list_val=14, double_list_val=15 and
+# string_list_val=12 are messages (2); inside them ``val`` is field 1, length-delimited.
+_INT64_LIST_TAG, _DOUBLE_LIST_TAG, _STRING_LIST_TAG, _VAL = b"\x72", b"\x7a", b"\x62", b"\x0a"
+_DOUBLE_SCALAR = struct.Struct("<d")
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # negatives as 10-byte two's complement, as protobuf does
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _message(tag: bytes, body: bytes) -> bytes:
+    return tag + _varint(len(body)) + body
+
+
+def encode_state(state: Any) -> tuple[bytes, ...]:
+    """The serialized Values of a ``CustomerState`` in ``STATE_FEATURES`` order: byte for
+    byte what protobuf makes of ``Value(int64_list_val=...)`` and so on (tested), without
+    building messages, which cost more than the rest of a state write."""
+    stats = state.stats
+    times = Int64List(val=state.history_time_us.tolist()).SerializeToString()
+    amounts = np.ascontiguousarray(state.history_amount, dtype="<f8").tobytes()
+    terminals = StringList(val=state.history_terminal_id.tolist()).SerializeToString()
+    return (
+        _message(_INT64_LIST_TAG, times),
+        _message(_DOUBLE_LIST_TAG, _message(_VAL, amounts) if amounts else b""),
+        _message(_STRING_LIST_TAG, terminals),
+        b"\x20" + _varint(int(stats.count[0])),
+        b"\x29" + _DOUBLE_SCALAR.pack(float(stats.amount_mean[0])),
+        b"\x29" + _DOUBLE_SCALAR.pack(float(stats.amount_m2[0])),
+        b"\x29" + _DOUBLE_SCALAR.pack(float(stats.hour_sin_sum[0])),
+        b"\x29" + _DOUBLE_SCALAR.pack(float(stats.hour_cos_sum[0])),
+    )
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -686,7 +763,7 @@ class FastRedisWriter:
     def write_states(self, view_name: str, states: Mapping[str, Any], written_at: datetime) -> None:
         """Customer states (``fraudops.realtime.CustomerState``) straight to their hashes,
         one pre-encoded HSET each: the bytes ``write`` produces for the same rows, without
-        a DataFrame or Feast's converters (~25x faster for one state)."""
+        a DataFrame or Feast's converters (see :func:`encode_state`)."""
         spec = self.view(view_name)
         if spec.features != STATE_FEATURES:
             raise ValueError(f"{view_name} stores {spec.features}, not {STATE_FEATURES}")
@@ -698,22 +775,7 @@ class FastRedisWriter:
         keys = self.layout.entity_keys(spec.join_key, list(states), spec.join_key_type)
         commands = []
         for key, state in zip(keys, states.values(), strict=True):
-            stats = state.stats
-            values = (
-                ValueProto(int64_list_val=Int64List(val=state.history_time_us.tolist())),
-                ValueProto(double_list_val=DoubleList(val=state.history_amount.tolist())),
-                ValueProto(
-                    string_list_val=StringList(val=list(map(str, state.history_terminal_id)))
-                ),
-                ValueProto(int64_val=int(stats.count[0])),
-                ValueProto(double_val=float(stats.amount_mean[0])),
-                ValueProto(double_val=float(stats.amount_m2[0])),
-                ValueProto(double_val=float(stats.hour_sin_sum[0])),
-                ValueProto(double_val=float(stats.hour_cos_sum[0])),
-            )
-            body = b"".join(
-                f + _bulk(v.SerializeToString()) for f, v in zip(fields, values, strict=True)
-            )
+            body = b"".join(f + _bulk(v) for f, v in zip(fields, encode_state(state), strict=True))
             commands.append(head + _bulk(key) + body + ts)
         for _ in _pipelined(self.client, _batched(commands, self.batch_size)):
             pass
