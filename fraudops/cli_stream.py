@@ -105,7 +105,7 @@ def stream(
         stats = run_consumer(
             settings, stop, stream=source, group=group, consumer=consumer,
             batch_size=batch_size, max_wait_ms=max_wait_ms,
-            claim_idle_ms=int(claim_idle * 1000), max_len=max_len or None,
+            claim_idle_ms=int(claim_idle * 1000), max_len=max_len or None, freeze=True,
         )  # fmt: skip
     except NotReady as exc:
         raise fail(str(exc)) from None

@@ -127,7 +127,7 @@ class OnlineFeatures:
             lookups = [(view.name, names) for view, names in self.lookups]
             if self.state_view:
                 lookups.append((self.state_view, list(STATE_FIELDS)))
-            self._reader = FastRedisReader(store, lookups)
+            self._reader = FastRedisReader(store, lookups, arrays=True)
             self._writer = FastRedisWriter(store)
 
     def _view(self, name: str) -> FeatureView | OnDemandFeatureView:

@@ -186,12 +186,13 @@ def score_and_advance_batch(
     for name, values in feats.items():
         ordered[name][query] = values
     new_states = {}
+    columns = [np.asarray(v) for v in after.__dict__.values()]
     for g, customer in enumerate(rows_of):
         t, a, term, st = h_t[g], h_a[g], h_term[g], starts[g]
         last = max(int(t[-1]), st.last_time_us)
-        keep = t >= last - f.HISTORY_US
-        keep[: max(0, len(t) - f.MAX_HISTORY)] = False
+        kept = max(int(np.searchsorted(t, last - f.HISTORY_US)), len(t) - f.MAX_HISTORY)
         new_states[customer] = CustomerState(
-            t[keep], a[keep], term[keep], after.take(np.array([g])), last
-        )
+            t[kept:], a[kept:], term[kept:], f.RunningStats(*(v[g : g + 1] for v in columns)),
+            last,
+        )  # fmt: skip
     return ordered, new_states

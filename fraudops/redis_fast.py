@@ -269,6 +269,9 @@ _Pieces = list[tuple[np.ndarray, np.ndarray]]
 # Value proto tags: field number << 3 | wire type (oneof members keep zeros: Value(x=0) != b"")
 _INT64_TAG, _DOUBLE_TAG, _FLOAT_TAG = 0x20, 0x29, 0x35  # int64_val=4, double_val=5, float_val=6
 _SECONDS_TAG, _NANOS_TAG = 0x08, 0x10  # google.protobuf.Timestamp seconds=1, nanos=2
+# Value tags (field number << 3 | wire type): int64_list_val=14, double_list_val=15 and
+# string_list_val=12 are messages (2); inside them ``val`` is field 1, length-delimited.
+_INT64_LIST_TAG, _DOUBLE_LIST_TAG, _STRING_LIST_TAG, _VAL = b"\x72", b"\x7a", b"\x62", b"\x0a"
 _UUID_TYPES = {t for t in ValueType if "UUID" in t.name}  # Feast converts these by type hint
 
 
@@ -501,6 +504,79 @@ def _decoder(value_type: ValueType) -> Callable[[bytes | None], Any]:
     return decode
 
 
+def _array_decoder(value_type: ValueType) -> Callable[[bytes | None], Any]:
+    """:func:`_decoder`, with int64 and double lists as numpy arrays read straight from
+    the packed bytes (building a Python number per element was a fifth of the stream
+    consumer's time); other layouts fall back to protobuf."""
+    general = _decoder(value_type)
+    if value_type == ValueType.DOUBLE_LIST:
+        tag, unpack = _DOUBLE_LIST_TAG[0], _unpack_doubles
+    elif value_type == ValueType.INT64_LIST:
+        tag, unpack = _INT64_LIST_TAG[0], _unpack_int64s
+    else:
+        return general
+
+    def decode(raw: bytes | None) -> Any:
+        if raw and raw[0] == tag:
+            payload = _packed_payload(raw)
+            if payload is not None:
+                values = unpack(payload)
+                if values is not None:
+                    return values
+        decoded = general(raw)
+        return decoded if decoded is None else np.asarray(decoded, dtype=_LIST_DTYPES[tag])
+
+    return decode
+
+
+_LIST_DTYPES = {_DOUBLE_LIST_TAG[0]: np.float64, _INT64_LIST_TAG[0]: np.int64}
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _packed_payload(raw: bytes) -> memoryview | None:
+    """The packed ``val`` bytes of a list Value (tag, length, then field 1 packed), or None
+    for any other layout."""
+    length, pos = _read_varint(raw, 1)
+    if pos + length != len(raw):
+        return None
+    if length == 0:
+        return memoryview(b"")
+    if raw[pos] != _VAL[0]:
+        return None
+    size, pos = _read_varint(raw, pos + 1)
+    return memoryview(raw)[pos:] if pos + size == len(raw) else None
+
+
+def _unpack_doubles(payload: memoryview) -> np.ndarray | None:
+    if len(payload) % 8:
+        return None
+    return np.frombuffer(payload, dtype="<f8").astype(np.float64)
+
+
+_SEVEN_BITS = np.uint64(7) * np.arange(8, dtype=np.uint64)
+
+
+def _unpack_int64s(payload: memoryview) -> np.ndarray | None:
+    """Varints of 8 bytes each (times in µs since the epoch from 1987 to 2540), else None."""
+    if len(payload) % 8:
+        return None
+    b = np.frombuffer(payload, dtype=np.uint8).reshape(-1, 8)
+    if (b[:, :7] < 0x80).any() or (b[:, 7] >= 0x80).any():
+        return None
+    low = (b & 0x7F).astype(np.uint64) << _SEVEN_BITS
+    return np.bitwise_or.reduce(low, axis=1).astype(np.int64)
+
+
 # Feast value types whose Value holds them as-is: the oneof member to expect.
 _PLAIN_KIND = {
     **{
@@ -538,6 +614,7 @@ class FastRedisReader:
         client: redis.Redis | None = None,
         settings: Settings | None = None,
         full_feature_names: bool = False,
+        arrays: bool = False,
     ) -> None:
         settings = require_redis(store, settings)
         self.client = _checked_client(client, settings)
@@ -557,7 +634,9 @@ class FastRedisReader:
             raise ValueError(
                 f"features {duplicated} come from more than one view; pass full_feature_names=True"
             )
-        self._decoders = [[_decoder(t) for t in spec.types] for spec in self.views]
+        # arrays=True: numeric lists come back as numpy arrays (the scorer's state path)
+        make = _array_decoder if arrays else _decoder
+        self._decoders = [[make(t) for t in spec.types] for spec in self.views]
         self._hmget_fields = [[*spec.fields, spec.ts_field] for spec in self.views]
         self._hmget_parts = [
             (b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(fields)), b"".join(map(_bulk, fields)))
@@ -646,9 +725,6 @@ def _entity_columns(
 
 
 # --- customer state values --------------------------------------------------------------
-# Value tags (field number << 3 | wire type): int64_list_val=14, double_list_val=15 and
-# string_list_val=12 are messages (2); inside them ``val`` is field 1, length-delimited.
-_INT64_LIST_TAG, _DOUBLE_LIST_TAG, _STRING_LIST_TAG, _VAL = b"\x72", b"\x7a", b"\x62", b"\x0a"
 _DOUBLE_SCALAR = struct.Struct("<d")
 
 

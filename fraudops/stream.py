@@ -599,11 +599,13 @@ def run_consumer(
     max_wait_ms: int = 20,
     claim_idle_ms: int = 30_000,
     max_len: int | None = 1_000_000,
+    freeze: bool = False,
 ) -> ConsumerStats:
     """Build the scoring core (loads @champion, follows it), consume until ``stop``, then
-    close the prediction log (drains it)."""
+    close the prediction log (drains it). ``freeze``: the process is only this consumer
+    (the CLI), so start-up objects can leave the garbage collector's reach."""
     from fraudops.prediction_log import PredictionLog
-    from fraudops.scoring import ScoringCore
+    from fraudops.scoring import ScoringCore, freeze_startup_objects
 
     consumer = consumer or default_consumer_name()
     # One spool per consumer name: a restarted consumer of the same name replays its own.
@@ -615,6 +617,8 @@ def run_consumer(
         prediction_log.close()
         raise
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    if freeze:
+        freeze_startup_objects()
     try:
         core.follow_champion()
         worker = StreamConsumer(

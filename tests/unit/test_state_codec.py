@@ -51,3 +51,20 @@ def test_typed_decoders_read_what_the_general_one_reads() -> None:
     assert _decoder(ValueType.DOUBLE)(b"") is None
     other = ValueProto(int64_val=3).SerializeToString()
     assert _decoder(ValueType.DOUBLE)(other) == _decode_value(other, ValueType.DOUBLE)
+
+
+@pytest.mark.parametrize("n", [0, 1, 65, 2_000])
+def test_array_decoders_read_the_packed_lists(n: int) -> None:
+    from fraudops.redis_fast import _array_decoder
+
+    s = state(n, np.random.default_rng(n))
+    times, amounts, *_ = encode_state(s)
+    got_times = _array_decoder(ValueType.INT64_LIST)(times)
+    got_amounts = _array_decoder(ValueType.DOUBLE_LIST)(amounts)
+    assert got_times.dtype == np.int64 and got_amounts.dtype == np.float64
+    np.testing.assert_array_equal(got_times, s.history_time_us)
+    np.testing.assert_array_equal(got_amounts, s.history_amount)
+    # small or negative numbers are not 8-byte varints: protobuf reads them
+    odd = ValueProto(int64_list_val=Int64List(val=[0, 1, 300, -5])).SerializeToString()
+    np.testing.assert_array_equal(_array_decoder(ValueType.INT64_LIST)(odd), [0, 1, 300, -5])
+    assert _array_decoder(ValueType.INT64_LIST)(None) is None
