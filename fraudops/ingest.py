@@ -121,10 +121,13 @@ def _parse_timestamps(values: pd.Series, column: str, check: _Checker) -> pd.Ser
     check.flag(missing, column, "a timestamp such as 2026-01-05T10:00:00Z", values)
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = values if values.dt.tz is not None else values.dt.tz_localize("UTC")
-        return parsed.dt.tz_convert("UTC")
-    parsed = pd.to_datetime(values.where(~missing), utc=True, errors="coerce", format="ISO8601")
-    bad = parsed.isna().to_numpy() & ~missing
-    check.flag(bad, column, "an ISO 8601 timestamp such as 2026-01-05T10:00:00Z", values)
+        parsed = parsed.dt.tz_convert("UTC")
+    else:
+        parsed = pd.to_datetime(values.where(~missing), utc=True, errors="coerce", format="ISO8601")
+        bad = parsed.isna().to_numpy() & ~missing
+        check.flag(bad, column, "an ISO 8601 timestamp such as 2026-01-05T10:00:00Z", values)
+    outside = ((parsed < c.EARLIEST) | (parsed >= c.LATEST)).to_numpy()
+    check.flag(outside, column, f"a time from {c.EARLIEST:%Y-%m-%d} to {c.LATEST:%Y-%m-%d}", values)
     return parsed
 
 

@@ -43,6 +43,7 @@ def test_good_csv_lands_in_contract_types(tmp_path: Path) -> None:
         ("tx4,2026-01-05T12:00:00Z,c3,t3,inf,0", 4, "amount", "finite"),
         ("tx4,2026-01-05T12:00:00Z,c3,t3,twelve,0", 4, "amount", "a number"),
         ("tx4,yesterday noon,c3,t3,12,0", 4, "timestamp", "ISO 8601"),
+        ("tx4,1960-01-05T12:00:00Z,c3,t3,12,0", 4, "timestamp", "from 1970-01-01 to 2100"),
         ("tx1,2026-01-05T12:00:00Z,c3,t3,12,0", 4, "transaction_id", "unique"),
         ("tx4,2026-01-05T12:00:00Z,,t3,12,0", 4, "customer_id", "non-empty"),
         ("tx4,2026-01-05T12:00:00Z,c3,t3,12,2", 4, "is_fraud", "0 or 1"),
