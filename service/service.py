@@ -61,7 +61,7 @@ def _settings_key() -> str | None:
 class FraudScorer:
     def __init__(self) -> None:
         from fraudops.prediction_log import PredictionLog
-        from fraudops.scoring import NotReady, ScoringCore, freeze_startup_objects
+        from fraudops.scoring import NotReady, ScoringCore
 
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -84,7 +84,6 @@ class FraudScorer:
         self.metrics = _Metrics()
         self.metrics.model(self.core.current.version)
         self.core.listeners.append(self.metrics.status)
-        freeze_startup_objects()
         log.info("scoring with %s version %s", settings.model_name, self.core.current.version)
 
     @bentoml.on_shutdown
