@@ -6,7 +6,7 @@ cost the real scorer too; the benchmark compares the two in the same run::
 
     bentoml serve bench.noop_service:NoopScorer --port 3001    # from the repository root
 
-It is a sync API like ``FraudScorer.score``, so both pay the same thread-pool hop.
+Its endpoints are async like ``FraudScorer``'s, so both run on the event loop.
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ def _api_key() -> str | None:
 @bentoml.service(name="noop_scorer", **copy.deepcopy(FraudScorer.config))
 class NoopScorer:
     @bentoml.api(route="/score")
-    def score(self, transaction: Transaction) -> Score:
+    async def score(self, transaction: Transaction) -> Score:
         """Score one transaction: always the same approval."""
         return constant_score(transaction)
 
     @bentoml.api(route="/score_batch")
-    def score_batch(
+    async def score_batch(
         self, transactions: Annotated[list[Transaction], Field(min_length=1, max_length=1000)]
     ) -> BatchScores:
         """Up to 1,000 transactions: the same approval for each, in order."""

@@ -122,13 +122,15 @@ class OnlineFeatures:
                 )
         self.fast = fast if fast is not None else get_settings().online_store == "redis"
         if self.fast:  # Feast's own keys and values, one pipelined round trip (redis_fast)
-            from fraudops.redis_fast import FastRedisReader, FastRedisWriter
+            from fraudops.redis_fast import FastRedisReader, FastRedisWriter, redis_client
 
             lookups = [(view.name, names) for view, names in self.lookups]
             if self.state_view:
                 lookups.append((self.state_view, list(STATE_FIELDS)))
-            self._reader = FastRedisReader(store, lookups, arrays=True)
-            self._writer = FastRedisWriter(store)
+            settings = get_settings()
+            client = redis_client(settings, timeout=settings.redis_timeout_seconds)
+            self._reader = FastRedisReader(store, lookups, client=client, arrays=True)
+            self._writer = FastRedisWriter(store, client=client)
 
     def _view(self, name: str) -> FeatureView | OnDemandFeatureView:
         try:

@@ -98,9 +98,12 @@ def require_redis(store: FeatureStore, settings: Settings | None = None) -> Sett
     return settings
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    """A client on the online store's Redis (raw bytes: Feast's values are protobuf)."""
-    return redis.Redis.from_url(settings.redis_url)
+def redis_client(settings: Settings, timeout: float | None = None) -> redis.Redis:
+    """A client on the online store's Redis (raw bytes: Feast's values are protobuf);
+    ``timeout`` bounds each connect and reply, in seconds (default: none, for bulk work)."""
+    return redis.Redis.from_url(
+        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
 
 
 def _checked_client(client: redis.Redis | None, settings: Settings) -> redis.Redis:

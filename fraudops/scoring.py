@@ -70,6 +70,7 @@ class ScoringCore:
         self._stop = threading.Event()
         self.current: LoadedModel = self._load_champion()
         self.degraded_since: float | None = None
+        self._next_store_try = 0.0  # monotonic time of the next try while degraded
         self._locks = CustomerLocks(single=settings.online_store == "sqlite")
         self.listeners: list[Callable[[dict[str, Any]], None]] = []  # called with status()
 
@@ -177,13 +178,16 @@ class ScoringCore:
         # write is part of the request: measured here, handing it to a writer thread to
         # answer sooner cost more (thread wake-ups, GIL hand-offs) than the round trip.
         with self._locks.hold(tx[c.CUSTOMER_ID]):
-            try:
-                features = loaded.online.compute(tx)
-            except Exception as exc:  # online store unreachable: documented degraded mode
-                if not is_store_outage(exc):
-                    raise
+            features = None
+            if self._store_worth_trying():
+                try:
+                    features = loaded.online.compute(tx)
+                except Exception as exc:  # online store unreachable: documented degraded mode
+                    if not is_store_outage(exc):
+                        raise
+                    self._note_outage(exc)
+            if features is None:
                 degraded = True
-                self._note_outage(exc)
                 rows = len(transactions)
                 features = assemble(loaded.online.names, tx, {}, defaults_for(loaded.online, rows))
             probability = model.predict_proba(features.matrix)
@@ -215,7 +219,20 @@ class ScoringCore:
                 self.prediction_log.submit(logged)
         return results
 
+    def _store_worth_trying(self) -> bool:
+        """While the online store is down, one request per ``outage_retry_seconds`` tries
+        it; the others are scored in degraded mode at once instead of each waiting for the
+        connection to fail or time out."""
+        if self.degraded_since is None:
+            return True
+        now = time.monotonic()
+        if now < self._next_store_try:
+            return False
+        self._next_store_try = now + self.settings.outage_retry_seconds
+        return True
+
     def _note_outage(self, exc: Exception) -> None:
+        self._next_store_try = time.monotonic() + self.settings.outage_retry_seconds
         if self.degraded_since is None:
             self.degraded_since = time.time()
             log.warning("online store unreachable, scoring in degraded mode: %s", str(exc)[:200])

@@ -181,6 +181,18 @@ class Settings(MonitorSettings):
         description="When the online store is unreachable: `score` on default features, or "
         "`review` (approve becomes review; block stays block). Responses say degraded=true.",
     )
+    redis_timeout_seconds: float = Field(
+        0.5,
+        gt=0,
+        description="Longest wait for the online store (connect, or a reply) while scoring; "
+        "past it the request is scored in degraded mode.",
+    )
+    outage_retry_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="While the online store is down, how often a request tries it again "
+        "(the others are scored in degraded mode at once).",
+    )
     reload_interval_seconds: float = Field(
         15.0, gt=0, description="How often the scorer checks which version is @champion."
     )

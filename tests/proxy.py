@@ -17,6 +17,8 @@ class TcpProxy:
         self.listener.listen(128)
         self.port = self.listener.getsockname()[1]
         self.enabled = True
+        self.stalled = False  # a black hole: connections stay open, nothing gets through
+        self._held: list[socket.socket] = []
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -30,6 +32,9 @@ class TcpProxy:
                 return
             if not self.enabled:
                 client.close()
+                continue
+            if self.stalled:
+                self._held.append(client)
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -45,7 +50,8 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if not self.stalled:
+                    sink.sendall(data)
         except OSError:
             pass
         finally:
@@ -68,6 +74,20 @@ class TcpProxy:
 
     def enable(self) -> None:
         self.enabled = True
+
+    def stall(self) -> None:
+        """Keep connections open but let nothing through (a network partition, not a
+        refusal): clients see timeouts."""
+        self.stalled = True
+
+    def resume(self) -> None:
+        """End a stall: cut what was held or half-delivered, forward new connections."""
+        self.stalled = False
+        for s in self._held:
+            s.close()
+        self._held.clear()
+        self.disable()
+        self.enable()
 
     def close(self) -> None:
         self._closed = True

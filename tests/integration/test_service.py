@@ -79,6 +79,7 @@ def stack(tmp_path_factory, redis_server: str, postgres_server: str) -> Iterator
         "FRAUDOPS_DATABASE_URL": proxied,
         "FRAUDOPS_API_KEY": API_KEY,
         "FRAUDOPS_RELOAD_INTERVAL_SECONDS": "1",
+        "FRAUDOPS_REDIS_TIMEOUT_SECONDS": "0.3",
     }
     tx = prepare_trained_environment(values)
     try:
@@ -231,6 +232,24 @@ def test_redis_down_then_back(stack: Stack) -> None:
         assert down.json()["degraded"] is True
     finally:
         stack.redis_proxy.enable()
+    assert wait_for(
+        lambda: stack.post("/score", {"transaction": transaction()}).json()["degraded"] is False
+    )
+
+
+def test_redis_black_hole_times_out_into_degraded_mode_and_recovers(stack: Stack) -> None:
+    """A partition (nothing answers, nothing is refused): requests wait at most the Redis
+    timeout, and while the store is down most do not wait at all."""
+    stack.redis_proxy.stall()
+    try:
+        started = time.monotonic()
+        answers = [stack.post("/score", {"transaction": transaction(i)}) for i in range(20)]
+        elapsed = time.monotonic() - started
+        assert all(a.status_code == 200 and a.json()["degraded"] for a in answers)
+        # 0.3 s timeouts: one request per second tries Redis, the rest answer at once
+        assert elapsed < 3.0, elapsed
+    finally:
+        stack.redis_proxy.resume()
     assert wait_for(
         lambda: stack.post("/score", {"transaction": transaction()}).json()["degraded"] is False
     )
