@@ -231,12 +231,7 @@ class OnlineFeatures:
         is what ``store.push`` to ``customer_state_push`` does, without its ~15 ms of
         registry work per call.)
         """
-        self.commit_states(scored.states, written_at)
-
-    def commit_states(
-        self, states: dict[str, CustomerState], written_at: datetime | None = None
-    ) -> None:
-        """:meth:`commit` for states of any number of scored batches."""
+        states = scored.states
         if not states or not self.state_view:
             return
         if self.fast:

@@ -254,30 +254,19 @@ class CustomerLocks:
         self.single = single
         self._locks = [threading.Lock() for _ in range(1 if single else self.STRIPES)]
 
-    def acquire(self, customers: Any) -> Callable[[], None]:
-        """Lock the customers' stripes; returns the function that releases them (any thread
-        may call it, once)."""
+    @contextmanager
+    def hold(self, customers: Any) -> Iterator[None]:
         if self.single:
             stripes = [0]
         else:
             stripes = sorted({hash(customer) % self.STRIPES for customer in customers})
         for stripe in stripes:
             self._locks[stripe].acquire()
-        locks = [self._locks[stripe] for stripe in reversed(stripes)]
-
-        def release() -> None:
-            for lock in locks:
-                lock.release()
-
-        return release
-
-    @contextmanager
-    def hold(self, customers: Any) -> Iterator[None]:
-        release = self.acquire(customers)
         try:
             yield
         finally:
-            release()
+            for stripe in reversed(stripes):
+                self._locks[stripe].release()
 
 
 def freeze_startup_objects() -> None:

@@ -82,7 +82,7 @@ class FraudScorer:
             raise
         self.core.follow_champion()
         self.metrics = _Metrics()
-        self.metrics.model(self.core.current.version)
+        self.metrics.status(self.core.status())  # model version and feature freshness now
         self.core.listeners.append(self.metrics.status)
         log.info("scoring with %s version %s", settings.model_name, self.core.current.version)
 
