@@ -42,7 +42,7 @@ def create_db_engine(url: str) -> Engine:
     dashboard) next to the writer (WAL, busy timeout)."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30}, json_serializer=_json_text)
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, json_serializer=json_text)
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -54,11 +54,11 @@ def create_db_engine(url: str) -> Engine:
         return engine
     connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
     return sa.create_engine(
-        url, pool_pre_ping=True, connect_args=connect_args, json_serializer=_json_text
+        url, pool_pre_ping=True, connect_args=connect_args, json_serializer=json_text
     )
 
 
-def _json_text(value: object) -> str:
+def json_text(value: object) -> str:
     """JSON columns (features, reasons) with msgspec: the prediction log writes two per
     scored transaction, and the standard library's encoder was a third of its CPU."""
     return msgspec.json.encode(value).decode()

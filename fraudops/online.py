@@ -231,11 +231,12 @@ class OnlineFeatures:
         is what ``store.push`` to ``customer_state_push`` does, without its ~15 ms of
         registry work per call.)
         """
-        states = scored.states
-        if not states or not self.state_view:
+        if not scored.states or not self.state_view:
             return
         if self.fast:
-            self._writer.write_states(self.state_view, states, written_at or datetime.now(UTC))
+            self._writer.write_states(
+                self.state_view, scored.states, written_at or datetime.now(UTC)
+            )
             return
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
@@ -243,8 +244,8 @@ class OnlineFeatures:
 
         view = self._state_view_object()
         stamp = written_at or datetime.now(UTC)
-        customers = list(states)
-        rows = [state.to_row() for state in states.values()]
+        customers = list(scored.states)
+        rows = [state.to_row() for state in scored.states.values()]
         columns = {
             feat.name: python_values_to_proto_values(
                 [row[feat.name] for row in rows], feat.dtype.to_value_type()

@@ -23,10 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
-import msgspec
 import sqlalchemy as sa
 
-from fraudops.db import create_db_engine, predictions, upgrade
+from fraudops.db import create_db_engine, json_text, predictions, upgrade
 
 log = logging.getLogger(__name__)
 Record = dict[str, Any]
@@ -74,7 +73,7 @@ def _copy_ignoring_duplicates(engine: sa.Engine, table: sa.Table, rows: list[Rec
             with cursor.copy(f"COPY {staging} ({listed}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row([
-                        msgspec.json.encode(row[name]).decode() if name in json_columns
+                        json_text(row[name]) if name in json_columns
                         else row[name]
                         for name in columns
                     ])  # fmt: skip

@@ -607,17 +607,9 @@ def _unpack_int64s(payload: memoryview) -> np.ndarray | None:
     return np.bitwise_or.reduce(low, axis=1).astype(np.int64)
 
 
-# Feast value types whose Value holds them as-is: the oneof member to expect.
-_PLAIN_KIND = {
-    **{
-        name: f"{name.lower()}_val"
-        for name in ("DOUBLE", "FLOAT", "INT64", "INT32", "STRING", "BOOL", "BYTES")
-    },
-    **{
-        f"{name}_LIST": f"{name.lower()}_list_val"
-        for name in ("DOUBLE", "FLOAT", "INT64", "INT32", "STRING", "BOOL", "BYTES")
-    },
-}
+# Feast value types whose Value holds them as-is (DOUBLE, INT64_LIST, ...): the oneof
+# member to expect.
+_PLAIN_KIND = {kind.removesuffix("_val").upper(): kind for kind in _PLAIN_SCALARS | _PLAIN_LISTS}
 
 
 def _decode_timestamp(raw: bytes | None) -> float | None:
@@ -784,11 +776,11 @@ def encode_state(state: Any) -> tuple[bytes, ...]:
         _message(_INT64_LIST_TAG, times),
         _message(_DOUBLE_LIST_TAG, _message(_VAL, amounts) if amounts else b""),
         _message(_STRING_LIST_TAG, terminals),
-        b"\x20" + _varint(int(stats.count[0])),
-        b"\x29" + _DOUBLE_SCALAR.pack(float(stats.amount_mean[0])),
-        b"\x29" + _DOUBLE_SCALAR.pack(float(stats.amount_m2[0])),
-        b"\x29" + _DOUBLE_SCALAR.pack(float(stats.hour_sin_sum[0])),
-        b"\x29" + _DOUBLE_SCALAR.pack(float(stats.hour_cos_sum[0])),
+        bytes([_INT64_TAG]) + _varint(int(stats.count[0])),
+        *(
+            bytes([_DOUBLE_TAG]) + _DOUBLE_SCALAR.pack(float(getattr(stats, name)[0]))
+            for name in ("amount_mean", "amount_m2", "hour_sin_sum", "hour_cos_sum")
+        ),
     )
 
 

@@ -269,17 +269,6 @@ class CustomerLocks:
                 self._locks[stripe].release()
 
 
-def freeze_startup_objects() -> None:
-    """Move everything loaded so far (Feast, MLflow, the model: millions of objects) out of
-    the garbage collector's reach. The scorer allocates many short-lived objects per
-    batch, and each full collection scanned the whole start-up heap (the technique of
-    ``gc.freeze``'s documentation, for long-running servers)."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-
-
 def frame(transactions: list[Transaction]) -> dict[str, np.ndarray]:
     """Request transactions as columns (no DataFrame on the request path: it costs more than
     the model)."""
