@@ -210,6 +210,30 @@ def _distinct_in_window(prev_same: np.ndarray, lo: np.ndarray, hi: np.ndarray) -
     return count
 
 
+def identity_codes(*columns: np.ndarray) -> np.ndarray:
+    """Equal ids get equal integer codes, over the columns concatenated. Ids are strings, or
+    fixed-width ASCII bytes (numpy ``S``, the stream's terminal ids as stored): those are
+    coded by their 8-byte words, without a Python object per id."""
+    arrays = [np.asarray(column) for column in columns]
+    if len({a.dtype for a in arrays}) == 1 and arrays[0].dtype.kind == "S":
+        joined = np.concatenate(arrays)
+        width = joined.dtype.itemsize
+        raw = np.frombuffer(joined.tobytes(), dtype=np.uint8).reshape(len(joined), width)
+        padded = np.zeros((len(joined), -(-width // 8) * 8), dtype=np.uint8)
+        padded[:, :width] = raw
+        words = padded.view("<u8")
+        codes = pd.factorize(words[:, 0])[0].astype(np.int64)
+        for k in range(1, words.shape[1]):
+            codes = pd.factorize(codes << 32 | pd.factorize(words[:, k])[0])[0].astype(np.int64)
+        return codes
+    objects = [a.astype(object) if a.dtype.kind == "S" else a.astype(object, copy=False)
+               for a in arrays]  # fmt: skip
+    if any(a.dtype.kind == "S" for a in arrays):
+        objects = [np.array([v.decode() if isinstance(v, bytes) else v for v in a], dtype=object)
+                   for a in objects]  # fmt: skip
+    return pd.factorize(np.concatenate(objects))[0].astype(np.int64)
+
+
 def customer_activity(
     history_time_us: np.ndarray,
     history_amount: np.ndarray,
@@ -263,12 +287,8 @@ def customer_activity(
         out[f"customer_amount_std_{name}"] = np.sqrt(var)
 
     # terminals as (customer, terminal) codes: "the same terminal" means for this customer
-    terminal_codes, uniques = pd.factorize(
-        np.concatenate(
-            [np.asarray(history_terminal, dtype=object), np.asarray(terminal, dtype=object)]
-        )
-    )
-    pair = np.concatenate([h_g, q_g]) * (len(uniques) + 1) + terminal_codes
+    terminal_codes = identity_codes(history_terminal, terminal)
+    pair = np.concatenate([h_g, q_g]) * (int(terminal_codes.max(initial=0)) + 2) + terminal_codes
     pair_codes = pd.factorize(pair)[0]
     h_codes, q_codes = pair_codes[: len(h_t)], pair_codes[len(h_t) :]
     prev_same = _previous_same(h_codes)

@@ -28,7 +28,7 @@ from feast import FeatureService, FeatureStore, FeatureView, OnDemandFeatureView
 from fraudops import contract as c
 from fraudops import features as f
 from fraudops.feast_store import service_feature_names
-from fraudops.realtime import CustomerState, score_and_advance_batch, score_and_advance_one
+from fraudops.realtime import CustomerState, StateBatch, advance_batch, score_and_advance_one
 from fraudops.settings import get_settings
 
 STATE_VIEW_TAG = "online_source"
@@ -48,7 +48,7 @@ class ScoredFeatures:
 
     matrix: np.ndarray
     names: list[str]
-    states: dict[str, CustomerState]
+    states: dict[str, CustomerState] | StateBatch
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.matrix, columns=self.names)
@@ -68,7 +68,7 @@ def time_us_of(tx: Columns) -> np.ndarray:
 def assemble(
     names: list[str],
     tx: Columns,
-    states: dict[str, CustomerState],
+    states: dict[str, CustomerState] | StateBatch,
     looked_up: dict[str, np.ndarray],
 ) -> ScoredFeatures:
     """Model inputs (in ``names`` order) for transactions, from the customers' states and
@@ -80,6 +80,8 @@ def assemble(
     terminals = np.asarray(tx[c.TERMINAL_ID], dtype=object)
     customers = np.asarray(tx[c.CUSTOMER_ID], dtype=object)
     if len(time_us) == 1:  # one request: scalar maths, same results (tests/unit)
+        if isinstance(states, StateBatch):
+            states = states.as_dict()
         customer = customers[0]
         row, state = score_and_advance_one(
             states.get(customer) or CustomerState.empty(), int(time_us[0]), float(amount[0]),
@@ -89,11 +91,24 @@ def assemble(
         scalars.update(zip(f.CUSTOMER_ACTIVITY_FEATURES, row, strict=True))
         matrix = np.array([[scalars[name] for name in names]], dtype=np.float64)
         return ScoredFeatures(matrix, list(names), {**states, customer: state})
-    activity, new_states = score_and_advance_batch(states, customers, time_us, amount, terminals)
-    states = {**states, **new_states}
+    group, unique = pd.factorize(customers)
+    if isinstance(states, StateBatch):  # read for these transactions: customers in order
+        if states.customers != list(unique):
+            raise ValueError("the state batch does not hold the transactions' customers in order")
+    else:
+        states = StateBatch.of(list(unique), states)
+    activity, states = advance_batch(states, group, time_us, amount, terminals)
     values.update(activity)
     matrix = np.column_stack([values[name] for name in names])
     return ScoredFeatures(matrix, list(names), states)
+
+
+def _stamp_us(raw: bytes | None) -> float:
+    """A stored event time in µs since the epoch, NaN where absent."""
+    from fraudops.redis_fast import _decode_timestamp
+
+    seconds = _decode_timestamp(raw)
+    return np.nan if seconds is None else seconds * f.MICROS
 
 
 class OnlineFeatures:
@@ -170,6 +185,7 @@ class OnlineFeatures:
     def compute(self, tx: Columns) -> ScoredFeatures:
         """Features for transactions in the contract (one or many, any customers)."""
         time_us = time_us_of(tx)
+        states: dict[str, CustomerState] | StateBatch
         if self.fast and len(time_us) == 1:
             states, looked_up = self._read_fast_one(tx, int(time_us[0]))
         elif self.fast:
@@ -182,25 +198,28 @@ class OnlineFeatures:
 
     def _read_fast(
         self, tx: Columns, time_us: np.ndarray
-    ) -> tuple[dict[str, CustomerState], dict[str, np.ndarray]]:
-        rows = self._reader.read({key: list(tx[key]) for key in self._reader.join_keys})
+    ) -> tuple[StateBatch | dict[str, CustomerState], dict[str, np.ndarray]]:
+        from fraudops.redis_fast import decode_numbers, decode_state_batch
+
+        read = self._reader.read_replies({key: tx[key] for key in self._reader.join_keys})
         looked_up = {}
-        for view, features in self.lookups:
-            stamps = rows.event_timestamps[view.name]
-            for name in features:
-                values = np.array([np.nan if v is None else v for v in rows.values[name]], float)
-                if view.ttl:
-                    written = np.array([np.nan if s is None else s for s in stamps]) * f.MICROS
-                    values[time_us - written > view.ttl.total_seconds() * f.MICROS] = np.nan
+        for (view, features), view_read, spec in zip(
+            self.lookups, read, self._reader.views, strict=False
+        ):
+            positions = np.asarray(view_read.positions, dtype=np.int64)
+            stale = None
+            if view.ttl:  # older than the TTL: what an offline point-in-time join returns
+                stamps = np.array([_stamp_us(r[-1]) for r in view_read.replies], dtype=np.float64)
+                stale = time_us - stamps[positions] > view.ttl.total_seconds() * f.MICROS
+            for k, (name, value_type) in enumerate(zip(features, spec.types, strict=True)):
+                values = decode_numbers([r[k] for r in view_read.replies], value_type)[positions]
+                if stale is not None:
+                    values[stale] = np.nan
                 looked_up[name] = np.nan_to_num(values, nan=f.MISSING_FEATURE_VALUE)
-        states: dict[str, CustomerState] = {}
-        if self.state_view:
-            for i, customer in enumerate(rows.values[c.CUSTOMER_ID]):
-                if customer not in states:
-                    states[customer] = CustomerState.from_row(
-                        {name: rows.values[name][i] for name in STATE_FIELDS}
-                    )
-        return states, looked_up
+        if not self.state_view:
+            return {}, looked_up
+        state_read = read[-1]
+        return decode_state_batch(state_read.entities, state_read.replies), looked_up
 
     def _read_fast_one(
         self, tx: Columns, time_us: int
@@ -244,8 +263,11 @@ class OnlineFeatures:
 
         view = self._state_view_object()
         stamp = written_at or datetime.now(UTC)
-        customers = list(scored.states)
-        rows = [state.to_row() for state in scored.states.values()]
+        states = scored.states
+        if isinstance(states, StateBatch):
+            states = states.as_dict()
+        customers = list(states)
+        rows = [state.to_row() for state in states.values()]
         columns = {
             feat.name: python_values_to_proto_values(
                 [row[feat.name] for row in rows], feat.dtype.to_value_type()

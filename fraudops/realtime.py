@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from fraudops import features as f
 
@@ -136,6 +137,160 @@ def score_and_advance_one(
     return features, CustomerState(h_t[start:], h_a[start:], h_term[start:], after, last)
 
 
+@dataclass(frozen=True)
+class StateBatch:
+    """Many customers' states as flat columns (the batch path: ``/score_batch``, the stream
+    consumer), so that a batch advances with a few array operations instead of a few per
+    customer. Customer ``g``'s history is rows ``bounds[g]:bounds[g + 1]`` of the
+    ``history_*`` columns, sorted by time; ``stats`` and ``last_time_us`` hold one value
+    per customer."""
+
+    customers: list[str]
+    bounds: np.ndarray
+    history_time_us: np.ndarray
+    history_amount: np.ndarray
+    history_terminal_id: np.ndarray
+    stats: f.RunningStats
+    last_time_us: np.ndarray
+
+    @classmethod
+    def of(cls, customers: list[str], states: Mapping[str, CustomerState]) -> StateBatch:
+        """The states of ``customers`` (a new customer's is empty)."""
+        picked = [states.get(customer) or CustomerState.empty() for customer in customers]
+        lengths = [len(state.history_time_us) for state in picked]
+        return cls(
+            list(customers),
+            np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]),
+            _concat([s.history_time_us for s in picked], np.int64),
+            _concat([s.history_amount for s in picked], np.float64),
+            _concat([s.history_terminal_id for s in picked], object),
+            f.RunningStats(*(np.concatenate([np.asarray(getattr(s.stats, k), np.float64)[-1:]
+                                             for s in picked]) if picked else np.zeros(0)
+                             for k in _STATS)),
+            np.array([s.last_time_us for s in picked], dtype=np.int64),
+        )  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.customers)
+
+    def state(self, g: int) -> CustomerState:
+        lo, hi = int(self.bounds[g]), int(self.bounds[g + 1])
+        return CustomerState(
+            self.history_time_us[lo:hi], self.history_amount[lo:hi],
+            as_strings(self.history_terminal_id[lo:hi]), self.stats.take(np.array([g])),
+            int(self.last_time_us[g]),
+        )  # fmt: skip
+
+    def as_dict(self) -> dict[str, CustomerState]:
+        return {customer: self.state(g) for g, customer in enumerate(self.customers)}
+
+
+_STATS = ("count", "amount_mean", "amount_m2", "hour_sin_sum", "hour_cos_sum")
+
+
+def fixed_width_ascii(ids: np.ndarray) -> np.ndarray | None:
+    """String ids as a numpy ``S`` array when they are all ASCII of one width (terminal
+    ids usually are), else None. The batch path keeps such ids without a Python object
+    each; :func:`fraudops.features.identity_codes` and the state codec read them as is."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind == "S":
+        return ids
+    if len(ids) == 0:
+        return None
+    try:
+        text = np.asarray(ids.tolist(), dtype=str)
+        encoded = text.astype(f"S{text.dtype.itemsize // 4}")  # raises on non-ASCII
+    except (UnicodeEncodeError, ValueError, TypeError):
+        return None
+    lengths = np.char.str_len(encoded)
+    width = encoded.dtype.itemsize
+    if width == 0 or lengths.min() != width or not all(isinstance(v, str) for v in ids.tolist()):
+        return None  # mixed widths, empty ids, or trailing NULs (which S would drop)
+    return encoded
+
+
+def as_strings(ids: np.ndarray) -> np.ndarray:
+    """Ids as an object array of ``str`` (``S`` arrays decoded)."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind == "S":
+        return ids.astype(f"U{max(ids.dtype.itemsize, 1)}").astype(object)
+    return ids.astype(object, copy=False)
+
+
+def same_id_kind(history: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """History and query ids in one representation: fixed-width ``S`` when both can be,
+    else ``str`` objects."""
+    history, query = np.asarray(history), np.asarray(query)
+    if history.dtype.kind == "S":
+        fixed = fixed_width_ascii(query)
+        if fixed is not None and fixed.dtype == history.dtype:
+            return history, fixed
+    elif len(history) == 0:
+        fixed = fixed_width_ascii(query)
+        if fixed is not None:
+            return history.astype(fixed.dtype), fixed
+    return as_strings(history), as_strings(query)
+
+
+def _concat(arrays: list[np.ndarray], dtype: Any) -> np.ndarray:
+    return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype)
+
+
+def advance_batch(
+    states: StateBatch,
+    group: np.ndarray,
+    time_us: np.ndarray,
+    amount: np.ndarray,
+    terminal: np.ndarray,
+) -> tuple[dict[str, np.ndarray], StateBatch]:
+    """:func:`score_and_advance` for transactions of many customers in one vectorised pass:
+    transaction ``i`` belongs to customer ``group[i]`` of ``states``. Features come back in
+    input order, with the states after the batch.
+
+    Each customer's history and new transactions are merged by one stable sort on
+    (customer, time), history first at equal times: exactly what the per-customer function
+    does, late events included."""
+    group = np.asarray(group, dtype=np.int64)
+    time_us = np.asarray(time_us, dtype=np.int64)
+    amount = np.asarray(amount, dtype=np.float64)
+    history_terminal, terminal = same_id_kind(states.history_terminal_id, terminal)
+    customers = len(states.customers)
+    history_group = np.repeat(np.arange(customers), np.diff(states.bounds))
+    merged = np.lexsort(
+        (np.concatenate([states.history_time_us, time_us]),
+         np.concatenate([history_group, group]))
+    )  # fmt: skip
+    h_g = np.concatenate([history_group, group])[merged]
+    h_t = np.concatenate([states.history_time_us, time_us])[merged]
+    h_a = np.concatenate([states.history_amount, amount])[merged]
+    h_term = np.concatenate([history_terminal, terminal])[merged]
+
+    query = np.lexsort((time_us, group))  # each customer's transactions in time order
+    before, after = f.advance_running_grouped(
+        states.stats, amount[query], time_us[query], group[query]
+    )
+    feats = f.customer_activity(
+        h_t, h_a, h_term, time_us[query], amount[query], terminal[query], before,
+        history_group=h_g, group=group[query],
+    )  # fmt: skip
+    ordered = {}
+    for name, values in feats.items():
+        ordered[name] = np.empty(len(query))
+        ordered[name][query] = values
+
+    sizes = np.bincount(h_g, minlength=customers)
+    ends = np.cumsum(sizes)
+    newest = np.where(sizes > 0, h_t[np.maximum(ends - 1, 0)] if len(h_t) else 0, 0)
+    last = np.maximum(newest, states.last_time_us)
+    rank = np.arange(len(h_t)) - (ends - sizes)[h_g]  # position within the customer
+    keep = (h_t >= (last - f.HISTORY_US)[h_g]) & (rank >= (sizes - f.MAX_HISTORY)[h_g])
+    kept = np.bincount(h_g[keep], minlength=customers)
+    return ordered, StateBatch(
+        states.customers, np.concatenate([[0], np.cumsum(kept)]),
+        h_t[keep], h_a[keep], h_term[keep], after, last,
+    )  # fmt: skip
+
+
 def score_and_advance_batch(
     states: dict[str, CustomerState],
     customers: np.ndarray,
@@ -143,56 +298,10 @@ def score_and_advance_batch(
     amount: np.ndarray,
     terminal: np.ndarray,
 ) -> tuple[dict[str, np.ndarray], dict[str, CustomerState]]:
-    """:func:`score_and_advance` for transactions of many customers in one vectorised call
-    (the stream consumer's micro-batches, ``/score_batch``). Features come back in input
-    order; states for every customer in the batch."""
-    time_us = np.asarray(time_us, dtype=np.int64)
-    amount = np.asarray(amount, dtype=np.float64)
-    terminal = np.asarray(terminal, dtype=object)
-    rows_of: dict[str, list[int]] = {}
-    for i, customer in enumerate(customers):
-        rows_of.setdefault(customer, []).append(i)
-    h_t, h_a, h_term, h_g, q_rows, q_g = [], [], [], [], [], []
-    starts = []
-    for g, (customer, rows) in enumerate(rows_of.items()):
-        state = states.get(customer) or CustomerState.empty()
-        index = np.asarray(rows)[np.argsort(time_us[rows], kind="stable")]
-        t = np.concatenate([state.history_time_us, time_us[index]])
-        a = np.concatenate([state.history_amount, amount[index]])
-        term = np.concatenate([state.history_terminal_id, terminal[index]])
-        if len(state.history_time_us) and time_us[index[0]] < state.history_time_us[-1]:
-            merge = np.argsort(t, kind="stable")  # a late event: keep the history sorted
-            t, a, term = t[merge], a[merge], term[merge]
-        h_t.append(t)
-        h_a.append(a)
-        h_term.append(term)
-        h_g.append(np.full(len(t), g))
-        q_rows.append(index)
-        q_g.append(np.full(len(index), g))
-        starts.append(state)
-    query = np.concatenate(q_rows)
-    group = np.concatenate(q_g)
-    start = f.RunningStats(*(np.concatenate([getattr(st.stats, k) for st in starts])
-                             for k in ("count", "amount_mean", "amount_m2",
-                                       "hour_sin_sum", "hour_cos_sum")))  # fmt: skip
-    before, after = f.advance_running_grouped(start, amount[query], time_us[query], group)
-    history_t = np.concatenate(h_t)
-    feats = f.customer_activity(
-        history_t, np.concatenate(h_a), np.concatenate(h_term),
-        time_us[query], amount[query], terminal[query], before,
-        history_group=np.concatenate(h_g), group=group,
-    )  # fmt: skip
-    ordered = {name: np.empty(len(query)) for name in feats}
-    for name, values in feats.items():
-        ordered[name][query] = values
-    new_states = {}
-    columns = [np.asarray(v) for v in after.__dict__.values()]
-    for g, customer in enumerate(rows_of):
-        t, a, term, st = h_t[g], h_a[g], h_term[g], starts[g]
-        last = max(int(t[-1]), st.last_time_us)
-        kept = max(int(np.searchsorted(t, last - f.HISTORY_US)), len(t) - f.MAX_HISTORY)
-        new_states[customer] = CustomerState(
-            t[kept:], a[kept:], term[kept:], f.RunningStats(*(v[g : g + 1] for v in columns)),
-            last,
-        )  # fmt: skip
-    return ordered, new_states
+    """:func:`advance_batch` for states in a dict by customer id: features in input order,
+    and the state of every customer in the batch."""
+    codes, unique = pd.factorize(np.asarray(customers, dtype=object))
+    feats, after = advance_batch(
+        StateBatch.of(list(unique), states), codes, time_us, amount, terminal
+    )
+    return feats, after.as_dict()

@@ -211,3 +211,51 @@ def test_single_transaction_path_equals_the_vectorised_one(transactions: pd.Data
         assert ours["history_terminal_id"] == theirs["history_terminal_id"]
         for name in ("amount_mean", "amount_m2", "hour_sin_sum", "hour_cos_sum"):
             assert ours[name] == pytest.approx(theirs[name], rel=1e-12)
+
+
+def test_batches_with_late_events_equal_one_customer_at_a_time(transactions: pd.DataFrame) -> None:
+    """Micro-batches whose events arrive out of time order (late events, several per
+    customer) give the features and states of :func:`score_and_advance` on each
+    customer's events of the batch (which see each other by event time, as offline);
+    fixed-width ids (numpy bytes) and ``str`` ids alike."""
+    from fraudops.realtime import StateBatch, advance_batch
+
+    rng = np.random.default_rng(2)
+    time_us = f.to_micros(transactions[c.TIMESTAMP])
+    arrival = np.argsort(time_us + rng.integers(0, 6 * 3_600 * f.MICROS, len(time_us)))
+    customers = transactions[c.CUSTOMER_ID].to_numpy(dtype=object)[arrival]
+    terminals = transactions[c.TERMINAL_ID].to_numpy(dtype=object)[arrival]
+    amounts = transactions[c.AMOUNT].to_numpy()[arrival]
+    times = time_us[arrival]
+    expected_states: dict[str, CustomerState] = {}
+    batch_states: dict[str, CustomerState] = {}
+    late = 0
+    for start in range(0, len(arrival), 53):
+        rows = np.arange(start, min(start + 53, len(arrival)))
+        unique = list(dict.fromkeys(customers[rows]))
+        batch = StateBatch.of(unique, batch_states)
+        if start % 2:  # every other batch with ids as numpy bytes, as decoded from Redis
+            batch = StateBatch(batch.customers, batch.bounds, batch.history_time_us,
+                               batch.history_amount, batch.history_terminal_id.astype(bytes),
+                               batch.stats, batch.last_time_us)  # fmt: skip
+        feats, after = advance_batch(batch, np.array([unique.index(x) for x in customers[rows]]),
+                                     times[rows], amounts[rows], terminals[rows])  # fmt: skip
+        batch_states.update(after.as_dict())
+        for customer in unique:  # the per-customer function, on its events of the batch
+            mine = rows[customers[rows] == customer]
+            before = expected_states.get(customer, CustomerState.empty())
+            history = before.history_time_us
+            late += int(len(history) > 0 and times[mine].min() < history[-1])
+            one, expected_states[customer] = score_and_advance(
+                before, times[mine], amounts[mine], terminals[mine]
+            )
+            for name in f.CUSTOMER_ACTIVITY_FEATURES:
+                np.testing.assert_allclose(feats[name][mine - start], one[name], rtol=1e-9,
+                                           atol=1e-9, err_msg=name)  # fmt: skip
+    assert late > 100
+    for customer, state in expected_states.items():
+        ours, theirs = batch_states[customer].to_row(), state.to_row()
+        assert ours["history_time_us"] == theirs["history_time_us"]
+        assert ours["history_terminal_id"] == theirs["history_terminal_id"]
+        for name in ("tx_count", "amount_mean", "amount_m2", "hour_sin_sum", "hour_cos_sum"):
+            assert ours[name] == pytest.approx(theirs[name], rel=1e-9), name

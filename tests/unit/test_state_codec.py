@@ -9,8 +9,15 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 
 from fraudops import features as f
-from fraudops.realtime import CustomerState
-from fraudops.redis_fast import STATE_FEATURES, _decode_value, _decoder, encode_state
+from fraudops.realtime import CustomerState, StateBatch
+from fraudops.redis_fast import (
+    STATE_FEATURES,
+    _decode_value,
+    _decoder,
+    decode_state_batch,
+    encode_state,
+    encode_state_batch,
+)
 
 
 def state(n: int, rng: np.random.Generator) -> CustomerState:
@@ -68,3 +75,69 @@ def test_array_decoders_read_the_packed_lists(n: int) -> None:
     odd = ValueProto(int64_list_val=Int64List(val=[0, 1, 300, -5])).SerializeToString()
     np.testing.assert_array_equal(_array_decoder(ValueType.INT64_LIST)(odd), [0, 1, 300, -5])
     assert _array_decoder(ValueType.INT64_LIST)(None) is None
+
+
+def batch_of(states: list[CustomerState]) -> StateBatch:
+    return StateBatch.of([f"c{i}" for i in range(len(states))],
+                         {f"c{i}": s for i, s in enumerate(states)})  # fmt: skip
+
+
+def fixed_width_state(n: int, rng: np.random.Generator) -> CustomerState:
+    s = state(n, rng)
+    terminals = np.array([f"T{v:05d}" for v in rng.integers(0, 99_999, n)], dtype=object)
+    return CustomerState(s.history_time_us, s.history_amount, terminals, s.stats, 0)
+
+
+@pytest.mark.parametrize("make", [state, fixed_width_state], ids=["mixed ids", "fixed-width ids"])
+def test_batch_codec_equals_the_per_customer_one(make) -> None:  # type: ignore[no-untyped-def]
+    """encode_state_batch writes encode_state's bytes; decode_state_batch reads them back,
+    whether terminal ids are fixed-width ASCII (numpy's fast path) or not."""
+    rng = np.random.default_rng(7)
+    states = [make(n, rng) for n in (3, 0, 1, 250, 2_000, 17)]
+    batch = batch_of(states)
+    encoded = encode_state_batch(batch)
+    assert encoded == [encode_state(s) for s in states]
+    decoded = decode_state_batch(batch.customers, [list(values) for values in encoded])
+    np.testing.assert_array_equal(decoded.bounds, batch.bounds)
+    for g, original in enumerate(states):
+        got = decoded.state(g)
+        np.testing.assert_array_equal(got.history_time_us, original.history_time_us)
+        np.testing.assert_array_equal(got.history_amount, original.history_amount)
+        assert got.history_terminal_id.tolist() == original.history_terminal_id.tolist()
+        assert got.to_row() == original.to_row() | {"tx_count": int(original.stats.count[0])}
+        assert got.last_time_us == (int(original.history_time_us[-1]) if len(
+            original.history_time_us) else 0)  # fmt: skip
+    # the fast path keeps fixed-width ids as numpy bytes, and writes them back the same
+    if make is fixed_width_state:
+        assert decoded.history_terminal_id.dtype.kind == "S"
+        assert encode_state_batch(decoded) == encoded
+
+
+def test_batch_decoder_reads_other_layouts_and_missing_customers() -> None:
+    """Values another writer laid out differently (unpacked ints, small numbers, a double
+    stored as int64) and customers without a state decode as the per-value decoders read
+    them."""
+    rng = np.random.default_rng(3)
+    s = fixed_width_state(5, rng)
+    times, amounts, terminals, count, *doubles = encode_state(s)
+    odd_times = ValueProto(int64_list_val=Int64List(val=[1, 300, 70_000, 2**40, 2**50]))
+    replies = [
+        [odd_times.SerializeToString(), amounts, terminals, count, *doubles],
+        [None] * len(STATE_FEATURES),  # a new customer
+        [times, amounts, terminals, ValueProto(int64_val=0).SerializeToString(),
+         ValueProto(int64_val=4).SerializeToString(), *doubles[1:]],
+    ]  # fmt: skip
+    decoded = decode_state_batch(["a", "new", "b"], replies)
+    assert decoded.state(0).history_time_us.tolist() == [1, 300, 70_000, 2**40, 2**50]
+    assert len(decoded.state(1).history_time_us) == 0
+    assert decoded.state(1).stats.count[0] == 0 and decoded.last_time_us[1] == 0
+    assert decoded.state(2).history_terminal_id.tolist() == s.history_terminal_id.tolist()
+    assert decoded.stats.amount_mean[2] == 4.0  # an int64 where a double was expected
+
+
+def test_state_lists_of_different_lengths_are_an_error() -> None:
+    rng = np.random.default_rng(4)
+    times, *_ = encode_state(state(3, rng))
+    _, amounts, terminals, *rest = encode_state(state(4, rng))
+    with pytest.raises(ValueError, match="'broken'"):
+        decode_state_batch(["broken"], [[times, amounts, terminals, *rest]])
