@@ -164,10 +164,13 @@ class ScoringCore:
         source: str = "http",
         prediction_ids: list[str] | None = None,
         log_now: bool = False,
+        log_via: Callable[[list[dict[str, Any]]], object] | None = None,
     ) -> list[ScoreResult]:
         """Score transactions and log them. ``prediction_ids`` (default: random) make a
         retried batch idempotent in the log; ``log_now`` returns only once the records are
-        durable (database or spool), for consumers that acknowledge after that."""
+        durable (database or spool), for consumers that acknowledge after that;
+        ``log_via`` hands the records to the caller's function instead (the stream
+        consumer writes them while it scores its next batch)."""
         started = time.perf_counter()
         loaded = self.current
         tx = frame(transactions)
@@ -211,7 +214,9 @@ class ScoringCore:
             ScoreResult(t.transaction_id, float(p), str(d), r, loaded.version, degraded, latency_ms)
             for t, p, d, r in zip(transactions, probability, decisions, reasons, strict=True)
         ]
-        if self.prediction_log is not None:
+        if log_via is not None:
+            log_via(records(transactions, results, features, source, prediction_ids))
+        elif self.prediction_log is not None:
             logged = records(transactions, results, features, source, prediction_ids)
             if log_now:
                 self.prediction_log.write_now(logged)

@@ -19,9 +19,11 @@ Streams (keys prefixed with ``FRAUDOPS_REDIS_KEY_PREFIX``, so ``fraudops:transac
   (the bad field names, as the API's 400 names them), ``errors`` (JSON) and ``payload``.
 
 Delivery. Events are read with a consumer group, so several consumers share the load. An
-event is acknowledged in the same MULTI/EXEC as its result (and alert), and only after
-``ScoringCore.score(..., log_now=True)`` returned, i.e. once its prediction record is in
-the database or fsynced in the spool. A consumer that dies leaves its events pending;
+event is acknowledged in the same MULTI/EXEC as its result (and alert), and only once its
+prediction record is in the database or fsynced in the spool
+(``PredictionLog.write_now`` returned). A batch's records are written by a second thread
+while the next batch is scored; the batch is published and acknowledged after that (or
+at once when no events wait). A consumer that dies leaves its events pending;
 another claims them with XAUTOCLAIM once they are idle for ``claim_idle_ms``. The
 prediction id is ``stream:<entry id>``, so a re-scored event is logged once; and before
 scoring a claimed event the consumer looks its prediction id up in the log: an event that
@@ -45,7 +47,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -230,6 +233,21 @@ class ConsumerStats:
         return out
 
 
+@dataclass
+class Unpublished:
+    """A scored batch, published and acknowledged once ``log_write`` (its records) is done."""
+
+    log_write: Future[None] | None
+    done: list[Event]
+    results: dict[str, ScoreResult]
+    poison: list[tuple[Event, PoisonEvent]]
+    deleted: list[Event]
+    leased: list[Event]
+
+    def events(self) -> list[Event]:
+        return [*self.done, *(event for event, _ in self.poison), *self.deleted]
+
+
 class StreamConsumer:
     """One member of a consumer group. :meth:`run` loops until ``stop`` is set; each
     :meth:`step` handles one micro-batch (claimed, pending or new events)."""
@@ -267,6 +285,9 @@ class StreamConsumer:
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
         self._deferred: list[Event] = []
+        # a scored batch whose records are being written; one thread writes them
+        self._unpublished: Unpublished | None = None
+        self._log_writer = ThreadPoolExecutor(1, thread_name_prefix="stream-log")
         self._read_own_pending = True  # first our own pending list (a restart), then new
         self._pending_cursor = "0"
         self._next_claim = 0.0
@@ -303,6 +324,7 @@ class StreamConsumer:
                 self.stats.errors += 1
                 backoff = min(max(backoff * 2, 0.5), 10.0)
                 log.warning("stream step failed, retrying in %.1f s: %s", backoff, _short(exc))
+                self._forget_previous()
                 self._deferred.clear()
                 self._read_own_pending = True
                 stop.wait(backoff)
@@ -314,6 +336,11 @@ class StreamConsumer:
             if time.monotonic() - last_report >= report_every:
                 last_report = time.monotonic()
                 self._report()
+        try:
+            self._publish_previous()
+        except INFRASTRUCTURE_ERRORS as exc:
+            log.warning("the last batch stays pending for the group: %s", _short(exc))
+            self._forget_previous()
         if self._deferred:
             log.info("%d deferred events stay pending for the group", len(self._deferred))
         self._report()
@@ -323,6 +350,7 @@ class StreamConsumer:
         """Read and handle one micro-batch; returns the number of events handled."""
         batch = self._claim() or self._read()
         if not batch:
+            self._publish_previous()
             return 0
         self.stats.batches += 1
         return self.process(batch)
@@ -348,11 +376,13 @@ class StreamConsumer:
         log.info("claimed %d pending events idle for over %d ms", len(entries),
                  self.claim_idle_ms)  # fmt: skip
         deferred = self._take_deferred()
-        return [*deferred, *self._events(entries, redelivered=True, skip=deferred)]
+        unpublished = self._unpublished.events() if self._unpublished else []
+        return [*deferred, *self._events(entries, redelivered=True, skip=[*deferred, *unpublished])]
 
     def _read(self) -> list[Event]:
         deferred = self._take_deferred()
         if self._read_own_pending:  # our pending list, after the last entry seen
+            self._publish_previous()  # (which holds the batch in hand until it is published)
             entries = self._xreadgroup(self._pending_cursor, self.batch_size, None)
             if entries:
                 self._pending_cursor = entries[-1][0]
@@ -365,6 +395,8 @@ class StreamConsumer:
             return deferred
         # Block for the first event (briefly when we already hold deferred ones), then
         # top the batch up for at most max_wait_ms.
+        if self._unpublished is not None:  # take what is there: a scored batch waits
+            return [*deferred, *self._events(self._xreadgroup(">", room, None), False)]
         first_block = 10 if deferred else self.block_ms
         entries = self._xreadgroup(">", room, first_block)
         deadline = time.monotonic() + self.max_wait_ms / 1000
@@ -419,11 +451,17 @@ class StreamConsumer:
         logged = self._already_logged([e for e in valid if e.redelivered])
         to_score = [e for e in valid if e.entry_id not in logged]
         leased, deferred = self._lease(to_score)
-        results = self._score(leased, poison)
+        records: list[dict[str, Any]] = []
+        results = self._score(leased, poison, records)
         results.update(logged)
 
         done = [e for e in valid if e.entry_id in results]
-        self._publish(done, results, poison, deleted, leased)
+        log_write = self._log_writer.submit(self.prediction_log.write_now, records) if (
+            records) else None  # fmt: skip
+        # the previous batch: its records are durable by now (they were written while this
+        # batch was scored), so it is published; its leases that this batch holds stay
+        self._publish_previous(keep={e.tx.customer_id for e in leased})
+        self._unpublished = Unpublished(log_write, done, results, poison, deleted, leased)
         if deferred:  # still ours: reset their idle time so no one claims them meanwhile
             self.client.xclaim(
                 self.names.transactions, self.group, self.consumer, 0,
@@ -484,16 +522,42 @@ class StreamConsumer:
         waiting = [e for e in events if e.tx.customer_id not in held]
         return leased, waiting
 
+    def _publish_previous(self, keep: Collection[str] = ()) -> None:
+        """Publish and acknowledge the batch scored before, once its records are durable
+        (in the database or fsynced in the spool), and release its customers' leases but
+        those in ``keep`` (held again by the batch in hand)."""
+        batch, self._unpublished = self._unpublished, None
+        if batch is None:
+            return
+        if batch.log_write is not None:
+            batch.log_write.result()  # raises if the records could not be made durable
+        leased = [e for e in batch.leased if e.tx.customer_id not in keep]
+        self._publish(batch.done, batch.results, batch.poison, batch.deleted, leased)
+
+    def _forget_previous(self) -> None:
+        """After a failure: the batch scored before stays pending in the group, to be read
+        again (and published from the log); its log write is waited for, not lost."""
+        batch, self._unpublished = self._unpublished, None
+        if batch is not None and batch.log_write is not None:
+            try:
+                batch.log_write.result()
+            except Exception as exc:  # its events are scored again from the pending list
+                log.warning("the previous batch's records were not logged: %s", _short(exc))
+
     def _score(
-        self, events: list[Event], poison: list[tuple[Event, PoisonEvent]]
+        self,
+        events: list[Event],
+        poison: list[tuple[Event, PoisonEvent]],
+        records: list[dict[str, Any]],
     ) -> dict[str, ScoreResult]:
-        """Results by entry id. When a batch fails for a reason other than infrastructure,
-        its events are scored one by one and those that still fail are dead-lettered; if
-        every one fails, it is a bug or a broken dependency, not bad data: raise."""
+        """Results by entry id; their prediction records are appended to ``records``.
+        When a batch fails for a reason other than infrastructure, its events are scored
+        one by one and those that still fail are dead-lettered; if every one fails, it is
+        a bug or a broken dependency, not bad data: raise."""
         if not events:
             return {}
         try:
-            return self._score_logged(events)
+            return self._score_events(events, records)
         except INFRASTRUCTURE_ERRORS:
             raise
         except Exception as exc:
@@ -504,7 +568,7 @@ class StreamConsumer:
             failed: list[tuple[Event, Exception]] = []
             for event in events:
                 try:
-                    results.update(self._score_logged([event]))
+                    results.update(self._score_events([event], records))
                 except INFRASTRUCTURE_ERRORS:
                     raise
                 except Exception as error:
@@ -517,12 +581,14 @@ class StreamConsumer:
                 poison.append((event, PoisonEvent(reason, [])))
             return results
 
-    def _score_logged(self, events: list[Event]) -> dict[str, ScoreResult]:
+    def _score_events(
+        self, events: list[Event], records: list[dict[str, Any]]
+    ) -> dict[str, ScoreResult]:
         results = self.core.score(
             [e.tx for e in events],
             source=SOURCE,
             prediction_ids=[prediction_id(e.entry_id) for e in events],
-            log_now=True,
+            log_via=records.extend,
         )
         return {e.entry_id: r for e, r in zip(events, results, strict=True)}
 

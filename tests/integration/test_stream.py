@@ -312,8 +312,9 @@ def test_a_batch_scored_and_logged_but_not_acked_is_not_scored_twice(stack: Stac
         stack.core, stack.client, names, consumer="victim", lease_ms=300, block_ms=50, max_wait_ms=5
     )
     victim.ensure_group()
-    with pytest.raises(KeyboardInterrupt):
-        victim.step()
+    with pytest.raises(KeyboardInterrupt):  # publishing waits for the next step
+        for _ in range(3):
+            victim.step()
     assert len(stack.logged("half-")) >= 12 and pending(stack, names) == 12
 
     time.sleep(0.4)  # the victim's events are idle and its leases expired
@@ -332,6 +333,55 @@ def test_a_batch_scored_and_logged_but_not_acked_is_not_scored_twice(stack: Stac
         assert len(rows) == 5
         assert rows["features"].iloc[-1]["customer_tx_count_1h"] == 4.0
     assert pending(stack, names) == 0
+
+
+class GatedLog:
+    """The prediction log, whose writes wait until the test opens the gate."""
+
+    def __init__(self, log: Any):
+        self.log, self.gate, self.writing = log, threading.Event(), threading.Event()
+
+    def write_now(self, rows: list) -> None:
+        self.writing.set()
+        assert self.gate.wait(30)
+        self.log.write_now(rows)
+
+
+def test_a_batch_is_acknowledged_only_once_its_records_are_durable(stack: Stack) -> None:
+    """Records are written while the consumer goes on (reads, scores the next batch); the
+    batch's results and acknowledgement wait for the write, and a failed write acks
+    nothing."""
+    names = stack.names()
+    customer = f"gate-{uuid.uuid4().hex[:6]}"
+    stack.send(names, [event(customer, i) for i in range(10)])
+    consumer = stack.consumer(names, "gated", batch_size=5)
+    gated = consumer.prediction_log = GatedLog(stack.core.prediction_log)
+    assert consumer.step() == 5  # scored; its records are being written
+    assert gated.writing.wait(10)
+    second = threading.Thread(target=consumer.step)
+    second.start()  # scores the next 5, then waits for the first batch's records
+    time.sleep(0.5)
+    assert second.is_alive()
+    assert stack.client.xlen(names.scores) == 0 and pending(stack, names) == 10
+    assert len(stack.logged(customer)) == 0
+    gated.gate.set()
+    second.join(10)
+    assert stack.client.xlen(names.scores) == 5 and pending(stack, names) == 5
+    drain(consumer, lambda: stack.client.xlen(names.scores) == 10)
+    assert pending(stack, names) == 0 and len(stack.logged(customer)) == 10
+
+    class Broken:
+        def write_now(self, rows: list) -> None:
+            raise OSError("disk full")
+
+    names = stack.names()
+    stack.send(names, [event(f"{customer}-b", i) for i in range(3)])
+    consumer = stack.consumer(names, "broken")
+    consumer.prediction_log = Broken()
+    consumer.step()
+    with pytest.raises(OSError, match="disk full"):
+        consumer.step()
+    assert stack.client.xlen(names.scores) == 0 and pending(stack, names) == 3
 
 
 def test_two_consumers_share_the_load_without_losing_state_updates(stack: Stack) -> None:
