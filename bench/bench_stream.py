@@ -160,9 +160,10 @@ class _ConstantCore:
         self.prediction_log = object()
         self.current = self._Loaded()
 
-    def score(self, transactions, source, prediction_ids, log_now):  # type: ignore[no-untyped-def]
+    def score(self, transactions, source, prediction_ids, log_via):  # type: ignore[no-untyped-def]
         from fraudops.scoring import ScoreResult
 
+        log_via([])
         return [ScoreResult(t.transaction_id, 0.01, "approve", [], "constant", False, 0.0)
                 for t in transactions]  # fmt: skip
 
@@ -180,6 +181,7 @@ def plumbing(client: Any, events: list[dict], batch_size: int, max_wait_ms: int)
     done = 0
     while done < len(events):
         done += consumer.step()
+    consumer.step()  # publishes the last batch
     seconds = time.perf_counter() - started
     client.delete(names.transactions, names.scores, names.alerts, names.deadletter)
     return {"what": "StreamConsumer with a constant scorer: parse, publish, lease, ack",

@@ -87,16 +87,62 @@ for i, key in ipairs(KEYS) do
 end
 return got
 """
-_RELEASE = """
-local released = 0
-for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then
-    redis.call('DEL', key)
-    released = released + 1
+SCORE_FIELDS = ("event_id", "transaction_id", "customer_id", "terminal_id", "amount",
+                "event_timestamp", "fraud_probability", "decision", "reasons",
+                "model_version", "degraded", "latency_ms")  # fmt: skip
+DEADLETTER_FIELDS = ("event_id", "reason", "fields", "errors", "payload")
+
+
+def _lua_names(names: Sequence[str]) -> str:
+    return "{" + ", ".join(f"'{name}'" for name in names) + "}"
+
+
+# A batch's results, alerts and dead letters, its acknowledgement and the release of its
+# leases, in one script: atomic like MULTI/EXEC, with one reply instead of one per command.
+# KEYS: scores, alerts, deadletter, transactions, then the leases to release.
+# ARGV: max length ('' for none), group, consumer, number of results, number of dead
+# letters, each result's SCORE_FIELDS values, each dead letter's DEADLETTER_FIELDS values,
+# then the entry ids to acknowledge.
+_PUBLISH = (
+    """
+local score_fields = SCORE_FIELDS
+local dead_fields = DEADLETTER_FIELDS
+local function add(key, names, at)
+  local args = {key}
+  if ARGV[1] ~= '' then
+    args[2] = 'MAXLEN'; args[3] = '~'; args[4] = ARGV[1]
   end
+  args[#args + 1] = '*'
+  for k, name in ipairs(names) do
+    args[#args + 1] = name
+    args[#args + 1] = ARGV[at + k - 1]
+  end
+  redis.call('XADD', unpack(args))
 end
-return released
-"""
+local at = 6
+for _ = 1, tonumber(ARGV[4]) do
+  add(KEYS[1], score_fields, at)
+  if ARGV[at + DECISION] == 'block' then add(KEYS[2], score_fields, at) end
+  at = at + #score_fields
+end
+for _ = 1, tonumber(ARGV[5]) do
+  add(KEYS[3], dead_fields, at)
+  at = at + #dead_fields
+end
+local acked = 0
+for first = at, #ARGV, 1000 do
+  local ids = {}
+  for k = first, math.min(first + 999, #ARGV) do ids[#ids + 1] = ARGV[k] end
+  acked = acked + redis.call('XACK', KEYS[4], ARGV[2], unpack(ids))
+end
+for k = 5, #KEYS do
+  if redis.call('GET', KEYS[k]) == ARGV[3] then redis.call('DEL', KEYS[k]) end
+end
+return acked
+""".replace("SCORE_FIELDS", _lua_names(SCORE_FIELDS))
+    .replace("DEADLETTER_FIELDS", _lua_names(DEADLETTER_FIELDS))
+    .replace("DECISION", str(SCORE_FIELDS.index("decision")))
+)
 
 
 # --- names and wire format ---------------------------------------------------------------
@@ -283,7 +329,7 @@ class StreamConsumer:
         self.max_len = max_len
         self.stats = ConsumerStats()
         self._acquire = client.register_script(_ACQUIRE)
-        self._release = client.register_script(_RELEASE)
+        self._publish_script = client.register_script(_PUBLISH)
         self._deferred: list[Event] = []
         # a scored batch whose records are being written; one thread writes them
         self._unpublished: Unpublished | None = None
@@ -601,26 +647,27 @@ class StreamConsumer:
         leased: list[Event],
     ) -> None:
         """Results, alerts and dead letters, the acknowledgement and the lease release, in
-        one MULTI/EXEC: an event is acknowledged exactly when its result is in the stream."""
-        pipe = self.client.pipeline(transaction=True)
+        one script (atomic): an event is acknowledged exactly when its result is in the
+        stream."""
+        values: list[Any] = []
         for event in done:
-            result = results[event.entry_id]
-            fields = score_fields(event.entry_id, event.tx, result)
-            pipe.xadd(self.names.scores, fields, maxlen=self.max_len, approximate=True)
-            if result.decision == "block":
-                pipe.xadd(self.names.alerts, fields, maxlen=self.max_len, approximate=True)
+            fields = score_fields(event.entry_id, event.tx, results[event.entry_id])
+            values.extend(fields[name] for name in SCORE_FIELDS)
         for event, reason in poison:
             dead = deadletter_fields(event.entry_id, event.fields, reason)
-            pipe.xadd(self.names.deadletter, dead, maxlen=self.max_len, approximate=True)
+            values.extend(dead[name] for name in DEADLETTER_FIELDS)
             log.warning("dead-lettered event %s: %s", event.entry_id, reason.reason)
         acked = [e.entry_id for e in (*done, *(p[0] for p in poison), *deleted)]
-        if acked:
-            pipe.xack(self.names.transactions, self.group, *acked)
-        if leased:
-            customers = dict.fromkeys(e.tx.customer_id for e in leased)
-            self._release(keys=[self.names.lease(c) for c in customers], args=[self.consumer],
-                          client=pipe)  # fmt: skip
-        pipe.execute()
+        customers = dict.fromkeys(e.tx.customer_id for e in leased)
+        if not acked and not customers:
+            return
+        n = self.names
+        self._publish_script(
+            keys=[n.scores, n.alerts, n.deadletter, n.transactions,
+                  *(n.lease(customer) for customer in customers)],
+            args=["" if self.max_len is None else self.max_len, self.group, self.consumer,
+                  len(done), len(poison), *values, *acked],
+        )  # fmt: skip
 
     # --- reporting ------------------------------------------------------------------------
     def lag(self) -> int | None:

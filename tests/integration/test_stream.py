@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from fraudops import contract as c
 from fraudops.scoring import ScoringCore
 from fraudops.stream import (
+    SCORE_FIELDS,
     PoisonEvent,
     StreamConsumer,
     StreamNames,
@@ -270,12 +271,17 @@ def test_alerts_carry_block_decisions_only(stack: Stack) -> None:
     events = [event(customer, i, amount=15.0) for i in range(5)]
     events += [event(customer, 6 + i, amount=5000.0 + i, terminal="t_00599") for i in range(5)]
     stack.send(names, events)
-    consumer = stack.consumer(names)
+    consumer = stack.consumer(names, max_len=None)  # streams without a length cap
     drain(consumer, lambda: stack.client.xlen(names.scores) == len(events))
-    blocked = [s["event_id"] for s in stack.scores(names) if s["decision"] == "block"]
+    scores = stack.scores(names)
+    assert all(tuple(s) == SCORE_FIELDS for s in scores)  # every field, in order
+    blocked = [s for s in scores if s["decision"] == "block"]
+    assert blocked
     alerts = [fields for _, fields in stack.client.xrange(names.alerts)]
-    assert [a["event_id"] for a in alerts] == blocked
-    assert all(a["decision"] == "block" and json.loads(a["reasons"]) for a in alerts)
+    assert alerts == blocked  # the same entries, field for field
+    assert all(json.loads(a["reasons"]) for a in alerts)
+    leases = stack.client.keys(f"{names.prefix}:lease:*")
+    assert leases == [] and pending(stack, names) == 0
 
 
 # --- crashes: nothing lost, nothing scored twice ------------------------------------------
