@@ -216,20 +216,25 @@ def parse_event(fields: Mapping[str, str]) -> Transaction:
 
 def score_fields(event_id: str, tx: Transaction, result: ScoreResult) -> dict[Any, Any]:
     """The entry fields of a result in the ``scores`` (and ``alerts``) stream."""
-    return {
-        "event_id": event_id,
-        "transaction_id": result.transaction_id,
-        "customer_id": tx.customer_id,
-        "terminal_id": tx.terminal_id,
-        "amount": repr(tx.amount),
-        "event_timestamp": tx.timestamp.isoformat(),
-        "fraud_probability": repr(result.fraud_probability),
-        "decision": result.decision,
-        "reasons": json.dumps(result.reasons, separators=(",", ":")),
-        "model_version": result.model_version,
-        "degraded": "true" if result.degraded else "false",
-        "latency_ms": f"{result.latency_ms:.3f}",
-    }
+    return dict(zip(SCORE_FIELDS, score_values(event_id, tx, result), strict=True))
+
+
+def score_values(event_id: str, tx: Transaction, result: ScoreResult) -> tuple[str, ...]:
+    """:func:`score_fields`' values, in ``SCORE_FIELDS`` order."""
+    return (
+        event_id,
+        result.transaction_id,
+        tx.customer_id,
+        tx.terminal_id,
+        repr(tx.amount),
+        tx.timestamp.isoformat(),
+        repr(result.fraud_probability),
+        result.decision,
+        json.dumps(result.reasons, separators=(",", ":")) if result.reasons else "[]",
+        result.model_version,
+        "true" if result.degraded else "false",
+        f"{result.latency_ms:.3f}",
+    )
 
 
 def deadletter_fields(
@@ -277,6 +282,49 @@ class ConsumerStats:
         out = {k: v for k, v in self.__dict__.items() if k != "started"}
         out["seconds"] = round(time.monotonic() - self.started, 3)
         return out
+
+
+class ScriptSender:
+    """Runs a Lua script on a connection of its own without waiting for its reply, which
+    is read before the next run or by :meth:`wait`: Redis runs the script (a batch's
+    results and acknowledgement, ~500 XADDs) while the consumer scores the next batch."""
+
+    def __init__(self, client: redis.Redis, script: str):
+        self.client = client
+        self.script = client.register_script(script)
+        self._connection: Any = None
+        self._sent: tuple[list[Any], list[Any]] | None = None
+
+    def send(self, keys: list[Any], args: list[Any]) -> None:
+        self.wait()
+        if self._connection is None:
+            self._connection = self.client.connection_pool.get_connection()
+        try:
+            self._connection.send_command("EVALSHA", self.script.sha, len(keys), *keys, *args)
+        except BaseException:
+            self._drop()
+            raise
+        self._sent = (keys, args)
+
+    def wait(self) -> None:
+        """The last run's reply: returns once Redis ran it, raises if it failed."""
+        if self._sent is None:
+            return
+        keys, args = self._sent
+        self._sent = None
+        try:
+            self._connection.read_response()
+        except redis.exceptions.NoScriptError:  # Redis restarted or flushed its scripts
+            self.script(keys=keys, args=args)  # loads it and runs it, now
+        except BaseException:
+            self._drop()
+            raise
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.disconnect()
+            self.client.connection_pool.release(connection)
 
 
 @dataclass
@@ -329,7 +377,7 @@ class StreamConsumer:
         self.max_len = max_len
         self.stats = ConsumerStats()
         self._acquire = client.register_script(_ACQUIRE)
-        self._publish_script = client.register_script(_PUBLISH)
+        self._publisher = ScriptSender(client, _PUBLISH)
         self._deferred: list[Event] = []
         # a scored batch whose records are being written; one thread writes them
         self._unpublished: Unpublished | None = None
@@ -384,6 +432,7 @@ class StreamConsumer:
                 self._report()
         try:
             self._publish_previous()
+            self._publisher.wait()
         except INFRASTRUCTURE_ERRORS as exc:
             log.warning("the last batch stays pending for the group: %s", _short(exc))
             self._forget_previous()
@@ -397,6 +446,7 @@ class StreamConsumer:
         batch = self._claim() or self._read()
         if not batch:
             self._publish_previous()
+            self._publisher.wait()
             return 0
         self.stats.batches += 1
         return self.process(batch)
@@ -408,6 +458,7 @@ class StreamConsumer:
         if now < self._next_claim:
             return []
         self._next_claim = now + min(self.claim_idle_ms / 2000, 5.0)
+        self._publisher.wait()  # our last results are acknowledged: never claimed back
         cursor, entries, deleted = self.client.xautoclaim(
             self.names.transactions, self.group, self.consumer, self.claim_idle_ms,
             start_id=self._claim_cursor, count=self.batch_size,
@@ -429,6 +480,7 @@ class StreamConsumer:
         deferred = self._take_deferred()
         if self._read_own_pending:  # our pending list, after the last entry seen
             self._publish_previous()  # (which holds the batch in hand until it is published)
+            self._publisher.wait()
             entries = self._xreadgroup(self._pending_cursor, self.batch_size, None)
             if entries:
                 self._pending_cursor = entries[-1][0]
@@ -589,6 +641,10 @@ class StreamConsumer:
                 batch.log_write.result()
             except Exception as exc:  # its events are scored again from the pending list
                 log.warning("the previous batch's records were not logged: %s", _short(exc))
+        try:
+            self._publisher.wait()
+        except Exception as exc:  # not acknowledged: read again from the pending list
+            log.warning("the last results sent were not published: %s", _short(exc))
 
     def _score(
         self,
@@ -651,8 +707,7 @@ class StreamConsumer:
         stream."""
         values: list[Any] = []
         for event in done:
-            fields = score_fields(event.entry_id, event.tx, results[event.entry_id])
-            values.extend(fields[name] for name in SCORE_FIELDS)
+            values.extend(score_values(event.entry_id, event.tx, results[event.entry_id]))
         for event, reason in poison:
             dead = deadletter_fields(event.entry_id, event.fields, reason)
             values.extend(dead[name] for name in DEADLETTER_FIELDS)
@@ -662,7 +717,7 @@ class StreamConsumer:
         if not acked and not customers:
             return
         n = self.names
-        self._publish_script(
+        self._publisher.send(
             keys=[n.scores, n.alerts, n.deadletter, n.transactions,
                   *(n.lease(customer) for customer in customers)],
             args=["" if self.max_len is None else self.max_len, self.group, self.consumer,
