@@ -263,7 +263,6 @@ class Coalescer:
     def __init__(self, score: Callable[[list[Transaction]], list[ScoreResult]]):
         self._score = score
         self._waiting: list[tuple[Transaction, asyncio.Future[ScoreResult]]] = []
-        self.batches = 0  # batches scored together (for tests and metrics)
 
     async def score(self, transaction: Transaction) -> ScoreResult:
         loop = asyncio.get_running_loop()
@@ -275,7 +274,6 @@ class Coalescer:
 
     def _flush(self) -> None:
         batch, self._waiting = self._waiting, []
-        self.batches += 1
         try:
             results = self._score([transaction for transaction, _ in batch])
         except Exception:
