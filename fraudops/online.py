@@ -28,7 +28,13 @@ from feast import FeatureService, FeatureStore, FeatureView, OnDemandFeatureView
 from fraudops import contract as c
 from fraudops import features as f
 from fraudops.feast_store import service_feature_names
-from fraudops.realtime import CustomerState, StateBatch, advance_batch, score_and_advance_one
+from fraudops.realtime import (
+    CustomerState,
+    StateBatch,
+    advance_batch,
+    batch_for,
+    score_and_advance_one,
+)
 from fraudops.settings import get_settings
 
 STATE_VIEW_TAG = "online_source"
@@ -91,24 +97,11 @@ def assemble(
         scalars.update(zip(f.CUSTOMER_ACTIVITY_FEATURES, row, strict=True))
         matrix = np.array([[scalars[name] for name in names]], dtype=np.float64)
         return ScoredFeatures(matrix, list(names), {**states, customer: state})
-    group, unique = pd.factorize(customers)
-    if isinstance(states, StateBatch):  # read for these transactions: customers in order
-        if states.customers != list(unique):
-            raise ValueError("the state batch does not hold the transactions' customers in order")
-    else:
-        states = StateBatch.of(list(unique), states)
-    activity, states = advance_batch(states, group, time_us, amount, terminals)
+    group, batch = batch_for(customers, states)
+    activity, batch = advance_batch(batch, group, time_us, amount, terminals)
     values.update(activity)
     matrix = np.column_stack([values[name] for name in names])
-    return ScoredFeatures(matrix, list(names), states)
-
-
-def _stamp_us(raw: bytes | None) -> float:
-    """A stored event time in µs since the epoch, NaN where absent."""
-    from fraudops.redis_fast import _decode_timestamp
-
-    seconds = _decode_timestamp(raw)
-    return np.nan if seconds is None else seconds * f.MICROS
+    return ScoredFeatures(matrix, list(names), batch)
 
 
 class OnlineFeatures:
@@ -199,7 +192,7 @@ class OnlineFeatures:
     def _read_fast(
         self, tx: Columns, time_us: np.ndarray
     ) -> tuple[StateBatch | dict[str, CustomerState], dict[str, np.ndarray]]:
-        from fraudops.redis_fast import decode_numbers, decode_state_batch
+        from fraudops.redis_fast import decode_event_times_us, decode_numbers, decode_state_batch
 
         read = self._reader.read_replies({key: tx[key] for key in self._reader.join_keys})
         looked_up = {}
@@ -209,7 +202,7 @@ class OnlineFeatures:
             positions = np.asarray(view_read.positions, dtype=np.int64)
             stale = None
             if view.ttl:  # older than the TTL: what an offline point-in-time join returns
-                stamps = np.array([_stamp_us(r[-1]) for r in view_read.replies], dtype=np.float64)
+                stamps = decode_event_times_us([r[-1] for r in view_read.replies])
                 stale = time_us - stamps[positions] > view.ttl.total_seconds() * f.MICROS
             for k, (name, value_type) in enumerate(zip(features, spec.types, strict=True)):
                 values = decode_numbers([r[k] for r in view_read.replies], value_type)[positions]

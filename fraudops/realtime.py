@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -185,7 +185,7 @@ class StateBatch:
         return {customer: self.state(g) for g, customer in enumerate(self.customers)}
 
 
-_STATS = ("count", "amount_mean", "amount_m2", "hour_sin_sum", "hour_cos_sum")
+_STATS = tuple(field.name for field in fields(f.RunningStats))
 
 
 def fixed_width_ascii(ids: np.ndarray) -> np.ndarray | None:
@@ -197,14 +197,16 @@ def fixed_width_ascii(ids: np.ndarray) -> np.ndarray | None:
         return ids
     if len(ids) == 0:
         return None
+    values = ids.tolist()
+    if not all(isinstance(v, str) for v in values):
+        return None
     try:
-        text = np.asarray(ids.tolist(), dtype=str)
+        text = np.asarray(values, dtype=str)
         encoded = text.astype(f"S{text.dtype.itemsize // 4}")  # raises on non-ASCII
     except (UnicodeEncodeError, ValueError, TypeError):
         return None
-    lengths = np.char.str_len(encoded)
     width = encoded.dtype.itemsize
-    if width == 0 or lengths.min() != width or not all(isinstance(v, str) for v in ids.tolist()):
+    if width == 0 or np.char.str_len(encoded).min() != width:
         return None  # mixed widths, empty ids, or trailing NULs (which S would drop)
     return encoded
 
@@ -291,6 +293,20 @@ def advance_batch(
     )  # fmt: skip
 
 
+def batch_for(
+    customers: np.ndarray, states: Mapping[str, CustomerState] | StateBatch
+) -> tuple[np.ndarray, StateBatch]:
+    """Each transaction's customer as a position in the batch (customers in order of first
+    appearance), and their states as a :class:`StateBatch`, for :func:`advance_batch`.
+    A ``StateBatch`` given must hold exactly those customers, in that order."""
+    group, unique = pd.factorize(np.asarray(customers, dtype=object))
+    if not isinstance(states, StateBatch):
+        return group, StateBatch.of(list(unique), states)
+    if states.customers != list(unique):
+        raise ValueError("the state batch does not hold the transactions' customers in order")
+    return group, states
+
+
 def score_and_advance_batch(
     states: dict[str, CustomerState],
     customers: np.ndarray,
@@ -300,8 +316,6 @@ def score_and_advance_batch(
 ) -> tuple[dict[str, np.ndarray], dict[str, CustomerState]]:
     """:func:`advance_batch` for states in a dict by customer id: features in input order,
     and the state of every customer in the batch."""
-    codes, unique = pd.factorize(np.asarray(customers, dtype=object))
-    feats, after = advance_batch(
-        StateBatch.of(list(unique), states), codes, time_us, amount, terminal
-    )
+    group, batch = batch_for(customers, states)
+    feats, after = advance_batch(batch, group, time_us, amount, terminal)
     return feats, after.as_dict()

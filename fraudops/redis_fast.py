@@ -62,6 +62,7 @@ from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fraudops.feast_store import FraudOpsOnlineStoreConfig
+from fraudops.features import RunningStats
 from fraudops.realtime import StateBatch, as_strings, fixed_width_ascii
 from fraudops.settings import Settings, get_settings
 
@@ -808,11 +809,9 @@ def encode_state_batch(batch: StateBatch) -> list[tuple[bytes, ...]]:
     """:func:`encode_state` for every customer of a :class:`StateBatch`, byte for byte the
     same (tested), with the numbers of all customers encoded by a few array operations."""
     bounds = batch.bounds.tolist()
-    times = batch.history_time_us
-    packed_times = None
-    low, high = _EIGHT_BYTE_VARINT
-    if len(times) == 0 or (times.min() >= low and times.max() < high):
-        packed_times = _eight_byte_varints(times)
+    varints, lengths = _varints(batch.history_time_us)
+    time_bytes = varints[np.arange(varints.shape[1]) < lengths[:, None]].tobytes()
+    time_ends = [0, *np.cumsum(lengths).tolist()]  # byte offset of each time
     amounts = np.ascontiguousarray(batch.history_amount, dtype="<f8").tobytes()
     fixed = fixed_width_ascii(batch.history_terminal_id)
     if fixed is not None:  # [0x0a, width, the id's bytes] per id, all ids at once
@@ -825,25 +824,18 @@ def encode_state_batch(batch: StateBatch) -> list[tuple[bytes, ...]]:
         terminals = as_strings(batch.history_terminal_id).tolist()
     stats = batch.stats
     counts = np.asarray(stats.count).astype(np.int64).tolist()
-    scalars = np.empty((len(counts), 4, 9), dtype=np.uint8)
-    scalars[:, :, 0] = _DOUBLE_TAG
     doubles = [stats.amount_mean, stats.amount_m2, stats.hour_sin_sum, stats.hour_cos_sum]
-    scalars[:, :, 1:] = (
-        np.column_stack(doubles).astype("<f8").view(np.uint8).reshape(len(counts), 4, 8)
-    )
-    scalar_bytes = scalars.tobytes()
+    scalar_bytes = np.stack(
+        [_tagged_fixed(_DOUBLE_TAG, np.asarray(v, np.float64), "<f8")[0] for v in doubles], axis=1
+    ).tobytes()  # per customer: its 4 doubles, 9 bytes each
     out: list[tuple[bytes, ...]] = []
     for g, count in enumerate(counts):
         lo, hi = bounds[g], bounds[g + 1]
-        if packed_times is not None:
-            body = packed_times[8 * lo : 8 * hi]
-            time_list = _message(_VAL, body) if body else b""
-        else:
-            time_list = Int64List(val=times[lo:hi].tolist()).SerializeToString()
+        time_list = time_bytes[time_ends[lo] : time_ends[hi]]
         amount_bytes = amounts[8 * lo : 8 * hi]
         at = 36 * g
         out.append((
-            _message(_INT64_LIST_TAG, time_list),
+            _message(_INT64_LIST_TAG, _message(_VAL, time_list) if time_list else b""),
             _message(_DOUBLE_LIST_TAG, _message(_VAL, amount_bytes) if amount_bytes else b""),
             _message(_STRING_LIST_TAG, entry_bytes[step * lo : step * hi] if fixed is not None
                      else StringList(val=terminals[lo:hi]).SerializeToString()),
@@ -854,18 +846,6 @@ def encode_state_batch(batch: StateBatch) -> list[tuple[bytes, ...]]:
     return out
 
 
-# µs since the epoch from 1987 to 2540 take exactly 8 varint bytes
-_EIGHT_BYTE_VARINT = (1 << 49, 1 << 56)
-
-
-def _eight_byte_varints(values: np.ndarray) -> bytes:
-    """Varints of int64 values in ``_EIGHT_BYTE_VARINT``, 8 bytes each, concatenated."""
-    shifted = values.astype(np.uint64)[:, None] >> _SEVEN_BITS
-    matrix = (shifted & np.uint64(0x7F)).astype(np.uint8)
-    matrix[:, :7] |= 0x80
-    return matrix.tobytes()
-
-
 def decode_state_batch(
     customers: list[str], replies: Sequence[Sequence[bytes | None]]
 ) -> StateBatch:
@@ -874,9 +854,6 @@ def decode_state_batch(
     :func:`encode_state` writes are unpacked for all customers at once; anything laid out
     otherwise (another writer's Values) goes through the per-value decoders. A customer
     without a stored history starts empty, as :meth:`CustomerState.from_row` does."""
-    from fraudops.features import RunningStats
-    from fraudops.realtime import StateBatch
-
     # a customer without a history has an empty state, whatever else its hash holds
     replies = [reply if reply[0] else (None,) * len(STATE_FEATURES) for reply in replies]
     times, lengths = _joined_lists([r[0] for r in replies], ValueType.INT64_LIST)
@@ -888,14 +865,12 @@ def decode_state_batch(
         raise ValueError(f"the stored state of customer {bad!r} has lists of different lengths")
     bounds = np.zeros(len(replies) + 1, dtype=np.int64)
     np.cumsum(lengths, out=bounds[1:])
-    raw_doubles = [raw for r in replies for raw in r[4:8]]
-    if all(raw is not None and len(raw) == 9 and raw[0] == _DOUBLE_TAG for raw in raw_doubles):
-        joined = b"".join(cast(list[bytes], raw_doubles))
-        matrix = np.frombuffer(joined, dtype=np.uint8).reshape(-1, 9)
-        doubles = np.ascontiguousarray(matrix[:, 1:]).view("<f8").reshape(len(replies), 4)
-    else:
-        double = _decoder(ValueType.DOUBLE)
-        doubles = np.array([[double(raw) or 0.0 for raw in r[4:8]] for r in replies])
+    doubles = []
+    for field in range(4, 8):  # the running stats; absent: 0
+        raws = [r[field] for r in replies]
+        values = decode_numbers(raws, ValueType.DOUBLE)
+        values[[not raw for raw in raws]] = 0.0
+        doubles.append(values)
     count = _decoder(ValueType.INT64)
     counts = np.array([float(count(r[3]) or 0) for r in replies])
     nonempty = bounds[1:] > bounds[:-1]
@@ -903,7 +878,7 @@ def decode_state_batch(
     last[nonempty] = times[bounds[1:][nonempty] - 1]
     return StateBatch(
         list(customers), bounds, times, amounts, terminals,
-        RunningStats(counts, *(doubles[:, k].astype(np.float64) for k in range(4))), last,
+        RunningStats(counts, *doubles), last,
     )  # fmt: skip
 
 
@@ -918,6 +893,12 @@ def decode_numbers(raws: Sequence[bytes | None], value_type: ValueType) -> np.nd
     decode = _decoder(value_type)
     values = [decode(raw) for raw in raws]
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def decode_event_times_us(raws: Sequence[bytes | None]) -> np.ndarray:
+    """Stored event times (``Timestamp`` protos) in µs since the epoch, NaN where absent."""
+    seconds = [_decode_timestamp(raw) for raw in raws]
+    return np.array([np.nan if s is None else s * 1e6 for s in seconds], dtype=np.float64)
 
 
 def _joined_lists(raws: list[bytes | None], value_type: ValueType) -> tuple[np.ndarray, list[int]]:

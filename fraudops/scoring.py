@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -164,14 +164,12 @@ class ScoringCore:
         transactions: list[Transaction],
         source: str = "http",
         prediction_ids: list[str] | None = None,
-        log_now: bool = False,
         log_via: Callable[[list[dict[str, Any]]], object] | None = None,
     ) -> list[ScoreResult]:
         """Score transactions and log them. ``prediction_ids`` (default: random) make a
-        retried batch idempotent in the log; ``log_now`` returns only once the records are
-        durable (database or spool), for consumers that acknowledge after that;
-        ``log_via`` hands the records to the caller's function instead (the stream
-        consumer writes them while it scores its next batch)."""
+        retried batch idempotent in the log; ``log_via`` hands the records to the caller's
+        function instead of the log's writer thread (the stream consumer makes them
+        durable itself before it acknowledges)."""
         started = time.perf_counter()
         loaded = self.current
         tx = frame(transactions)
@@ -215,14 +213,10 @@ class ScoringCore:
             ScoreResult(t.transaction_id, float(p), str(d), r, loaded.version, degraded, latency_ms)
             for t, p, d, r in zip(transactions, probability, decisions, reasons, strict=True)
         ]
+        if log_via is None and self.prediction_log is not None:
+            log_via = self.prediction_log.submit
         if log_via is not None:
             log_via(records(transactions, results, features, source, prediction_ids))
-        elif self.prediction_log is not None:
-            logged = records(transactions, results, features, source, prediction_ids)
-            if log_now:
-                self.prediction_log.write_now(logged)
-            else:
-                self.prediction_log.submit(logged)
         return results
 
     def _store_worth_trying(self) -> bool:
@@ -276,31 +270,31 @@ class Coalescer:
         batch, self._waiting = self._waiting, []
         try:
             results = self._score([transaction for transaction, _ in batch])
-        except Exception:
+        except Exception as exc:
             if len(batch) == 1:
-                raise_into(batch[0][1])
+                _settle(batch[0][1], error=exc)
                 return
-            for transaction, future in batch:
+            for transaction, future in batch:  # which one broke it: alone, it fails alone
                 try:
-                    settle(future, self._score([transaction])[0])
-                except Exception:
-                    raise_into(future)
+                    _settle(future, self._score([transaction])[0])
+                except Exception as error:
+                    _settle(future, error=error)
             return
         for (_, future), result in zip(batch, results, strict=True):
-            settle(future, result)
+            _settle(future, result)
 
 
-def settle(future: asyncio.Future[ScoreResult], result: ScoreResult) -> None:
-    if not future.done():  # a request cancelled meanwhile (client gone)
-        future.set_result(result)
-
-
-def raise_into(future: asyncio.Future[ScoreResult]) -> None:
-    """The exception being handled, to the request waiting on ``future``."""
-    import sys
-
-    if not future.done():
-        future.set_exception(sys.exc_info()[1] or RuntimeError("scoring failed"))
+def _settle(
+    future: asyncio.Future[ScoreResult],
+    result: ScoreResult | None = None,
+    error: Exception | None = None,
+) -> None:
+    if future.done():  # a request cancelled meanwhile (client gone)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(cast(ScoreResult, result))
 
 
 class CustomerLocks:

@@ -19,12 +19,12 @@ Streams (keys prefixed with ``FRAUDOPS_REDIS_KEY_PREFIX``, so ``fraudops:transac
   (the bad field names, as the API's 400 names them), ``errors`` (JSON) and ``payload``.
 
 Delivery. Events are read with a consumer group, so several consumers share the load. An
-event is acknowledged in the same MULTI/EXEC as its result (and alert), and only once its
-prediction record is in the database or fsynced in the spool
+event is acknowledged in the same Lua script (atomic) that adds its result (and alert),
+and only once its prediction record is in the database or fsynced in the spool
 (``PredictionLog.write_now`` returned). A batch's records are written by a second thread
 while the next batch is scored; the batch is published and acknowledged after that (or
-at once when no events wait). A consumer that dies leaves its events pending;
-another claims them with XAUTOCLAIM once they are idle for ``claim_idle_ms``. The
+at once when no events wait). A consumer that dies leaves its events pending; another
+claims them with XAUTOCLAIM once they are idle for ``claim_idle_ms``. The
 prediction id is ``stream:<entry id>``, so a re-scored event is logged once; and before
 scoring a claimed event the consumer looks its prediction id up in the log: an event that
 was scored and logged but not acknowledged is published from its logged record instead
@@ -214,13 +214,9 @@ def parse_event(fields: Mapping[str, str]) -> Transaction:
         raise PoisonEvent(reason, errors) from None
 
 
-def score_fields(event_id: str, tx: Transaction, result: ScoreResult) -> dict[Any, Any]:
-    """The entry fields of a result in the ``scores`` (and ``alerts``) stream."""
-    return dict(zip(SCORE_FIELDS, score_values(event_id, tx, result), strict=True))
-
-
 def score_values(event_id: str, tx: Transaction, result: ScoreResult) -> tuple[str, ...]:
-    """:func:`score_fields`' values, in ``SCORE_FIELDS`` order."""
+    """The values of a result's entry in the ``scores`` (and ``alerts``) stream, in
+    ``SCORE_FIELDS`` order."""
     return (
         event_id,
         result.transaction_id,
