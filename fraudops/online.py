@@ -235,19 +235,22 @@ class OnlineFeatures:
             states[customer] = CustomerState.from_row({name: values[name] for name in STATE_FIELDS})
         return states, looked_up
 
-    def commit(self, scored: ScoredFeatures, written_at: datetime | None = None) -> None:
+    def commit(
+        self, scored: ScoredFeatures, written_at: datetime | None = None, wait: bool = True
+    ) -> None:
         """Write the advanced customer states to the online store, in Feast's format.
 
         The write time (not the event time) versions the state: Redis keeps only the newest
         write, so a later batch materialization of older state cannot overwrite it. (This
         is what ``store.push`` to ``customer_state_push`` does, without its ~15 ms of
-        registry work per call.)
+        registry work per call.) With ``wait=False`` a Redis write returns once sent, and
+        its reply is read by the next read (see ``redis_fast._pipelined``).
         """
         if not scored.states or not self.state_view:
             return
         if self.fast:
             self._writer.write_states(
-                self.state_view, scored.states, written_at or datetime.now(UTC)
+                self.state_view, scored.states, written_at or datetime.now(UTC), wait=wait
             )
             return
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey

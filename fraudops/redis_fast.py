@@ -430,34 +430,65 @@ def _resp_field_pieces(field: bytes, pieces: _Pieces) -> _Pieces:
     ]
 
 
-def _pipelined(client: redis.Redis, batches: Iterable[tuple[bytes, int]]) -> Iterator[list[Any]]:
+def _pipelined(
+    client: redis.Redis, batches: Iterable[tuple[bytes, int]], wait: bool = True
+) -> Iterator[list[Any]]:
     """Send RESP-encoded batches of commands on one connection, yield each batch's replies.
 
     redis-py spends more time encoding a command's arguments than Redis takes to run an
     HSET, so the batches come pre-encoded. One batch stays in flight: Redis runs batch k
     while Python encodes batch k+1 (Redis never blocks on its replies, so this cannot
     deadlock). An error reply raises ``redis.ResponseError``.
+
+    With ``wait=False`` the last batch's replies are not waited for (nor yielded): the
+    connection goes back to the idle ones owing them, and its next user reads them after
+    sending its own commands, so a write costs no round trip of its own. Redis runs a
+    connection's commands in order, and the next user of this module's connections takes
+    the connection last put back, so what follows the write sees it.
     """
     idle = _idle_connections(client)
     try:
         connection = idle.pop()
     except IndexError:
         connection = client.connection_pool.get_connection()
+    owed = connection.__dict__.pop(_OWED, 0)
+    if getattr(connection, "_sock", None) is None:  # disconnected since: nothing to read
+        owed = 0
     finished = False
     in_flight: deque[int] = deque()
     try:
         for payload, count in batches:
             connection.send_packed_command([payload], check_health=False)
+            if owed:
+                _settle(connection, owed)
+                owed = 0
             in_flight.append(count)
             if len(in_flight) > 1:
                 yield _replies(connection, in_flight.popleft())
-        while in_flight:
+        if owed:
+            _settle(connection, owed)
+        while in_flight and (wait or len(in_flight) > 1):
             yield _replies(connection, in_flight.popleft())
+        if in_flight:
+            connection.__dict__[_OWED] = in_flight.popleft()
         finished = True
     finally:
         if not finished:  # unread replies must never reach the connection's next user
             connection.disconnect()  # (it reconnects on its next command)
         idle.append(connection)
+
+
+_OWED = "_fraudops_owed_replies"  # replies a connection's next user reads first
+
+
+def _settle(connection: Any, count: int) -> None:
+    """Read the replies a connection owes for writes that were not waited for. A write
+    Redis refused is logged: the request that made it has been answered already."""
+    for _ in range(count):
+        try:
+            connection.read_response(disable_decoding=True)
+        except redis.ResponseError as exc:
+            log.warning("a write that was not waited for failed: %s", exc)
 
 
 def _idle_connections(client: redis.Redis) -> list[Any]:
@@ -1030,11 +1061,16 @@ class FastRedisWriter:
         return len(rows)
 
     def write_states(
-        self, view_name: str, states: Mapping[str, Any] | StateBatch, written_at: datetime
+        self,
+        view_name: str,
+        states: Mapping[str, Any] | StateBatch,
+        written_at: datetime,
+        wait: bool = True,
     ) -> None:
         """Customer states (``CustomerState`` by customer, or a ``StateBatch``) straight to
         their hashes, one pre-encoded HSET each: the bytes ``write`` produces for the same
-        rows, without a DataFrame or Feast's converters (see :func:`encode_state`)."""
+        rows, without a DataFrame or Feast's converters (see :func:`encode_state`).
+        ``wait=False`` returns once the commands are sent (see :func:`_pipelined`)."""
         spec = self.view(view_name)
         if spec.features != STATE_FEATURES:
             raise ValueError(f"{view_name} stores {spec.features}, not {STATE_FEATURES}")
@@ -1052,7 +1088,7 @@ class FastRedisWriter:
         for key, values in zip(keys, encoded, strict=True):
             body = b"".join([f + _bulk(v) for f, v in zip(fields, values, strict=True)])
             commands.append(head + _bulk(key) + body + ts)
-        for _ in _pipelined(self.client, _batched(commands, self.batch_size)):
+        for _ in _pipelined(self.client, _batched(commands, self.batch_size), wait=wait):
             pass
 
     def _newer_rows(self, spec: _ViewSpec, keys: list[bytes], time_ns: np.ndarray) -> np.ndarray:

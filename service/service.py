@@ -72,7 +72,7 @@ class FraudScorer:
             settings.resolved_database_url, settings.data_dir / "spool" / "predictions.jsonl"
         ).start()
         try:
-            self.core = ScoringCore(settings, prediction_log)
+            self.core = ScoringCore(settings, prediction_log, wait_for_state_writes=False)
         except NotReady as exc:
             # Refuse to start: BentoML would restart this worker forever, never ready, so
             # stop the whole server with the reason instead.

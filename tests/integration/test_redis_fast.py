@@ -286,3 +286,57 @@ def test_fast_path_refuses_a_sqlite_online_store(settings: Settings) -> None:
         fast_materialize(store)
     with pytest.raises(OnlineStoreNotRedisError):
         FastRedisReader(store, LOOKUPS)
+
+
+# --- writes whose replies are left to the next command --------------------------------------
+def _command(*parts: bytes) -> tuple[bytes, int]:
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts), 1
+
+
+def _run(client: redis.Redis, *parts: bytes, wait: bool = True) -> list[object]:
+    from fraudops.redis_fast import _pipelined
+
+    return [reply for batch in _pipelined(client, [_command(*parts)], wait=wait) for reply in batch]
+
+
+def test_a_write_not_waited_for_is_seen_by_the_next_read(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    for i in range(50):  # each read follows the write before it, on the same connection
+        assert _run(client, b"HSET", b"h", b"f", b"%d" % i, wait=False) == []
+        assert _run(client, b"HGET", b"h", b"f") == [b"%d" % i]
+    assert _run(client, b"PING") == [b"PONG"]  # no reply left over, none shifted
+
+
+def test_a_failed_write_not_waited_for_is_logged_and_shifts_no_reply(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.set("plain", "x")
+    assert _run(client, b"HSET", b"plain", b"f", b"1", wait=False) == []  # WRONGTYPE later
+    assert _run(client, b"GET", b"plain") == [b"x"]
+    assert "failed" in caplog.text and "WRONGTYPE" in caplog.text
+    assert _run(client, b"PING") == [b"PONG"]
+
+
+def test_a_connection_lost_with_replies_owed_does_not_hang(redis_url: str) -> None:
+    from fraudops.redis_fast import _idle_connections
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=2)
+    _run(client, b"HSET", b"h", b"f", b"1", wait=False)
+    for connection in _idle_connections(client):
+        connection.disconnect()  # e.g. a reset: what it owed is gone with it
+    assert _run(client, b"HGET", b"h", b"f") == [b"1"]
+
+
+def test_deferred_state_writes_are_read_back(store: FeatureStore, redis_url: str) -> None:
+    """``write_states(wait=False)``, as the HTTP scorer commits, then the reader."""
+    from fraudops.realtime import CustomerState, score_and_advance_one
+
+    reader = FastRedisReader(store, LOOKUPS[:1])
+    writer = FastRedisWriter(store)
+    state = CustomerState.empty()
+    for k, amount in enumerate((10.0, 20.0, 30.0)):
+        _, state = score_and_advance_one(state, 1_767_600_000_000_000 + k, amount, "t1")
+        writer.write_states("customer_state", {"c1": state}, datetime.now(), wait=False)
+        values, _ = reader.read_one({c.CUSTOMER_ID: "c1"})
+        assert list(values["history_amount"]) == [10.0, 20.0, 30.0][: k + 1]

@@ -71,3 +71,37 @@ def test_a_transaction_that_breaks_scoring_fails_only_its_request() -> None:
     assert core.calls[0] == [f"t{i}" for i in range(5)] and len(core.calls) == 6
     with pytest.raises(ValueError):
         asyncio.run(coalescer.score(tx(3)))
+
+
+async def arrive_after(turns: int, coalescer: Coalescer, transaction: Transaction) -> ScoreResult:
+    for _ in range(turns):  # the HTTP stack's awaits before a request reaches the scorer
+        await asyncio.sleep(0)
+    return await coalescer.score(transaction)
+
+
+def test_requests_in_flight_a_few_turns_apart_join_one_batch() -> None:
+    core = FakeCore()
+    coalescer = Coalescer(core.score)
+
+    async def main() -> list[ScoreResult]:
+        return await asyncio.gather(*(arrive_after(i % 4, coalescer, tx(i)) for i in range(12)))
+
+    results = asyncio.run(main())
+    assert [r.transaction_id for r in results] == [f"t{i}" for i in range(12)]
+    assert len(core.calls) == 1 and sorted(core.calls[0]) == sorted(f"t{i}" for i in range(12))
+
+
+def test_a_batch_waits_at_most_max_turns_and_max_batch() -> None:
+    core = FakeCore()
+
+    async def main(coalescer: Coalescer) -> None:  # two new requests every turn, 5 turns
+        await asyncio.gather(*(arrive_after(i // 2, coalescer, tx(i)) for i in range(10)))
+
+    asyncio.run(main(Coalescer(core.score, max_turns=3, max_batch=1000)))
+    # t0 and t1 on the first turn, then two more in each of the 3 turns the batch waited
+    assert core.calls == [[f"t{i}" for i in range(8)], ["t8", "t9"]]
+
+    core.calls.clear()
+    asyncio.run(main(Coalescer(core.score, max_turns=100, max_batch=5)))
+    # stops waiting once 5 or more wait
+    assert core.calls == [[f"t{i}" for i in range(6)], ["t6", "t7", "t8", "t9"]]
