@@ -20,7 +20,7 @@ from pydantic import Field
 from fraudops.contract import Transaction
 from fraudops.http_guard import GuardMiddleware
 from fraudops.settings import get_settings
-from service.service import BatchScores, FraudScorer, Score
+from service.service import BatchScores, FraudScorer, Score, tune_gc
 
 MODEL_VERSION = "noop"
 
@@ -45,6 +45,9 @@ def _api_key() -> str | None:
 # The scorer's own config (workers, threads, traffic timeout), so the two cannot drift apart.
 @bentoml.service(name="noop_scorer", **copy.deepcopy(FraudScorer.config))
 class NoopScorer:
+    def __init__(self) -> None:
+        tune_gc()  # the scorer's collector settings too: the floor is the framework's cost
+
     @bentoml.api(route="/score")
     async def score(self, transaction: Transaction) -> Score:
         """Score one transaction: always the same approval."""

@@ -11,6 +11,7 @@ consumer shares.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -52,6 +53,18 @@ class Reloaded(BaseModel):
     model_version: str
 
 
+# Collect the young generation every 10,000 allocations of containers, not 700: a request
+# allocates hundreds (ASGI scopes, pydantic models, the log record), and at the default the
+# worker spent ~15 % of its CPU in the collector at concurrency 16 (measured with
+# gc.callbacks: ~1.5 collections per request). Pauses stay short (the young generation
+# only); full collections are as rare as before. The no-op floor of bench/ does the same.
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def _settings_key() -> str | None:
     key = get_settings().api_key
     return key.get_secret_value() if key else None
@@ -66,6 +79,7 @@ class FraudScorer:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        tune_gc()
         settings = get_settings()
         self.max_batch = settings.max_batch_size
         prediction_log = PredictionLog(
