@@ -52,8 +52,7 @@ def rows_for(engine: sa.Engine, table: sa.Table) -> Callable[[list[Record]], For
     Redis, for up to Python's 5 ms switch interval."""
     columns = [column.name for column in table.columns]
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
-        json_columns = {c.name for c in table.columns if isinstance(c.type, sa.JSON)}
-        return partial(_copy_text, columns, json_columns)
+        return partial(_copy_text, [(c.name, _copy_field(c)) for c in table.columns])
     if engine.dialect.name == "sqlite":
         processors = [
             column.type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
@@ -103,27 +102,26 @@ def insert_formatted(engine: sa.Engine, table: sa.Table, parts: list[Formatted])
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _copy_text(columns: list[str], json_columns: set[str], rows: list[Record]) -> bytes:
+def _copy_field(column: sa.Column) -> Callable[[Any], str]:
+    """A column's values as fields of PostgreSQL's COPY text format."""
+    if isinstance(column.type, sa.JSON):  # JSON escapes control characters itself
+        return lambda value: json_text(value).replace("\\", "\\\\")
+    if isinstance(column.type, sa.Boolean):
+        return lambda value: "t" if value else "f"
+    if isinstance(column.type, sa.DateTime):
+        return datetime.isoformat
+    if isinstance(column.type, sa.Float | sa.Integer):
+        return repr  # PostgreSQL reads nan and inf too
+    return lambda value: str(value).translate(_COPY_ESCAPES)
+
+
+def _copy_text(fields: list[tuple[str, Callable[[Any], str]]], rows: list[Record]) -> bytes:
     """Rows in PostgreSQL's COPY text format: tab-separated, ``\\N`` for NULL, with
-    backslash, tab, newline and carriage return escaped; JSON as its text."""
-    lines = []
-    for row in rows:
-        fields = []
-        for name in columns:
-            value = row[name]
-            if value is None:
-                fields.append("\\N")
-                continue
-            if name in json_columns:
-                value = json_text(value)
-            elif isinstance(value, bool):
-                value = "t" if value else "f"
-            elif isinstance(value, datetime):
-                value = value.isoformat()
-            elif not isinstance(value, str):
-                value = repr(value)  # numbers; PostgreSQL reads nan and inf too
-            fields.append(value.translate(_COPY_ESCAPES))
-        lines.append("\t".join(fields))
+    backslash, tab, newline and carriage return escaped."""
+    lines = [
+        "\t".join(["\\N" if row[name] is None else field(row[name]) for name, field in fields])
+        for row in rows
+    ]
     return ("\n".join(lines) + "\n").encode() if lines else b""
 
 
