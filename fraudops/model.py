@@ -116,15 +116,21 @@ class FraudModel:
         :class:`PathAttribution`): rows x (features + 1), the last column the bias, each
         row summing to the raw score. What the scorer's reasons are made of."""
         features = np.asarray(features, dtype=np.float64)
-        if self._attribution is None:
-            self._attribution = PathAttribution(self.booster)
+        attribution = self.prepare_explanations()
         if len(features) == 1:
             leaves = self._leaves_one(features[0])
         else:
             leaves = np.asarray(self.booster.predict(features, pred_leaf=True, num_threads=1))
-        contributions = self._attribution(leaves)
-        bias = np.full((len(contributions), 1), self._attribution.bias)
+        contributions = attribution(leaves)
+        bias = np.full((len(contributions), 1), attribution.bias)
         return np.hstack([contributions, bias])
+
+    def prepare_explanations(self) -> PathAttribution:
+        """The per-leaf contribution table, built on first use (33 ms for 96 trees here):
+        the scorer builds it when it loads a model, not on its first flagged request."""
+        if self._attribution is None:
+            self._attribution = PathAttribution(self.booster)
+        return self._attribution
 
     def shap_values(self, features: np.ndarray) -> np.ndarray:
         """Exact SHAP values (LightGBM's TreeSHAP, ``pred_contrib``): rows x (features + 1),

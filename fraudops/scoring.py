@@ -107,6 +107,7 @@ class ScoringCore:
                 f"service {service.name} provides {served}: retrain, or apply the matching "
                 "feature repository"
             )
+        model.prepare_explanations()  # here, not on the event loop at the first review
         return LoadedModel(model, version, OnlineFeatures(self.store, service))
 
     def champion_version(self) -> str | None:
