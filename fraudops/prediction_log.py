@@ -126,9 +126,13 @@ def _copy_text(fields: list[tuple[str, Callable[[Any], str]]], rows: list[Record
 
 
 def _copy_ignoring_duplicates(engine: sa.Engine, table: sa.Table, text: bytes) -> None:
-    """PostgreSQL: COPY into a session's temporary table, then one INSERT .. SELECT .. ON
-    CONFLICT DO NOTHING. A third of the client CPU of a row-by-row executemany (measured:
-    11 vs 30-36 µs per prediction), which the scorer shares with scoring."""
+    """PostgreSQL: COPY straight into the table; if some rows are there already (a spool
+    replayed after a crash, an event redelivered), the transaction is rolled back and
+    the rows go through a session's temporary table and one INSERT .. SELECT .. ON
+    CONFLICT DO NOTHING. COPY costs a third of the client CPU of a row-by-row executemany
+    (measured: 11 vs 30-36 µs per prediction), and going straight into the table halves
+    the server's work per batch (measured: 8.0 vs 3.9 ms for 300 records), which here
+    shares the cores with the scorer."""
     columns = [column.name for column in table.columns]
     listed = ", ".join(columns)
     staging = f"{table.name}_incoming"
@@ -140,6 +144,16 @@ def _copy_ignoring_duplicates(engine: sa.Engine, table: sa.Table, text: bytes) -
         raise sa.exc.DBAPIError("connect", None, exc) from exc
     try:
         connection = cast(psycopg.Connection, raw.driver_connection)
+        try:
+            with (
+                connection.cursor() as cursor,
+                cursor.copy(f"COPY {table.name} ({listed}) FROM STDIN") as copy,
+            ):
+                copy.write(text)
+            connection.commit()
+            return
+        except psycopg.errors.UniqueViolation:
+            connection.rollback()
         with connection.cursor() as cursor:
             cursor.execute(
                 f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} "
