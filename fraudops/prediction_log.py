@@ -109,10 +109,26 @@ def _copy_field(column: sa.Column) -> Callable[[Any], str]:
     if isinstance(column.type, sa.Boolean):
         return lambda value: "t" if value else "f"
     if isinstance(column.type, sa.DateTime):
-        return datetime.isoformat
+        return _isoformat
     if isinstance(column.type, sa.Float | sa.Integer):
         return repr  # PostgreSQL reads nan and inf too
-    return lambda value: str(value).translate(_COPY_ESCAPES)
+    return _copy_string
+
+
+def _copy_string(value: Any) -> str:
+    text = str(value)
+    # tab, newline and carriage return are not printable: most ids need no escaping
+    return text if text.isprintable() and "\\" not in text else text.translate(_COPY_ESCAPES)
+
+
+def _isoformat(value: datetime, _last: list[tuple[Any, str]] = [(None, "")]) -> str:  # noqa: B006
+    """``value.isoformat()``, remembered for the last value: a batch's records share their
+    ``scored_at``. (One tuple, replaced whole, so threads cannot mix two values up.)"""
+    last, text = _last[0]
+    if value is not last:
+        text = value.isoformat()
+        _last[0] = (value, text)
+    return text
 
 
 def _copy_text(fields: list[tuple[str, Callable[[Any], str]]], rows: list[Record]) -> bytes:
