@@ -15,6 +15,8 @@ import gc
 import logging
 import os
 import signal
+import threading
+import time
 from collections import Counter
 from typing import Annotated
 
@@ -151,6 +153,9 @@ FraudScorer.add_asgi_middleware(
 )
 
 
+METRICS_FLUSH_SECONDS = 1.0
+
+
 class _Metrics:
     """Prometheus metrics, served by BentoML's own /metrics."""
 
@@ -169,6 +174,12 @@ class _Metrics:
             labelnames=["decision", "degraded"],
         )  # fmt: skip
         self._current: str | None = None
+        # Decisions are counted here and added to the Prometheus counter at most once a
+        # second (and on every status check): in BentoML's multiprocess mode an increment
+        # cost 12.6 µs per request, measured in the worker.
+        self._pending: Counter[tuple[str, bool]] = Counter()
+        self._lock = threading.Lock()
+        self._flushed_at = time.monotonic()
 
     def model(self, version: str) -> None:
         if self._current is not None and self._current != version:
@@ -180,8 +191,18 @@ class _Metrics:
         self.model(status["model_version"])
         for view, age in status["feature_freshness_seconds"].items():
             self.freshness.labels(view=view).set(age)
+        self.flush()
 
     def scored(self, results: list) -> None:  # type: ignore[type-arg]
-        counts = Counter((r.decision, r.degraded) for r in results)
-        for (decision, degraded), n in counts.items():
+        with self._lock:
+            for r in results:
+                self._pending[(r.decision, r.degraded)] += 1
+        if time.monotonic() - self._flushed_at >= METRICS_FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, Counter()
+            self._flushed_at = time.monotonic()
+        for (decision, degraded), n in pending.items():
             self.decisions.labels(decision=decision, degraded=str(degraded).lower()).inc(n)

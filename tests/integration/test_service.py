@@ -221,6 +221,18 @@ def test_metrics_and_status(stack: Stack) -> None:
     status = stack.post("/admin/status", {}).json()
     assert status["model_version"] == "1"
     assert set(status["feature_freshness_seconds"]) == {"customer_state", "terminal_daily"}
+    # decisions are counted (added to the counter at least once a second and on /admin/status)
+    before = decisions_counted(httpx.get(stack.server.url + "/metrics").text)
+    for i in range(3):
+        assert stack.post("/score", {"transaction": transaction(i)}).status_code == 200
+    stack.post("/admin/status", {})
+    after = decisions_counted(httpx.get(stack.server.url + "/metrics").text)
+    assert after - before == 3
+
+
+def decisions_counted(metrics: str) -> float:
+    found = re.findall(r"^fraudops_decisions_total\{[^}]*\} ([0-9.e+]+)$", metrics, re.M)
+    return sum(float(n) for n in found)
 
 
 # --- faults -----------------------------------------------------------------------------------
