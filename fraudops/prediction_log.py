@@ -35,13 +35,13 @@ _DATETIME_COLUMNS = ("event_timestamp", "scored_at")
 
 
 def insert_ignoring_duplicates(engine: sa.Engine, table: sa.Table, rows: list[Record]) -> None:
-    insert_formatted(engine, table, [rows_for(engine, table)(rows)])
+    insert_formatted(engine, table, [formatter_for(engine, table)(rows)])
 
 
-Formatted = Any  # what :func:`rows_for` makes of records, for :func:`insert_formatted`
+Formatted = Any  # what :func:`formatter_for` makes of records, for :func:`insert_formatted`
 
 
-def rows_for(engine: sa.Engine, table: sa.Table) -> Callable[[list[Record]], Formatted]:
+def formatter_for(engine: sa.Engine, table: sa.Table) -> Callable[[list[Record]], Formatted]:
     """The function that turns records into what the database's insert takes: PostgreSQL
     (psycopg) COPY text, SQLite parameter tuples (through the columns' own bind
     processors: SQLAlchemy's storage formats), or the records themselves elsewhere.
@@ -51,7 +51,7 @@ def rows_for(engine: sa.Engine, table: sa.Table) -> Callable[[list[Record]], For
     database: formatting there took the GIL from the event loop whenever it waited on
     Redis, for up to Python's 5 ms switch interval."""
     columns = [column.name for column in table.columns]
-    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+    if _copies(engine):
         return partial(_copy_text, [(c.name, _copy_field(c)) for c in table.columns])
     if engine.dialect.name == "sqlite":
         processors = [
@@ -72,12 +72,12 @@ def rows_for(engine: sa.Engine, table: sa.Table) -> Callable[[list[Record]], For
 
 
 def insert_formatted(engine: sa.Engine, table: sa.Table, parts: list[Formatted]) -> None:
-    """Insert records formatted by :func:`rows_for`, ignoring those already present (by
+    """Insert records formatted by :func:`formatter_for`, ignoring those already present (by
     primary key), in one transaction."""
     from sqlalchemy.dialects import postgresql
 
     columns = [column.name for column in table.columns]
-    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+    if _copies(engine):
         _copy_ignoring_duplicates(engine, table, b"".join(parts))
         return
     if engine.dialect.name == "sqlite":
@@ -99,6 +99,11 @@ def insert_formatted(engine: sa.Engine, table: sa.Table, parts: list[Formatted])
         conn.execute(insert, [row for part in parts for row in part])
 
 
+def _copies(engine: sa.Engine) -> bool:
+    """PostgreSQL through psycopg: the log is written with COPY."""
+    return engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+
+
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -109,7 +114,7 @@ def _copy_field(column: sa.Column) -> Callable[[Any], str]:
     if isinstance(column.type, sa.Boolean):
         return lambda value: "t" if value else "f"
     if isinstance(column.type, sa.DateTime):
-        return _isoformat
+        return datetime.isoformat
     if isinstance(column.type, sa.Float | sa.Integer):
         return repr  # PostgreSQL reads nan and inf too
     return _copy_string
@@ -119,16 +124,6 @@ def _copy_string(value: Any) -> str:
     text = str(value)
     # tab, newline and carriage return are not printable: most ids need no escaping
     return text if text.isprintable() and "\\" not in text else text.translate(_COPY_ESCAPES)
-
-
-def _isoformat(value: datetime, _last: list[tuple[Any, str]] = [(None, "")]) -> str:  # noqa: B006
-    """``value.isoformat()``, remembered for the last value: a batch's records share their
-    ``scored_at``. (One tuple, replaced whole, so threads cannot mix two values up.)"""
-    last, text = _last[0]
-    if value is not last:
-        text = value.isoformat()
-        _last[0] = (value, text)
-    return text
 
 
 def _copy_text(fields: list[tuple[str, Callable[[Any], str]]], rows: list[Record]) -> bytes:
@@ -249,8 +244,8 @@ class PredictionLog:
         self.flush_interval = flush_interval
         self.retry_interval = retry_interval
         self.engine = create_db_engine(url)
-        self._format = rows_for(self.engine, predictions)
-        # a request's records, and their formatting for the database (see rows_for)
+        self._format = formatter_for(self.engine, predictions)
+        # a request's records, and their formatting for the database (see formatter_for)
         self._queue: queue.Queue[tuple[list[Record], Formatted] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._migrate = migrate
@@ -268,7 +263,7 @@ class PredictionLog:
         return self
 
     def submit(self, rows: list[Record]) -> None:
-        """Queue records for the writer thread, formatted here (see :func:`rows_for`)."""
+        """Queue records for the writer thread, formatted here (see :func:`formatter_for`)."""
         self._queue.put((rows, self._format(rows)))
 
     def write_now(self, rows: list[Record]) -> None:

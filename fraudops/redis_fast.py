@@ -460,13 +460,13 @@ def _pipelined(
         for payload, count in batches:
             connection.send_packed_command([payload], check_health=False)
             if owed:
-                _settle(connection, owed)
+                _read_owed(connection, owed)
                 owed = 0
             in_flight.append(count)
             if len(in_flight) > 1:
                 yield _replies(connection, in_flight.popleft())
         if owed:
-            _settle(connection, owed)
+            _read_owed(connection, owed)
         while in_flight and (wait or len(in_flight) > 1):
             yield _replies(connection, in_flight.popleft())
         if in_flight:
@@ -481,7 +481,7 @@ def _pipelined(
 _OWED = "_fraudops_owed_replies"  # replies a connection's next user reads first
 
 
-def _settle(connection: Any, count: int) -> None:
+def _read_owed(connection: Any, count: int) -> None:
     """Read the replies a connection owes for writes that were not waited for. A write
     Redis refused is logged: the request that made it has been answered already."""
     for _ in range(count):
