@@ -27,7 +27,7 @@ from fraudops.contract import Transaction
 from fraudops.http_guard import GuardMiddleware
 from fraudops.settings import get_settings
 
-log = logging.getLogger("fraudops.service")
+log = logging.getLogger("fraudops.service")  # under "fraudops": see show_operational_logs
 
 
 class Reason(BaseModel):
@@ -67,6 +67,16 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def show_operational_logs() -> None:
+    """FraudOps's INFO messages (model swaps, degraded mode entered and left, the log's
+    database lost and back) in the server's output. ``bentoml serve`` sends the root
+    logger's records to its own handler but only from WARNING up, so without this the
+    operator would see an outage begin and never end."""
+    if not logging.getLogger().handlers:  # not under bentoml serve (an ASGI test client)
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("fraudops").setLevel(logging.INFO)
+
+
 def _settings_key() -> str | None:
     key = get_settings().api_key
     return key.get_secret_value() if key else None
@@ -78,9 +88,7 @@ class FraudScorer:
         from fraudops.prediction_log import PredictionLog
         from fraudops.scoring import Coalescer, NotReady, ScoringCore
 
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        show_operational_logs()
         tune_gc()
         settings = get_settings()
         self.max_batch = settings.max_batch_size

@@ -71,8 +71,9 @@ class Server:
     process: subprocess.Popen
     log_path: Path
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
+    def log(self, tail: int | None = 4000) -> str:
+        text = self.log_path.read_text(errors="replace")
+        return text if tail is None else text[-tail:]
 
 
 @contextmanager

@@ -247,6 +247,10 @@ def test_redis_down_then_back(stack: Stack) -> None:
     assert wait_for(
         lambda: stack.post("/score", {"transaction": transaction()}).json()["degraded"] is False
     )
+    # the operator sees the outage begin and end in the server's output
+    log = stack.server.log(tail=None)
+    began = log.rindex("online store unreachable, scoring in degraded mode")
+    assert log.index("online store reachable again", began) > began
 
 
 def test_redis_black_hole_times_out_into_degraded_mode_and_recovers(stack: Stack) -> None:
@@ -278,6 +282,9 @@ def test_database_down_then_back_loses_no_record(stack: Stack) -> None:
         stack.db_proxy.enable()
     assert ok == 150
     assert wait_for(lambda: stack.logged("outage-") == ok, timeout=45), stack.logged("outage-")
+    log = stack.server.log(tail=None)
+    began = log.rindex("prediction database write failed, spooling")
+    assert log.index("prediction database is back: replayed", began) > began
 
 
 def test_promotion_under_load_fails_no_request(stack: Stack) -> None:
@@ -318,6 +325,9 @@ def test_promotion_under_load_fails_no_request(stack: Stack) -> None:
         stop.set()
         thread.join()
     assert not failures
+    assert f"now scoring with fraud-detector version {report.model_version}" in stack.server.log(
+        tail=None
+    )
     seen = Counter(versions)
     assert seen[report.model_version] > 0 and seen["1"] > 0
     switch = versions.index(report.model_version)
