@@ -1,5 +1,6 @@
 """The floor for ``bench/bench_service.py``: the scorer's routes, request and response
-models, worker/thread configuration and API-key middleware, with a constant answer.
+models, worker/thread configuration and middleware (API keys, /readyz details), with a
+constant answer.
 
 Whatever this service costs per request is what BentoML, pydantic and the HTTP stack
 cost the real scorer too; the benchmark compares the two in the same run::
@@ -19,6 +20,7 @@ from pydantic import Field
 
 from fraudops.contract import Transaction
 from fraudops.http_guard import GuardMiddleware
+from fraudops.readiness import ReadinessDetails
 from fraudops.settings import get_settings
 from service.service import BatchScores, FraudScorer, Score, tune_gc
 
@@ -64,3 +66,4 @@ class NoopScorer:
 NoopScorer.add_asgi_middleware(
     GuardMiddleware, api_key=_api_key, max_body_bytes=lambda: get_settings().max_body_bytes
 )
+NoopScorer.add_asgi_middleware(ReadinessDetails, details=lambda: None)  # the scorer's layers

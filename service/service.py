@@ -18,14 +18,18 @@ import signal
 import threading
 import time
 from collections import Counter
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import bentoml
 from pydantic import BaseModel, Field
 
 from fraudops.contract import Transaction
 from fraudops.http_guard import GuardMiddleware
+from fraudops.readiness import ReadinessDetails
 from fraudops.settings import get_settings
+
+if TYPE_CHECKING:
+    from fraudops.scoring import ScoringCore
 
 log = logging.getLogger("fraudops.service")  # under "fraudops": see show_operational_logs
 
@@ -105,6 +109,7 @@ class FraudScorer:
             os.kill(os.getppid(), signal.SIGTERM)
             raise
         self.core.follow_champion()
+        _scorers.append(self.core)  # for /readyz's details
         # concurrent /score requests are scored together (see Coalescer)
         self.coalescer = Coalescer(self.core.score)
         self.metrics = _Metrics()
@@ -158,6 +163,10 @@ class FraudScorer:
 
 FraudScorer.add_asgi_middleware(
     GuardMiddleware, api_key=_settings_key, max_body_bytes=lambda: get_settings().max_body_bytes
+)
+_scorers: list[ScoringCore] = []  # this worker's scoring core, once started
+FraudScorer.add_asgi_middleware(
+    ReadinessDetails, details=lambda: _scorers[-1].status() if _scorers else None
 )
 
 

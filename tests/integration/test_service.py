@@ -220,6 +220,10 @@ def test_metrics_and_status(stack: Stack) -> None:
     assert re.search(r'fraudops_feature_age_seconds\{[^}]*view="terminal_daily"', metrics)
     status = stack.post("/admin/status", {}).json()
     assert status["model_version"] == "1"
+    ready = httpx.get(stack.server.url + "/readyz")  # no key: probes stay open
+    assert ready.status_code == 200
+    assert ready.json()["ready"] is True and ready.json()["model_version"] == "1"
+    assert set(ready.json()["feature_freshness_seconds"]) == {"customer_state", "terminal_daily"}
     assert set(status["feature_freshness_seconds"]) == {"customer_state", "terminal_daily"}
     # decisions are counted (added to the counter at least once a second and on /admin/status)
     before = decisions_counted(httpx.get(stack.server.url + "/metrics").text)
