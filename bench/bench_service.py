@@ -72,8 +72,10 @@ BATCH_SIZE = 1_000
 GOALS = {"p50_ratio_max": 1.3, "p99_ratio_max": 1.5, "throughput_ratio_min": 0.75,
          "batch_transactions_per_s_min": 5_000}  # fmt: skip
 # /score: after a warm-up, `rounds` alternations of no-op and scorer runs of `round_s`
-# each; medians over rounds, so a burst of other load on the machine hits one round.
-FULL = {"warmup_s": 3, "rounds": 3, "round_s": 5, "batches": 20}
+# each; medians over rounds, so a burst of other load on the machine hits one round. The
+# ratios of each round to the no-op round before it are reported too: how much the verdict
+# depends on the round.
+FULL = {"warmup_s": 3, "rounds": 5, "round_s": 5, "batches": 20}
 QUICK = {"warmup_s": 2, "rounds": 1, "round_s": 5, "batches": 5}
 # The stack is tests.integration.conftest.prepare_trained_environment's: 300 customers,
 # 600 terminals, 40 simulated days. The load continues that simulation (same seed: the same
@@ -635,6 +637,11 @@ def measure_single(
                 rounds[server.name].append(result)
         level: dict[str, Any] = {name: summarize(runs) for name, runs in rounds.items()}
         level["scorer_vs_noop"] = compare(level["noop"], level["scorer"])
+        each = [compare(n, s) for n, s in zip(rounds["noop"], rounds["scorer"], strict=True)]
+        level["scorer_vs_noop"]["per_round"] = {
+            ratio: [round_[ratio] for round_ in each]
+            for ratio in ("p50_ratio", "p99_ratio", "throughput_ratio")
+        }
         out[f"concurrency_{concurrency}"] = level
     return out
 
