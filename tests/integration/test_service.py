@@ -234,6 +234,22 @@ def test_metrics_and_status(stack: Stack) -> None:
     assert after - before == 3
 
 
+def test_scoring_routes_are_left_out_of_tracing_by_default(stack: Stack) -> None:
+    """BentoML's per-request spans cost half the framework's CPU (see service_config):
+    the scoring routes have none, other routes keep theirs; asked for, scoring has them."""
+    from service.service import SCORING_ROUTES, service_config
+
+    assert stack.post("/score", {"transaction": transaction()}).status_code == 200
+    stack.post("/admin/status", {})
+    lines = stack.server.log(tail=None).splitlines()
+    scored = [line for line in lines if "path=/score," in line]
+    status = [line for line in lines if "path=/admin/status," in line]
+    assert scored and not any("trace=" in line for line in scored)
+    assert status and all("trace=" in line for line in status)
+    assert service_config(trace_requests=False)["tracing"]["excluded_urls"] == SCORING_ROUTES
+    assert "tracing" not in service_config(trace_requests=True)
+
+
 def decisions_counted(metrics: str) -> float:
     found = re.findall(r"^fraudops_decisions_total\{[^}]*\} ([0-9.e+]+)$", metrics, re.M)
     return sum(float(n) for n in found)
