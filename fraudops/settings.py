@@ -198,6 +198,12 @@ class Settings(MonitorSettings):
     )
     max_batch_size: int = Field(1000, ge=1, description="Most transactions per /score_batch call.")
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest accepted request body.")
+    access_log: bool = Field(
+        True,
+        description="BentoML's access log: a line per HTTP request. Every scored transaction "
+        "is in the prediction log anyway; off, the worker serves 9-16 % more requests per "
+        "second at concurrency 16 (README, 'Performance'). Request metrics stay either way.",
+    )
     trace_requests: bool = Field(
         False,
         description="Record an OpenTelemetry span for every /score and /score_batch request, "

@@ -51,6 +51,7 @@ def server(tmp_path_factory, redis_server: str, postgres_server: str) -> Iterato
         .set(database=db_name)
         .render_as_string(hide_password=False),
         "FRAUDOPS_API_KEY": API_KEY,
+        "FRAUDOPS_ACCESS_LOG": "false",  # and this server runs without BentoML's access log
     }
     try:
         prepare_trained_environment(values)
@@ -138,3 +139,20 @@ def test_extreme_valid_transactions_are_not_server_errors(server: Server, change
     for path, body in (("/score", {"transaction": tx}), ("/score_batch", {"transactions": [tx]})):
         response = httpx.post(server.url + path, json=body, headers=AUTH, timeout=30)
         assert response.status_code < 500, f"{path}: {response.text}\n{server_tracebacks(server)}"
+
+
+def test_the_access_log_can_be_turned_off(server: Server) -> None:
+    """FRAUDOPS_ACCESS_LOG=false (this module's server): no line per request, errors still
+    logged, request metrics still counted."""
+    import httpx
+
+    tx = {"transaction_id": "quiet-1", "timestamp": "2026-05-11T10:00:00Z",
+          "customer_id": "c_00001", "terminal_id": "t_00002", "amount": 25.0}  # fmt: skip
+    assert httpx.post(server.url + "/score", json={"transaction": tx}, headers=AUTH).is_success
+    bad = {"transaction": {**tx, "amount": "quiet-bad-amount"}}
+    assert httpx.post(server.url + "/score", json=bad, headers=AUTH).status_code == 400
+    log = server.log_path.read_text(errors="replace")
+    assert "path=/score," not in log and "Service fraud_scorer initialized" in log
+    assert "quiet-bad-amount" in log  # BentoML's own error log for the 400
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'endpoint="/score"' in metrics
