@@ -17,10 +17,11 @@ SHOWN = ("model_version", "feature_freshness_seconds", "degraded")
 
 
 class ReadinessDetails:
-    """On a 200 from ``/readyz``, the body becomes ``{"ready": true, "model_version",
-    "feature_freshness_seconds", "degraded"}`` from ``details()`` (run in a thread: it asks
-    the feature registry). Any other answer, and every other path, passes through as is;
-    so does a 200 if ``details`` returns None (no scorer in this process yet) or fails."""
+    """On a 200 from ``/readyz`` (which BentoML sends as one body message), the body
+    becomes ``{"ready": true, "model_version", "feature_freshness_seconds", "degraded"}``
+    from ``details()`` (run in a thread: it asks the feature registry). Any other answer,
+    and every other path, passes through as is; so does a 200 if ``details`` returns None
+    (no scorer in this process yet) or fails."""
 
     def __init__(self, app: Any, details: Callable[[], dict[str, Any] | None]):
         self.app = app
@@ -37,16 +38,17 @@ class ReadinessDetails:
                 held.update(message)  # the headers depend on the body: sent with it
                 return
             if held and message["type"] == "http.response.body":
-                body = await self._body()
+                start, body = dict(held), await self._body()
+                held.clear()
                 if body is None:
-                    await send(held)
+                    await send(start)
                     await send(message)
                     return
-                headers = [(k, v) for k, v in held.get("headers", [])
+                headers = [(k, v) for k, v in start.get("headers", [])
                            if k.lower() not in (b"content-length", b"content-type")]  # fmt: skip
                 headers += [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]  # fmt: skip
-                await send({**held, "headers": headers})
+                await send({**start, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
                 return
             await send(message)

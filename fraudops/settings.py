@@ -202,14 +202,14 @@ class Settings(MonitorSettings):
         True,
         description="BentoML's access log: a line per HTTP request. Every scored transaction "
         "is in the prediction log anyway; off, the worker serves 9-16 % more requests per "
-        "second at concurrency 16 (README, 'Performance'). Request metrics stay either way.",
+        "second at concurrency 16 (README, 'Benchmarks'). Request metrics stay either way.",
     )
     trace_requests: bool = Field(
         False,
         description="Record an OpenTelemetry span for every /score and /score_batch request, "
         "as BentoML does by default. Off, those routes are left out of tracing (and their "
         "access-log lines carry no trace id), which halves the framework's CPU per request "
-        "(README, 'Performance'); turn it on when BentoML's `tracing` exports spans.",
+        "(README, 'Benchmarks'); turn it on when BentoML's `tracing` exports spans.",
     )
 
     @field_validator("data_dir")
