@@ -9,6 +9,9 @@ key is the prediction id), so a replay after a crash cannot duplicate rows.
 
 Records still in the queue when the process is killed are lost (at most one flush
 interval's worth); a clean shutdown (:meth:`PredictionLog.close`) drains the queue.
+
+Processes that share a data directory (BentoML workers, replicas on one volume) each
+claim a spool file of their own (:func:`claim_spool`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, cast
 
 import sqlalchemy as sa
 
@@ -220,6 +223,76 @@ class Spool:
 
     def done(self) -> None:
         self.replaying.unlink(missing_ok=True)
+
+
+class ClaimedSpool:
+    """A spool file this process alone writes and replays, for as long as it holds the
+    file's lock (an ``flock`` on ``<spool>.lock``, which the kernel drops when the process
+    dies). See :func:`claim_spool`."""
+
+    def __init__(self, path: Path, lock: IO[bytes]):
+        self.path = path
+        self._lock = lock
+
+    def release(self) -> None:
+        self._lock.close()  # closing the file drops the flock
+
+
+def claim_spool(directory: Path, stem: str) -> ClaimedSpool:
+    """The spool for one of several processes that log predictions to the same data
+    directory (BentoML workers, replicas on one volume): the first of ``<stem>.jsonl``,
+    ``<stem>-1.jsonl``, ``<stem>-2.jsonl`` ... whose lock is free. A restarted worker takes
+    the file its predecessor left; spool files of processes that are gone and not replaced
+    (fewer workers than before) are moved into the claimed one, so that their records are
+    replayed too. Two processes never append to or replay the same file."""
+    import fcntl
+
+    directory.mkdir(parents=True, exist_ok=True)
+    index = 0
+    while True:
+        path = directory / (f"{stem}.jsonl" if index == 0 else f"{stem}-{index}.jsonl")
+        lock = _try_lock(path, fcntl)
+        if lock is not None:
+            break
+        index += 1
+    claimed = ClaimedSpool(path, lock)
+    for other in sorted(directory.glob(f"{stem}-*.jsonl.lock")):
+        orphan = other.with_suffix("")  # <stem>-<n>.jsonl
+        if orphan == path or not orphan.name.removeprefix(f"{stem}-")[:-6].isdigit():
+            continue
+        orphan_lock = _try_lock(orphan, fcntl)
+        if orphan_lock is None:
+            continue  # a live process owns it
+        try:
+            _adopt(orphan, path)
+        finally:
+            orphan_lock.close()
+    return claimed
+
+
+def _try_lock(spool: Path, fcntl: Any) -> IO[bytes] | None:
+    lock = (spool.parent / (spool.name + ".lock")).open("ab")
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
+
+
+def _adopt(orphan: Path, into: Path) -> None:
+    """Append an abandoned spool (and the replay it may have left) to ``into``, fsynced,
+    then remove it: a crash in between replays some records twice, which inserts ignore."""
+    sources = [orphan.with_suffix(orphan.suffix + ".replaying"), orphan]
+    data = b"".join(source.read_bytes() for source in sources if source.exists())
+    if data:
+        with into.open("ab") as fh:
+            fh.write(data if data.endswith(b"\n") else data + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        log.info("took over %d spooled records from %s", data.count(b"\n"), orphan.name)
+    for source in sources:
+        source.unlink(missing_ok=True)
 
 
 def _json_default(value: Any) -> Any:

@@ -121,16 +121,16 @@ _settings = get_settings()
 )
 class FraudScorer:
     def __init__(self) -> None:
-        from fraudops.prediction_log import PredictionLog
+        from fraudops.prediction_log import PredictionLog, claim_spool
         from fraudops.scoring import Coalescer, NotReady, ScoringCore
 
         show_operational_logs()
         tune_gc()
         settings = get_settings()
         self.max_batch = settings.max_batch_size
-        prediction_log = PredictionLog(
-            settings.resolved_database_url, settings.data_dir / "spool" / "predictions.jsonl"
-        ).start()
+        # a spool file of this worker's own: workers and replicas may share the data directory
+        self.spool = claim_spool(settings.data_dir / "spool", "predictions")
+        prediction_log = PredictionLog(settings.resolved_database_url, self.spool.path).start()
         try:
             self.core = ScoringCore(settings, prediction_log, wait_for_state_writes=False)
         except NotReady as exc:
@@ -138,6 +138,7 @@ class FraudScorer:
             # stop the whole server with the reason instead.
             log.critical("cannot start the scorer: %s", exc)
             prediction_log.close()
+            self.spool.release()
             os.kill(os.getppid(), signal.SIGTERM)
             raise
         self.core.follow_champion()
@@ -153,6 +154,7 @@ class FraudScorer:
     def shutdown(self) -> None:
         """Stop following the alias and drain the prediction log (to the DB or the spool)."""
         self.core.close()
+        self.spool.release()
 
     def __is_ready__(self) -> bool:
         return self.core.current is not None

@@ -4,6 +4,7 @@ thread and through ``write_now``."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -77,3 +78,76 @@ def test_postgres_stores_every_value_as_given(postgres_url: str, tmp_path: Path)
 
 def test_sqlite_stores_every_value_as_given(tmp_path: Path) -> None:
     check(f"sqlite:///{tmp_path / 'log.db'}", tmp_path)
+
+
+# --- one spool per process ----------------------------------------------------------------
+def test_each_process_claims_its_own_spool_file(tmp_path: Path) -> None:
+    """Workers sharing a data directory never append to or replay the same spool; one
+    started after a worker died takes the file that worker left (the kernel dropped its
+    lock), so the records in it are replayed."""
+    import subprocess
+    import sys
+
+    from fraudops.prediction_log import Spool, claim_spool
+
+    first, second = claim_spool(tmp_path, "predictions"), claim_spool(tmp_path, "predictions")
+    assert first.path.name == "predictions.jsonl" and second.path.name == "predictions-1.jsonl"
+    Spool(second.path).append(records("s")[:2])
+    # a worker that dies holding predictions-2.jsonl, with records in it
+    died = subprocess.run([sys.executable, "-c", (
+        "import os, sys; from pathlib import Path\n"
+        "from fraudops.prediction_log import Spool, claim_spool\n"
+        f"claimed = claim_spool(Path({str(tmp_path)!r}), 'predictions')\n"
+        "assert claimed.path.name == 'predictions-2.jsonl', claimed.path\n"
+        "Spool(claimed.path).append([{'prediction_id': 'from-the-dead', "
+        "'event_timestamp': '2026-01-05T10:00:00+00:00', 'scored_at': "
+        "'2026-01-05T10:00:00+00:00'}])\n"
+        "os._exit(9)  # no cleanup: the lock goes with the process\n"
+    )], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert died.returncode == 9, died.stderr
+    replacement = claim_spool(tmp_path, "predictions")
+    assert replacement.path.name == "predictions-2.jsonl"
+    assert [row["prediction_id"] for row in Spool(replacement.path).take()] == ["from-the-dead"]
+    for claimed in (first, second, replacement):
+        claimed.release()
+
+
+def test_spools_of_workers_not_replaced_are_taken_over(tmp_path: Path) -> None:
+    """Three workers spooled, then the server came back with one: its spool holds all the
+    records left behind, a replay cut short included, and the other files are gone."""
+    from fraudops.prediction_log import Spool, claim_spool
+
+    claims = [claim_spool(tmp_path, "predictions") for _ in range(3)]
+    rows = records("t")
+    Spool(claims[0].path).append(rows[:2])
+    Spool(claims[1].path).append(rows[2:4])
+    Spool(claims[2].path).append(rows[4:6])
+    Spool(claims[2].path).take()  # predictions-2 was replaying when it stopped...
+    Spool(claims[2].path).append(rows[6:])  # ... and spooled more meanwhile
+    for claimed in claims:
+        claimed.release()
+    survivor = claim_spool(tmp_path, "predictions")
+    assert survivor.path.name == "predictions.jsonl"
+    taken = Spool(survivor.path).take()
+    assert sorted(row["prediction_id"] for row in taken) == sorted(r["prediction_id"] for r in rows)
+    assert sorted(p.name for p in tmp_path.glob("*.jsonl*") if not p.name.endswith(".lock")) == [
+        "predictions.jsonl.replaying"
+    ]
+    survivor.release()
+
+
+def test_a_restarted_worker_replays_what_its_predecessor_spooled(tmp_path: Path) -> None:
+    from fraudops.prediction_log import Spool, claim_spool
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    dead = claim_spool(tmp_path / "spool", "predictions")
+    Spool(dead.path).append(records("r"))  # the database was down when it died
+    dead.release()
+    claimed = claim_spool(tmp_path / "spool", "predictions")
+    log = PredictionLog(url, claimed.path, flush_interval=0.05, retry_interval=0.05).start()
+    deadline = time.monotonic() + 20
+    while len(stored(url)) < len(AWKWARD) and time.monotonic() < deadline:
+        time.sleep(0.1)  # nothing new is submitted: the writer replays the spool on its own
+    log.close()
+    claimed.release()
+    assert sorted(stored(url)) == sorted(r["prediction_id"] for r in records("r"))
