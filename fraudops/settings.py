@@ -198,6 +198,14 @@ class Settings(MonitorSettings):
     )
     max_batch_size: int = Field(1000, ge=1, description="Most transactions per /score_batch call.")
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest accepted request body.")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="BentoML worker processes of the scorer (`bentoml serve`). Each scores on "
+        "its own event loop and claims its own prediction spool; a customer's concurrent "
+        "transactions on two workers can miss each other in their real-time features "
+        "(README, 'Scale-out, honestly').",
+    )
     access_log: bool = Field(
         True,
         description="BentoML's access log: a line per HTTP request. Every scored transaction "

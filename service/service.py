@@ -89,7 +89,9 @@ def _settings_key() -> str | None:
 SCORING_ROUTES = ["/score", "/score_batch"]
 
 
-def service_config(trace_requests: bool, access_log: bool = True) -> dict[str, Any]:
+def service_config(
+    trace_requests: bool = False, access_log: bool = True, workers: int = 1
+) -> dict[str, Any]:
     """BentoML's configuration of the scorer (``bench/noop_service.py`` copies it).
 
     BentoML records an OpenTelemetry span for every request even when no trace is sampled
@@ -105,7 +107,7 @@ def service_config(trace_requests: bool, access_log: bool = True) -> dict[str, A
     ``FRAUDOPS_ACCESS_LOG`` turns it off: measured the same way, off, the no-op did 5,071-
     5,234 requests/s instead of 4,082-4,527, the scorer 3,117-3,320 instead of 2,852-2,858.
     (Its ``skip_paths`` would also drop the routes' request metrics, so it is all or none.)"""
-    config: dict[str, Any] = {"traffic": {"timeout": 30}, "workers": 1, "threads": 4}
+    config: dict[str, Any] = {"traffic": {"timeout": 30}, "workers": workers, "threads": 4}
     if not trace_requests:
         config["tracing"] = {"excluded_urls": SCORING_ROUTES}
     if not access_log:
@@ -113,11 +115,12 @@ def service_config(trace_requests: bool, access_log: bool = True) -> dict[str, A
     return config
 
 
-_settings = get_settings()
+_settings = get_settings()  # BentoML takes the configuration when this module is imported
 
 
 @bentoml.service(
-    name="fraud_scorer", **service_config(_settings.trace_requests, _settings.access_log)
+    name="fraud_scorer",
+    **service_config(_settings.trace_requests, _settings.access_log, _settings.workers),
 )
 class FraudScorer:
     def __init__(self) -> None:

@@ -51,7 +51,9 @@ def server(tmp_path_factory, redis_server: str, postgres_server: str) -> Iterato
         .set(database=db_name)
         .render_as_string(hide_password=False),
         "FRAUDOPS_API_KEY": API_KEY,
-        "FRAUDOPS_ACCESS_LOG": "false",  # and this server runs without BentoML's access log
+        # this server runs two workers, without BentoML's access log
+        "FRAUDOPS_WORKERS": "2",
+        "FRAUDOPS_ACCESS_LOG": "false",
     }
     try:
         prepare_trained_environment(values)
@@ -156,3 +158,16 @@ def test_the_access_log_can_be_turned_off(server: Server) -> None:
     assert "quiet-bad-amount" in log  # BentoML's own error log for the 400
     metrics = httpx.get(server.url + "/metrics").text
     assert 'endpoint="/score"' in metrics
+
+
+def test_each_worker_holds_a_spool_of_its_own(server: Server) -> None:
+    """FRAUDOPS_WORKERS=2 (this module's server): two workers, each holding the lock of its
+    own prediction spool while it runs."""
+    import fcntl
+
+    spool_dir = server.log_path.parent / "data" / "spool"
+    locks = sorted(p.name for p in spool_dir.glob("*.lock"))
+    assert locks == ["predictions-1.jsonl.lock", "predictions.jsonl.lock"]
+    for name in locks:
+        with (spool_dir / name).open("ab") as lock, pytest.raises(BlockingIOError):
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
