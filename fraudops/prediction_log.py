@@ -271,12 +271,20 @@ def claim_spool(directory: Path, stem: str) -> ClaimedSpool:
 
 
 def _try_lock(spool: Path, fcntl: Any) -> IO[bytes] | None:
+    """The spool's lock file, locked by this process; None if another process holds it.
+    Where the filesystem has no locks (some network mounts), the file is used unlocked, as
+    a single process would, with a warning."""
     lock = (spool.parent / (spool.name + ".lock")).open("ab")
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
         return None
+    except OSError as exc:
+        log.warning(
+            "cannot lock %s (%s): processes sharing this data directory may share the spool",
+            lock.name, exc,
+        )  # fmt: skip
     return lock
 
 

@@ -151,3 +151,21 @@ def test_a_restarted_worker_replays_what_its_predecessor_spooled(tmp_path: Path)
     log.close()
     claimed.release()
     assert sorted(stored(url)) == sorted(r["prediction_id"] for r in records("r"))
+
+
+def test_a_filesystem_without_locks_still_gets_a_spool(tmp_path: Path, caplog) -> None:
+    import errno
+
+    from fraudops.prediction_log import _try_lock
+
+    class NoLocks:
+        LOCK_EX, LOCK_NB = 2, 4
+
+        @staticmethod
+        def flock(fd: int, operation: int) -> None:
+            raise OSError(errno.ENOLCK, "No locks available")
+
+    lock = _try_lock(tmp_path / "predictions.jsonl", NoLocks)
+    assert lock is not None
+    lock.close()
+    assert "cannot lock" in caplog.text and "may share the spool" in caplog.text
