@@ -308,6 +308,32 @@ def test_database_down_then_back_loses_no_record(stack: Stack) -> None:
     assert log.index("prediction database is back: replayed", began) > began
 
 
+def test_two_workers_lose_no_record_through_a_database_outage(stack: Stack, tmp_path: Path) -> None:
+    """A second server, with two workers, on the same data directory (this module's server
+    holds a spool there too): every answered request is logged once the database is back,
+    whichever worker spooled it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def post(i: int) -> int:
+        tx = {**transaction(i, customer=f"c_{i % 40:05d}"), "transaction_id": f"two-{i}"}
+        return httpx.post(two.url + "/score", json={"transaction": tx}, headers=AUTH,
+                          timeout=30).status_code  # fmt: skip
+
+    with bentoml_serve({**stack.values, "FRAUDOPS_WORKERS": "2"}, tmp_path / "two.log") as two:
+        stack.db_proxy.disable()
+        try:
+            with ThreadPoolExecutor(8) as pool:  # a connection per request: both workers
+                statuses = list(pool.map(post, range(200)))
+        finally:
+            stack.db_proxy.enable()
+        ok = statuses.count(200)
+        assert ok == 200
+        assert wait_for(lambda: stack.logged("two-") == ok, timeout=60), stack.logged("two-")
+        spooled_by = set(re.findall(r"fraud_scorer:(\d)\] prediction database write failed",
+                                    two.log(tail=None)))  # fmt: skip
+        assert spooled_by  # (the kernel decides which worker takes each connection)
+
+
 def test_promotion_under_load_fails_no_request(stack: Stack) -> None:
     from fraudops import registry
     from fraudops.promotion import promote
