@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -53,15 +54,13 @@ def formatter_for(engine: sa.Engine, table: sa.Table) -> Callable[[list[Record]]
     so that its writer thread, which shares the GIL with the scorer, only waits on the
     database: formatting there took the GIL from the event loop whenever it waited on
     Redis, for up to Python's 5 ms switch interval."""
-    columns = [column.name for column in table.columns]
     if _copies(engine):
         return partial(_copy_text, [(c.name, _copy_field(c)) for c in table.columns])
     if engine.dialect.name == "sqlite":
-        processors = [
-            column.type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
+        pairs = [
+            (column.name, column.type.dialect_impl(engine.dialect).bind_processor(engine.dialect))
             for column in table.columns
         ]
-        pairs = list(zip(columns, processors, strict=True))
 
         def values(rows: list[Record]) -> list[tuple[Any, ...]]:
             return [
@@ -79,11 +78,11 @@ def insert_formatted(engine: sa.Engine, table: sa.Table, parts: list[Formatted])
     primary key), in one transaction."""
     from sqlalchemy.dialects import postgresql
 
-    columns = [column.name for column in table.columns]
     if _copies(engine):
         _copy_ignoring_duplicates(engine, table, b"".join(parts))
         return
     if engine.dialect.name == "sqlite":
+        columns = [column.name for column in table.columns]
         # one DBAPI executemany of INSERT .. ON CONFLICT DO NOTHING: SQLAlchemy's per-row
         # statement machinery held the GIL for longer than SQLite took to insert
         statement = (
@@ -256,9 +255,10 @@ def claim_spool(directory: Path, stem: str) -> ClaimedSpool:
             break
         index += 1
     claimed = ClaimedSpool(path, lock)
+    numbered = re.compile(rf"{re.escape(stem)}-\d+\.jsonl")
     for other in sorted(directory.glob(f"{stem}-*.jsonl.lock")):
         orphan = other.with_suffix("")  # <stem>-<n>.jsonl
-        if orphan == path or not orphan.name.removeprefix(f"{stem}-")[:-6].isdigit():
+        if orphan == path or not numbered.fullmatch(orphan.name):
             continue
         orphan_lock = _try_lock(orphan, fcntl)
         if orphan_lock is None:
