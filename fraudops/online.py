@@ -27,6 +27,7 @@ from feast import FeatureService, FeatureStore, FeatureView, OnDemandFeatureView
 
 from fraudops import contract as c
 from fraudops import features as f
+from fraudops import kernels
 from fraudops.feast_store import service_feature_names
 from fraudops.realtime import (
     CustomerState,
@@ -128,6 +129,7 @@ class OnlineFeatures:
                     f"view {projection.name} of {service.name} has features FraudOps cannot "
                     f"compute online: {sorted(unknown)}"
                 )
+        kernels.warm_up()  # compiled here, at start-up, not at the first request
         self.fast = fast if fast is not None else get_settings().online_store == "redis"
         if self.fast:  # Feast's own keys and values, one pipelined round trip (redis_fast)
             from fraudops.redis_fast import FastRedisReader, FastRedisWriter, redis_client

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from fraudops import features as f
+from fraudops import kernels
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,8 @@ def advance_batch(
     time_us = np.asarray(time_us, dtype=np.int64)
     amount = np.asarray(amount, dtype=np.float64)
     history_terminal, terminal = same_id_kind(states.history_terminal_id, terminal)
+    if kernels.available():
+        return _advance_compiled(states, group, time_us, amount, history_terminal, terminal)
     customers = len(states.customers)
     history_group = np.repeat(np.arange(customers), np.diff(states.bounds))
     merged = np.lexsort(
@@ -291,6 +294,29 @@ def advance_batch(
         states.customers, np.concatenate([[0], np.cumsum(kept)]),
         h_t[keep], h_a[keep], h_term[keep], after, last,
     )  # fmt: skip
+
+
+def _advance_compiled(
+    states: StateBatch,
+    group: np.ndarray,
+    time_us: np.ndarray,
+    amount: np.ndarray,
+    history_terminal: np.ndarray,
+    terminal: np.ndarray,
+) -> tuple[dict[str, np.ndarray], StateBatch]:
+    """:func:`advance_batch` by the compiled kernel (:func:`fraudops.kernels.advance_groups`);
+    terminals are compared by their codes (:func:`fraudops.features.identity_codes`)."""
+    codes = f.identity_codes(history_terminal, terminal)
+    split = len(history_terminal)
+    features, bounds, source, h_t, h_a, after, last = kernels.advance(
+        states.bounds, states.history_time_us, states.history_amount, codes[:split],
+        states.stats, states.last_time_us, group, time_us, amount, codes[split:],
+    )  # fmt: skip
+    terminals = np.concatenate([history_terminal, terminal])[source]
+    return (
+        {name: features[:, j] for j, name in enumerate(f.CUSTOMER_ACTIVITY_FEATURES)},
+        StateBatch(states.customers, bounds, h_t, h_a, terminals, f.RunningStats(*after), last),
+    )
 
 
 def batch_for(

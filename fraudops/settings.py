@@ -219,6 +219,12 @@ class Settings(MonitorSettings):
         "access-log lines carry no trace id), which halves the framework's CPU per request "
         "(README, 'Benchmarks'); turn it on when BentoML's `tracing` exports spans.",
     )
+    compiled: bool = Field(
+        True,
+        description="Compute customer activity features and states with the compiled kernel "
+        "(numba, `fraudops/kernels.py`); off, with the numpy functions the offline build uses. "
+        "Both give the same features (tested); the kernel is faster (README, 'Benchmarks').",
+    )
 
     @field_validator("data_dir")
     @classmethod

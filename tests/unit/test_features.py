@@ -153,8 +153,23 @@ def test_terminal_risk_uses_only_known_labels() -> None:
     assert t2.loc[at(12), "terminal_risk_28d"] == 0  # c's label is still in the future
 
 
-def test_batches_of_many_customers_equal_the_offline_build(transactions: pd.DataFrame) -> None:
-    """The vectorised multi-customer path (stream micro-batches, /score_batch)."""
+@pytest.fixture(params=["compiled", "numpy"])
+def advance_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``advance_batch`` by the compiled kernel, then by the numpy functions."""
+    from fraudops import kernels
+    from fraudops.settings import get_settings
+
+    monkeypatch.setenv("FRAUDOPS_COMPILED", str(request.param == "compiled").lower())
+    get_settings.cache_clear()
+    assert kernels.available() == (request.param == "compiled")
+    yield request.param
+    get_settings.cache_clear()
+
+
+def test_batches_of_many_customers_equal_the_offline_build(
+    transactions: pd.DataFrame, advance_path: str
+) -> None:
+    """The multi-customer path (stream micro-batches, /score_batch)."""
     from fraudops.realtime import score_and_advance_batch
 
     offline, _ = build_customer_tables(transactions)
@@ -213,7 +228,9 @@ def test_single_transaction_path_equals_the_vectorised_one(transactions: pd.Data
             assert ours[name] == pytest.approx(theirs[name], rel=1e-12)
 
 
-def test_batches_with_late_events_equal_one_customer_at_a_time(transactions: pd.DataFrame) -> None:
+def test_batches_with_late_events_equal_one_customer_at_a_time(
+    transactions: pd.DataFrame, advance_path: str
+) -> None:
     """Micro-batches whose events arrive out of time order (late events, several per
     customer) give the features and states of :func:`score_and_advance` on each
     customer's events of the batch (which see each other by event time, as offline);
@@ -259,3 +276,84 @@ def test_batches_with_late_events_equal_one_customer_at_a_time(transactions: pd.
         assert ours["history_terminal_id"] == theirs["history_terminal_id"]
         for name in ("tx_count", "amount_mean", "amount_m2", "hour_sin_sum", "hour_cos_sum"):
             assert ours[name] == pytest.approx(theirs[name], rel=1e-9), name
+
+
+def random_batch(rng: np.random.Generator, customers: int, history: int, queries: int):
+    """A state batch of random histories (some empty, one at MAX_HISTORY) and queries of
+    those customers, some late, some at equal times, terminals from a small set."""
+    from fraudops.realtime import StateBatch
+
+    lengths = rng.integers(0, history, customers)
+    lengths[0], lengths[-1] = 0, f.MAX_HISTORY
+    times, amounts, terminals = [], [], []
+    for n in lengths:
+        start = T0 - int(rng.integers(0, 40 * 24 * 60)) * MIN
+        days = 35 if n < f.MAX_HISTORY else 5  # the full one: dense, pruned by count
+        times.append(np.sort(start + rng.integers(0, days * 24 * 60, n) * MIN))
+        amounts.append(np.round(rng.gamma(2.0, 30.0, n), 2))
+        terminals.append(rng.choice([f"t{k:03d}" for k in range(12)], n).astype(object))
+    stats = f.RunningStats(*(rng.normal(0, 50, customers) for _ in range(5)))
+    stats.count[:] = np.maximum(lengths, rng.integers(0, 3, customers)).astype(float)
+    stats.amount_m2[:] = np.abs(stats.amount_m2) * stats.count
+    batch = StateBatch(
+        [f"c{g}" for g in range(customers)], np.concatenate([[0], np.cumsum(lengths)]),
+        np.concatenate(times), np.concatenate(amounts), np.concatenate(terminals), stats,
+        np.array([t[-1] if len(t) else 0 for t in times], dtype=np.int64),
+    )  # fmt: skip
+    group = rng.integers(0, customers, queries)
+    newest = np.array([t[-1] if len(t) else T0 for t in times])[group]
+    time_us = newest + rng.integers(-3 * 60, 20, queries) * MIN  # some before the newest
+    time_us[1::7] = time_us[::7][: len(time_us[1::7])]  # equal times
+    amount = np.round(rng.gamma(2.0, 30.0, queries), 2)
+    terminal = rng.choice([f"t{k:03d}" for k in range(15)], queries).astype(object)
+    return batch, group, time_us, amount, terminal
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_compiled_kernel_equals_the_numpy_functions(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel (fraudops.kernels) against advance_batch's numpy path on random batches:
+    the same features, the same kept histories and terminals, the same running stats."""
+    from fraudops.realtime import advance_batch
+    from fraudops.settings import get_settings
+
+    batch, group, time_us, amount, terminal = random_batch(
+        np.random.default_rng(seed), customers=40, history=300, queries=200
+    )
+    results = {}
+    for compiled in ("true", "false"):
+        monkeypatch.setenv("FRAUDOPS_COMPILED", compiled)
+        get_settings.cache_clear()
+        results[compiled] = advance_batch(batch, group, time_us, amount, terminal)
+    get_settings.cache_clear()
+    (kernel_feats, kernel_after), (numpy_feats, numpy_after) = results["true"], results["false"]
+    for name in f.CUSTOMER_ACTIVITY_FEATURES:
+        np.testing.assert_allclose(kernel_feats[name], numpy_feats[name], rtol=1e-12,
+                                   atol=1e-9, err_msg=name)  # fmt: skip
+    np.testing.assert_array_equal(kernel_after.bounds, numpy_after.bounds)
+    np.testing.assert_array_equal(kernel_after.history_time_us, numpy_after.history_time_us)
+    np.testing.assert_array_equal(kernel_after.history_amount, numpy_after.history_amount)
+    np.testing.assert_array_equal(kernel_after.history_terminal_id, numpy_after.history_terminal_id)
+    np.testing.assert_array_equal(kernel_after.last_time_us, numpy_after.last_time_us)
+    for name, values in numpy_after.stats.__dict__.items():
+        np.testing.assert_allclose(getattr(kernel_after.stats, name), values, rtol=1e-12,
+                                   err_msg=name)  # fmt: skip
+    assert kernel_after.bounds[-1] - kernel_after.bounds[-2] == f.MAX_HISTORY  # pruned to it
+    assert 0 < kernel_feats["customer_terminal_is_new"].sum() < len(group)
+
+
+def test_compiled_kernel_is_what_runs_when_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fraudops import kernels, realtime
+    from fraudops.settings import get_settings
+
+    calls = []
+    monkeypatch.setattr(kernels, "advance_groups", lambda *a: calls.append(a) or
+                        kernels._advance_groups(*a))  # fmt: skip
+    batch, group, time_us, amount, terminal = random_batch(np.random.default_rng(3), 5, 20, 9)
+    for compiled in ("false", "true"):
+        monkeypatch.setenv("FRAUDOPS_COMPILED", compiled)
+        get_settings.cache_clear()
+        realtime.advance_batch(batch, group, time_us, amount, terminal)
+    get_settings.cache_clear()
+    assert len(calls) == 1
