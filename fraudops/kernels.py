@@ -258,11 +258,14 @@ def _advance_groups(
     return features, out_bounds, out_src[:kept], out_t[:kept], out_a[:kept], after, out_last
 
 
-advance_groups: Any = (
-    numba.njit(cache=True, nogil=True, error_model="numpy")(_advance_groups)
-    if numba is not None
-    else _advance_groups
-)
+def _compiled(function: Any) -> Any:
+    """numba's compiled version of ``function`` (the function itself without numba)."""
+    if numba is None:
+        return function
+    return numba.njit(cache=True, nogil=True, error_model="numpy")(function)
+
+
+advance_groups = _compiled(_advance_groups)
 
 
 def advance(
@@ -296,10 +299,62 @@ def _c(values: Any, dtype: Any) -> np.ndarray:
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the kernel now, not at the first request:
-    measured here, 2.6 s to compile, 0.6 s to load."""
+    """Compile (or load from numba's cache) the kernels now, not at the first request:
+    measured here, 2.6 s to compile the feature kernel, 0.6 s to load it."""
     if not available():
         return
     none, one = np.zeros(0, np.int64), np.zeros(1, np.int64)
     advance(np.zeros(2, np.int64), none, np.zeros(0), none, f.RunningStats.empty(), one, one,
             one, np.ones(1), one)  # fmt: skip
+    encode_int64_lists(np.zeros(2, np.int64), one, 0x72, 0x0A)
+
+
+# --- the state codec: packed int64 lists ----------------------------------------------------
+@_compiled
+def _varint_size(value: Any) -> int:
+    size = 1
+    while value > 0x7F:
+        value >>= np.uint64(7)
+        size += 1
+    return size
+
+
+@_compiled
+def _put_varint(out: np.ndarray, pos: int, value: Any) -> int:
+    while value > 0x7F:
+        out[pos] = (value & np.uint64(0x7F)) | np.uint64(0x80)
+        value >>= np.uint64(7)
+        pos += 1
+    out[pos] = value
+    return pos + 1
+
+
+@_compiled
+def encode_int64_lists(
+    bounds: np.ndarray, values: np.ndarray, value_tag: int, list_tag: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each group ``g``, the serialized ``Value`` holding ``values[bounds[g]:bounds[g+1]]``
+    as a packed int64 list: ``value_tag``, the length, then (unless empty) ``list_tag``, the
+    length and the varints (negatives as ten bytes), byte for byte what protobuf writes
+    (tested). One buffer for all groups: group ``g``'s bytes are ``ends[g]:ends[g+1]``."""
+    groups = len(bounds) - 1
+    out = np.empty(10 * len(values) + 23 * groups, dtype=np.uint8)
+    ends = np.zeros(groups + 1, dtype=np.int64)
+    pos = 0
+    for g in range(groups):
+        size = 0
+        for p in range(bounds[g], bounds[g + 1]):
+            size += _varint_size(np.uint64(values[p]))
+        out[pos] = value_tag
+        pos += 1
+        if size == 0:
+            out[pos] = 0
+            pos += 1
+        else:
+            pos = _put_varint(out, pos, np.uint64(1 + _varint_size(np.uint64(size)) + size))
+            out[pos] = list_tag
+            pos = _put_varint(out, pos + 1, np.uint64(size))
+            for p in range(bounds[g], bounds[g + 1]):
+                pos = _put_varint(out, pos, np.uint64(values[p]))
+        ends[g + 1] = pos
+    return out[:pos], ends

@@ -153,21 +153,8 @@ def test_terminal_risk_uses_only_known_labels() -> None:
     assert t2.loc[at(12), "terminal_risk_28d"] == 0  # c's label is still in the future
 
 
-@pytest.fixture(params=["compiled", "numpy"])
-def advance_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """``advance_batch`` by the compiled kernel, then by the numpy functions."""
-    from fraudops import kernels
-    from fraudops.settings import get_settings
-
-    monkeypatch.setenv("FRAUDOPS_COMPILED", str(request.param == "compiled").lower())
-    get_settings.cache_clear()
-    assert kernels.available() == (request.param == "compiled")
-    yield request.param
-    get_settings.cache_clear()
-
-
 def test_batches_of_many_customers_equal_the_offline_build(
-    transactions: pd.DataFrame, advance_path: str
+    transactions: pd.DataFrame, compiled_path: str
 ) -> None:
     """The multi-customer path (stream micro-batches, /score_batch)."""
     from fraudops.realtime import score_and_advance_batch
@@ -229,7 +216,7 @@ def test_single_transaction_path_equals_the_vectorised_one(transactions: pd.Data
 
 
 def test_batches_with_late_events_equal_one_customer_at_a_time(
-    transactions: pd.DataFrame, advance_path: str
+    transactions: pd.DataFrame, compiled_path: str
 ) -> None:
     """Micro-batches whose events arrive out of time order (late events, several per
     customer) give the features and states of :func:`score_and_advance` on each

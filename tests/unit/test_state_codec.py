@@ -89,9 +89,10 @@ def fixed_width_state(n: int, rng: np.random.Generator) -> CustomerState:
 
 
 @pytest.mark.parametrize("make", [state, fixed_width_state], ids=["mixed ids", "fixed-width ids"])
-def test_batch_codec_equals_the_per_customer_one(make) -> None:  # type: ignore[no-untyped-def]
+def test_batch_codec_equals_the_per_customer_one(make, compiled_path: str) -> None:  # type: ignore[no-untyped-def]
     """encode_state_batch writes encode_state's bytes; decode_state_batch reads them back,
-    whether terminal ids are fixed-width ASCII (numpy's fast path) or not."""
+    whether terminal ids are fixed-width ASCII (numpy's fast path) or not, with the compiled
+    encoder and without."""
     rng = np.random.default_rng(7)
     states = [make(n, rng) for n in (3, 0, 1, 250, 2_000, 17)]
     batch = batch_of(states)
@@ -141,3 +142,19 @@ def test_state_lists_of_different_lengths_are_an_error() -> None:
     _, amounts, terminals, *rest = encode_state(state(4, rng))
     with pytest.raises(ValueError, match="'broken'"):
         decode_state_batch(["broken"], [[times, amounts, terminals, *rest]])
+
+
+def test_compiled_int64_list_encoder_writes_protobufs_bytes() -> None:
+    """Lists with negatives (ten-byte varints), zeros, large values and empty lists."""
+    from fraudops.kernels import encode_int64_lists
+
+    rng = np.random.default_rng(5)
+    lists = [[-1, 0, 1, 127, 128, 2**62, -(2**63), 2**63 - 1], [],
+             rng.integers(-(2**40), 2**40, 300).tolist(), [5], []]  # fmt: skip
+    bounds = np.concatenate([[0], np.cumsum([len(v) for v in lists])]).astype(np.int64)
+    values = np.array([v for one in lists for v in one], dtype=np.int64)
+    buffer, ends = encode_int64_lists(bounds, values, 0x72, 0x0A)
+    blob = buffer.tobytes()
+    for g, one in enumerate(lists):
+        expected = ValueProto(int64_list_val=Int64List(val=one)).SerializeToString()
+        assert blob[ends[g] : ends[g + 1]] == expected
