@@ -306,7 +306,8 @@ def warm_up() -> None:
     none, one = np.zeros(0, np.int64), np.zeros(1, np.int64)
     advance(np.zeros(2, np.int64), none, np.zeros(0), none, f.RunningStats.empty(), one, one,
             one, np.ones(1), one)  # fmt: skip
-    encode_int64_lists(np.zeros(2, np.int64), one, 0x72, 0x0A)
+    encoded, ends = encode_int64_lists(np.zeros(2, np.int64), one, 0x72, 0x0A)
+    decode_number_lists(encoded, ends[1:], 0x72, 0x0A, False)
 
 
 # --- the state codec: packed int64 lists ----------------------------------------------------
@@ -358,3 +359,68 @@ def encode_int64_lists(
                 pos = _put_varint(out, pos, np.uint64(values[p]))
         ends[g + 1] = pos
     return out[:pos], ends
+
+
+@_compiled
+def decode_number_lists(
+    data: np.ndarray, ends: np.ndarray, value_tag: int, list_tag: int, fixed64: bool
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The reverse of :func:`encode_int64_lists`, for int64 (varints) or double (``fixed64``)
+    lists: ``data[ends[g-1]:ends[g]]`` is group ``g``'s serialized ``Value`` (empty: an empty
+    list). Returns every value's 64 bits (to view as int64 or float64), each group's count,
+    and False where a Value is laid out otherwise (unpacked, another type): the caller
+    then decodes value by value."""
+    groups = len(ends)
+    bits = np.empty(len(data), dtype=np.uint64)
+    counts = np.zeros(groups, dtype=np.int64)
+    n = 0
+    start = 0
+    for g in range(groups):
+        end = ends[g]
+        pos = start
+        start = end
+        if pos == end:
+            continue
+        if data[pos] != value_tag:
+            return bits[:0], counts, False
+        length, pos = _get_varint(data, pos + 1, end)
+        if pos < 0 or pos + length != end:
+            return bits[:0], counts, False
+        if length == 0:
+            continue
+        if data[pos] != list_tag:
+            return bits[:0], counts, False
+        size, pos = _get_varint(data, pos + 1, end)
+        if pos < 0 or pos + size != end or (fixed64 and size % 8):
+            return bits[:0], counts, False
+        first = n
+        while pos < end:
+            if fixed64:
+                value = np.uint64(0)
+                for b in range(8):
+                    value |= np.uint64(data[pos + b]) << np.uint64(8 * b)
+                pos += 8
+            else:
+                value, pos = _get_varint(data, pos, end)
+                if pos < 0:
+                    return bits[:0], counts, False
+            bits[n] = value
+            n += 1
+        counts[g] = n - first
+    return bits[:n], counts, True
+
+
+@_compiled
+def _get_varint(data: np.ndarray, pos: int, end: int) -> tuple[Any, int]:
+    """A varint at ``pos`` and the position after it; position -1 if it runs past ``end``
+    or past ten bytes."""
+    value = np.uint64(0)
+    shift = 0
+    while pos < end and shift < 70:
+        byte = data[pos]
+        value |= np.uint64(byte & 0x7F) << np.uint64(shift)
+        pos += 1
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    return value, -1

@@ -114,7 +114,7 @@ def test_batch_codec_equals_the_per_customer_one(make, compiled_path: str) -> No
         assert encode_state_batch(decoded) == encoded
 
 
-def test_batch_decoder_reads_other_layouts_and_missing_customers() -> None:
+def test_batch_decoder_reads_other_layouts_and_missing_customers(compiled_path: str) -> None:
     """Values another writer laid out differently (unpacked ints, small numbers, a double
     stored as int64) and customers without a state decode as the per-value decoders read
     them."""
