@@ -45,6 +45,38 @@ def available() -> bool:
     return numba is not None and get_settings().compiled
 
 
+def _compiled(function: Any) -> Any:
+    """numba's compiled version of ``function`` (the function itself without numba)."""
+    if numba is None:
+        return function
+    return numba.njit(cache=True, nogil=True, error_model="numpy")(function)
+
+
+@_compiled
+def _window_start(times: np.ndarray, hi: int, start: int) -> int:
+    """The first of the entries before ``hi`` (sorted times) at or after ``start``."""
+    lo = hi
+    while lo > 0 and times[lo - 1] >= start:
+        lo -= 1
+    return lo
+
+
+@_compiled
+def _merged_stats(
+    n0: float, mean0: float, m2_0: float, shift: float, k: float, s: float, q: float
+) -> tuple[float, float, float]:
+    """Chan's merge of (count, mean, M2) with a block of ``k`` amounts whose sum and sum of
+    squares, less ``shift`` each, are ``s`` and ``q``: ``advance_running_grouped``'s
+    ``merge``, operation for operation."""
+    block_mean = shift + s / k if k > 0 else 0.0
+    block_m2 = max(q - s * s / k, 0.0) if k > 0 else 0.0
+    n = n0 + k
+    delta = block_mean - mean0
+    mean = mean0 + delta * k / n if n > 0 else 0.0
+    m2 = m2_0 + block_m2 + delta * delta * n0 * k / n if n > 0 else 0.0
+    return n, mean, m2
+
+
 def _advance_groups(
     bounds: np.ndarray,
     h_t: np.ndarray,
@@ -176,9 +208,7 @@ def _advance_groups(
                 hi += 1
             col = 0
             for w in range(len(long_widths)):
-                lo = hi
-                while lo > 0 and merged_t[lo - 1] >= t - long_widths[w]:
-                    lo -= 1
+                lo = _window_start(merged_t, hi, t - long_widths[w])
                 k = hi - lo
                 s = 0.0
                 sq = 0.0
@@ -190,9 +220,7 @@ def _advance_groups(
                 row[col], row[col + 1], row[col + 2] = k, avg, math.sqrt(var)
                 col += 3
             for w in range(len(short_widths)):
-                lo = hi
-                while lo > 0 and merged_t[lo - 1] >= t - short_widths[w]:
-                    lo -= 1
+                lo = _window_start(merged_t, hi, t - short_widths[w])
                 k = hi - lo
                 s = 0.0
                 distinct = 0
@@ -211,17 +239,10 @@ def _advance_groups(
                 col += 4
 
             # the running statistics before this query
-            kk = float(j - first[g])
-            s_ = cum_s[j] - base_s
-            q_ = cum_q[j] - base_q
-            block_mean = shift[g] + s_ / kk if kk > 0 else 0.0
-            block_m2 = max(q_ - s_ * s_ / kk, 0.0) if kk > 0 else 0.0
-            n_before = n0 + kk
-            delta = block_mean - mean0
-            mean_before = mean0 + delta * kk / n_before if n_before > 0 else 0.0
-            m2_before = (
-                m2_0 + block_m2 + delta * delta * n0 * kk / n_before if n_before > 0 else 0.0
-            )
+            n_before, mean_before, m2_before = _merged_stats(
+                n0, mean0, m2_0, shift[g], float(j - first[g]), cum_s[j] - base_s,
+                cum_q[j] - base_q,
+            )  # fmt: skip
             sin_before = sin_sum[g] + (cum_sin[j] - base_sin)
             cos_before = cos_sum[g] + (cum_cos[j] - base_cos)
             std = math.sqrt(m2_before / n_before if n_before > 0 else 0.0)
@@ -242,16 +263,10 @@ def _advance_groups(
             row[col + 3] = new
 
         # the state after the batch
-        kk = float(sizes[g])
-        s_ = cum_s[first[g + 1]] - base_s
-        q_ = cum_q[first[g + 1]] - base_q
-        block_mean = shift[g] + s_ / kk if kk > 0 else 0.0
-        block_m2 = max(q_ - s_ * s_ / kk, 0.0) if kk > 0 else 0.0
-        n_after = n0 + kk
-        delta = block_mean - mean0
-        after[0, g] = n_after
-        after[1, g] = mean0 + delta * kk / n_after if n_after > 0 else 0.0
-        after[2, g] = m2_0 + block_m2 + delta * delta * n0 * kk / n_after if n_after > 0 else 0.0
+        after[0, g], after[1, g], after[2, g] = _merged_stats(
+            n0, mean0, m2_0, shift[g], float(sizes[g]), cum_s[first[g + 1]] - base_s,
+            cum_q[first[g + 1]] - base_q,
+        )  # fmt: skip
         after[3, g] = sin_sum[g] + (cum_sin[first[g + 1]] - base_sin)
         after[4, g] = cos_sum[g] + (cum_cos[first[g + 1]] - base_cos)
         newest = merged_t[m - 1] if m > 0 else 0
@@ -262,13 +277,6 @@ def _advance_groups(
                 kept += 1
         out_bounds[g + 1] = kept
     return features, out_bounds, out_src[:kept], out_t[:kept], out_a[:kept], after, out_last
-
-
-def _compiled(function: Any) -> Any:
-    """numba's compiled version of ``function`` (the function itself without numba)."""
-    if numba is None:
-        return function
-    return numba.njit(cache=True, nogil=True, error_model="numpy")(function)
 
 
 advance_groups = _compiled(_advance_groups)
