@@ -15,7 +15,7 @@ they are what runs. The single-request path keeps its scalar maths
 
 :func:`warm_up` compiles the kernels when the scorer starts: 2.6-4.9 s the first time on a
 machine, then about 0.9 s to load them from numba's cache (next to this file, or in a
-user-wide cache directory where that is read-only).
+user-wide cache directory where that is read-only; see :func:`_compiled`).
 """
 
 from __future__ import annotations
@@ -46,10 +46,15 @@ def available() -> bool:
 
 
 def _compiled(function: Any) -> Any:
-    """numba's compiled version of ``function`` (the function itself without numba)."""
+    """numba's compiled version of ``function`` (the function itself without numba),
+    cached on disk where numba finds a writable directory for it, else compiled at every
+    start (a read-only file system without a writable home or ``NUMBA_CACHE_DIR``)."""
     if numba is None:
         return function
-    return numba.njit(cache=True, nogil=True, error_model="numpy")(function)
+    try:
+        return numba.njit(cache=True, nogil=True, error_model="numpy")(function)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True, error_model="numpy")(function)
 
 
 @_compiled
