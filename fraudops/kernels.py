@@ -389,7 +389,7 @@ def decode_number_lists(
     and False where a Value is laid out otherwise (unpacked, another type): the caller
     then decodes value by value."""
     groups = len(ends)
-    bits = np.empty(len(data), dtype=np.uint64)
+    bits = np.empty(len(data) // 8 + 1 if fixed64 else len(data), dtype=np.uint64)  # at most
     counts = np.zeros(groups, dtype=np.int64)
     n = 0
     start = 0
