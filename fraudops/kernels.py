@@ -300,14 +300,26 @@ def advance(
     code: np.ndarray,
 ) -> tuple[np.ndarray, ...]:
     """:func:`advance_groups` with the constants of :mod:`fraudops.features`. Arrays are
-    passed contiguous, so that numba compiles one specialisation (see :func:`warm_up`)."""
+    passed contiguous, so that numba compiles one specialisation (see :func:`warm_up`).
+    Shapes and indices are checked here: compiled code does not check its indexing, so a
+    bad group number would write outside the arrays instead of raising."""
     ints, floats = np.int64, np.float64
+    bounds, group = _c(bounds, ints), _c(group, ints)
+    groups, history = len(bounds) - 1, len(history_time_us)
+    stat_lengths = {len(getattr(stats, name)) for name in stats.__dict__}
+    if (
+        groups < 0 or bounds[0] != 0 or bounds[-1] != history or (np.diff(bounds) < 0).any()
+        or {len(history_amount), len(history_code)} != {history}
+        or stat_lengths | {len(last_time_us)} != {groups}
+        or {len(time_us), len(amount), len(code)} != {len(group)}
+        or (len(group) and (group.min() < 0 or group.max() >= groups))
+    ):  # fmt: skip
+        raise ValueError("advance: inconsistent state batch or transactions (shapes, groups)")
     return advance_groups(
-        _c(bounds, ints), _c(history_time_us, ints), _c(history_amount, floats),
-        _c(history_code, ints),
+        bounds, _c(history_time_us, ints), _c(history_amount, floats), _c(history_code, ints),
         *(_c(getattr(stats, name), floats)
           for name in ("count", "amount_mean", "amount_m2", "hour_sin_sum", "hour_cos_sum")),
-        _c(last_time_us, ints), _c(group, ints), _c(time_us, ints), _c(amount, floats),
+        _c(last_time_us, ints), group, _c(time_us, ints), _c(amount, floats),
         _c(code, ints), LONG_WIDTHS, SHORT_WIDTHS, f.HISTORY_US, f.MAX_HISTORY, f.DAY_US, f.HOUR_US,
         float(f.MICROS), float(f.SINCE_LAST_CAP_S), float(f.AMOUNT_STD_FLOOR),
     )  # fmt: skip
