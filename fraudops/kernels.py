@@ -34,8 +34,6 @@ except ImportError:  # pragma: no cover - numba is a dependency; the fallback is
 
 LONG_WIDTHS = np.array(list(f.CUSTOMER_LONG_WINDOWS.values()), dtype=np.int64)
 SHORT_WIDTHS = np.array(list(f.CUSTOMER_SHORT_WINDOWS.values()), dtype=np.int64)
-# the kernel writes features in CUSTOMER_ACTIVITY_FEATURES order: 3 per long window, 4 per
-# short window, then z-score, hour deviation, seconds since last, terminal is new
 
 
 def available() -> bool:
@@ -179,26 +177,18 @@ def _advance_groups(
     for g in range(groups):
         lo_h, hi_h = bounds[g], bounds[g + 1]
         # merge the history and the group's queries (history first at equal times)
-        m = 0
-        h = lo_h
-        for j in range(first[g], first[g + 1]):
-            i = order[j]
-            while h < hi_h and h_t[h] <= q_t[i]:
-                merged_t[m], merged_a[m], merged_code[m], merged_src[m] = (
-                    h_t[h],
-                    h_a[h],
-                    h_code[h],
-                    h,
-                )
-                m += 1
+        h, j, m = lo_h, first[g], 0
+        while h < hi_h or j < first[g + 1]:
+            if h < hi_h and (j == first[g + 1] or h_t[h] <= q_t[order[j]]):
+                merged_t[m], merged_a[m] = h_t[h], h_a[h]
+                merged_code[m], merged_src[m] = h_code[h], h
                 h += 1
-            merged_t[m], merged_a[m], merged_code[m] = q_t[i], q_a[i], q_code[i]
-            merged_src[m] = bounds[groups] + i
+            else:
+                i = order[j]
+                merged_t[m], merged_a[m], merged_code[m] = q_t[i], q_a[i], q_code[i]
+                merged_src[m] = bounds[groups] + i
+                j += 1
             m += 1
-        while h < hi_h:
-            merged_t[m], merged_a[m], merged_code[m], merged_src[m] = h_t[h], h_a[h], h_code[h], h
-            m += 1
-            h += 1
 
         n0, mean0, m2_0 = count[g], mean[g], m2[g]
         base_s, base_q = cum_s[first[g]], cum_q[first[g]]
