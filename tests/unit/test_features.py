@@ -3,6 +3,8 @@ transaction at a time) gives the offline build's values."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -265,9 +267,15 @@ def test_batches_with_late_events_equal_one_customer_at_a_time(
             assert ours[name] == pytest.approx(theirs[name], rel=1e-9), name
 
 
-def random_batch(rng: np.random.Generator, customers: int, history: int, queries: int):
+def random_batch(
+    rng: np.random.Generator, customers: int, history: int, queries: int, ids: str = "str"
+):
     """A state batch of random histories (some empty, one at MAX_HISTORY) and queries of
-    those customers, some late, some at equal times, terminals from a small set."""
+    those customers, some late, some at equal times, terminals from a small set. ``ids``:
+    the history's terminal ids as ``str`` objects, or as fixed-width bytes as the state
+    decoder returns them, of 4 bytes (``S4``) or of 13 (``S13``: two words that differ
+    only in the second)."""
+    prefix = "terminal-0" if ids == "S13" else "t"
     from fraudops.realtime import StateBatch
 
     lengths = rng.integers(0, history, customers)
@@ -278,7 +286,7 @@ def random_batch(rng: np.random.Generator, customers: int, history: int, queries
         days = 35 if n < f.MAX_HISTORY else 5  # the full one: dense, pruned by count
         times.append(np.sort(start + rng.integers(0, days * 24 * 60, n) * MIN))
         amounts.append(np.round(rng.gamma(2.0, 30.0, n), 2))
-        terminals.append(rng.choice([f"t{k:03d}" for k in range(12)], n).astype(object))
+        terminals.append(rng.choice([f"{prefix}{k:03d}" for k in range(12)], n).astype(object))
     stats = f.RunningStats(*(rng.normal(0, 50, customers) for _ in range(5)))
     stats.count[:] = np.maximum(lengths, rng.integers(0, 3, customers)).astype(float)
     stats.amount_m2[:] = np.abs(stats.amount_m2) * stats.count
@@ -292,21 +300,27 @@ def random_batch(rng: np.random.Generator, customers: int, history: int, queries
     time_us = newest + rng.integers(-3 * 60, 20, queries) * MIN  # some before the newest
     time_us[1::7] = time_us[::7][: len(time_us[1::7])]  # equal times
     amount = np.round(rng.gamma(2.0, 30.0, queries), 2)
-    terminal = rng.choice([f"t{k:03d}" for k in range(15)], queries).astype(object)
+    terminal = rng.choice([f"{prefix}{k:03d}" for k in range(15)], queries).astype(object)
+    if ids != "str":
+        batch = dataclasses.replace(
+            batch, history_terminal_id=batch.history_terminal_id.astype(str).astype(ids)
+        )
     return batch, group, time_us, amount, terminal
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize(("seed", "ids"), [(0, "str"), (1, "S4"), (2, "S13")])
 def test_compiled_kernel_equals_the_numpy_functions(
-    seed: int, monkeypatch: pytest.MonkeyPatch
+    seed: int, ids: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The kernel (fraudops.kernels) against advance_batch's numpy path on random batches:
-    the same features, the same kept histories and terminals, the same running stats."""
+    the same features, the same kept histories and terminals, the same running stats; with
+    terminal ids as strings and as the decoder's fixed-width bytes (compared by their words
+    in the kernel, by their codes in numpy)."""
     from fraudops.realtime import advance_batch
     from fraudops.settings import get_settings
 
     batch, group, time_us, amount, terminal = random_batch(
-        np.random.default_rng(seed), customers=40, history=300, queries=200
+        np.random.default_rng(seed), customers=40, history=300, queries=200, ids=ids
     )
     results = {}
     for compiled in ("true", "false"):

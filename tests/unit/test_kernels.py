@@ -37,9 +37,10 @@ def test_inconsistent_inputs_raise_instead_of_reaching_compiled_code() -> None:
 
     def run(bounds=(0, 0), group=(0,), history=0):  # type: ignore[no-untyped-def]
         times = np.zeros(history, np.int64)
-        return kernels.advance(np.array(bounds), times, np.zeros(history), times,
+        ids = np.zeros((history + 1, 1), np.int64)
+        return kernels.advance(np.array(bounds), times, np.zeros(history),
                                f.RunningStats.empty(), one, np.array(group), one, np.ones(1),
-                               one)  # fmt: skip
+                               ids)  # fmt: skip
 
     assert run()[0].shape == (1, len(f.CUSTOMER_ACTIVITY_FEATURES))
     for bad in ({"group": (1,)}, {"group": (-1,)}, {"bounds": (0, 2)}, {"bounds": (0, 0, 0)},
