@@ -11,7 +11,10 @@ doubles as a walkthrough:
 6. chargebacks for the first replayed day arrive: ingest them as labels;
 7. run the monitor on the replayed traffic; print what happened and where to look.
 
-State lives in ``data/demo`` (FRAUDOPS_DATA_DIR overrides); running it again starts afresh.
+State lives in ``data/demo`` (``--data-dir``); running it again starts afresh. The demo
+uses the embedded defaults whatever ``FRAUDOPS_*`` variables or ``.env`` say, so it never
+writes to the Redis, database or MLflow server of a real installation; ``--use-settings``
+runs it against those services instead (the end-to-end test does, on services of its own).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -66,21 +70,63 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise TimeoutError(f"bentoml serve not ready after {timeout} s")
 
 
+MARKER = ".fraudops-demo"  # in a data directory the demo made, and may delete
+
+
+def demo_environment(data: Path, use_settings: bool) -> dict[str, str]:
+    """The environment of the demo's commands: the embedded defaults under ``data``
+    (``FRAUDOPS_*`` of the caller dropped, and set explicitly so that a ``.env`` cannot
+    point the demo at real services), or the caller's settings with ``use_settings``.
+    The API key is a new random one: no known key is ever accepted by the demo's API."""
+    env = {k: v for k, v in os.environ.items() if use_settings or not k.startswith("FRAUDOPS_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["FRAUDOPS_DATA_DIR"] = str(data)
+    env["FRAUDOPS_API_KEY"] = secrets.token_urlsafe(24)
+    if not use_settings:
+        env.update({
+            "FRAUDOPS_ENVIRONMENT": "local",
+            "FRAUDOPS_ONLINE_STORE": "sqlite",
+            "FRAUDOPS_DATABASE_URL": f"sqlite:///{data / 'predictions.db'}",
+            "FRAUDOPS_MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow.db'}",
+        })  # fmt: skip
+    return env
+
+
+def fresh_data_dir(data: Path) -> None:
+    """Start from an empty ``data``: delete it only if an earlier demo made it."""
+    if data.exists():
+        if any(data.iterdir()) and not (data / MARKER).exists():
+            raise SystemExit(
+                f"{data} exists and was not made by the demo, so the demo will not delete it: "
+                "choose another --data-dir, or empty it yourself"
+            )
+        shutil.rmtree(data)
+    data.mkdir(parents=True)
+    (data / MARKER).write_text("made by scripts/demo.py; deleted when the demo runs again\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description="Run the whole FraudOps loop on embedded defaults."
     )
+    parser.add_argument(
+        "--data-dir", type=Path, default=ROOT / "data" / "demo",
+        help="where the demo keeps its state (deleted and made afresh at each run)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--use-settings", action="store_true",
+        help="use the FRAUDOPS_* settings of the environment and .env (Redis, PostgreSQL, "
+        "an MLflow server) instead of the embedded defaults: the demo then trains, promotes "
+        "and writes there",
+    )  # fmt: skip
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--terminals", type=int, default=2000)
     # enough days for a 30-day customer history before the training window
     parser.add_argument("--days", type=int, default=60)
     args = parser.parse_args()
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    data = Path(env.setdefault("FRAUDOPS_DATA_DIR", str(ROOT / "data" / "demo")))
-    env.setdefault("FRAUDOPS_API_KEY", "demo-key")
-    if data.exists():
-        shutil.rmtree(data)
+    data = args.data_dir.expanduser().resolve()
+    fresh_data_dir(data)
+    env = demo_environment(data, args.use_settings)
     raw = data / "raw"
     today = datetime.now(UTC).date()
     start = today - timedelta(days=args.days)
@@ -140,8 +186,6 @@ def main() -> int:
             "http",
             "--url",
             url,
-            "--api-key",
-            env["FRAUDOPS_API_KEY"],
             "--json-out",
             str(replay_json),
             env=env,

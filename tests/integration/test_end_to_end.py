@@ -67,7 +67,8 @@ def test_demo_against_redis_postgresql_and_an_mlflow_server(
             "FRAUDOPS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
         })  # fmt: skip
         demo = subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "demo.py"),
+            [sys.executable, str(ROOT / "scripts" / "demo.py"), "--use-settings",
+             "--data-dir", str(tmp_path / "data"),
              "--customers", "300", "--terminals", "600", "--days", "30"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
         )  # fmt: skip
