@@ -57,7 +57,10 @@ class NoopScorer:
 
     @bentoml.api(route="/score_batch")
     async def score_batch(
-        self, transactions: Annotated[list[Transaction], Field(min_length=1, max_length=1000)]
+        self,
+        transactions: Annotated[
+            list[Transaction], Field(min_length=1, max_length=get_settings().max_batch_size)
+        ],
     ) -> BatchScores:
         """Up to 1,000 transactions: the same approval for each, in order."""
         return BatchScores(results=[constant_score(t) for t in transactions])

@@ -20,7 +20,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def settings_table() -> str:
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
-        default = field.default
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, list):  # as the variable is written: comma-separated
+            default = ",".join(map(str, default))
         shown = "unset" if default is None else f"`{default}`"
         description = (field.description or "").replace("|", "\\|")
         rows.append(f"| `FRAUDOPS_{name.upper()}` | {shown} | {description} |")

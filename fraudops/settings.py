@@ -196,7 +196,10 @@ class Settings(MonitorSettings):
     reload_interval_seconds: float = Field(
         15.0, gt=0, description="How often the scorer checks which version is @champion."
     )
-    max_batch_size: int = Field(1000, ge=1, description="Most transactions per /score_batch call.")
+    max_batch_size: int = Field(
+        1000, ge=1, le=1000,
+        description="Most transactions per /score_batch call (the API's limit is 1,000).",
+    )  # fmt: skip
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest accepted request body.")
     workers: int = Field(
         1,

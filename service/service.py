@@ -18,9 +18,11 @@ import signal
 import threading
 import time
 from collections import Counter
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any
 
 import bentoml
+from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from pydantic import BaseModel, Field
 
 from fraudops.contract import Transaction
@@ -130,7 +132,6 @@ class FraudScorer:
         show_operational_logs()
         tune_gc()
         settings = get_settings()
-        self.max_batch = settings.max_batch_size
         # a spool file of this worker's own: workers and replicas may share the data directory
         self.spool = claim_spool(settings.data_dir / "spool", "predictions")
         prediction_log = PredictionLog(settings.resolved_database_url, self.spool.path).start()
@@ -176,17 +177,33 @@ class FraudScorer:
 
     @bentoml.api(route="/score_batch")
     async def score_batch(
-        self, transactions: Annotated[list[Transaction], Field(min_length=1, max_length=1000)]
+        self,
+        transactions: Annotated[
+            list[Transaction], Field(min_length=1, max_length=_settings.max_batch_size)
+        ],
     ) -> BatchScores:
-        """Score up to 1,000 transactions; results in the same order."""
+        """Score up to ``FRAUDOPS_MAX_BATCH_SIZE`` (1,000) transactions; results in order."""
         results = self.core.score(transactions)
         self.metrics.scored(results)
         return BatchScores(results=[Score.model_validate(r.as_dict()) for r in results])
 
     @bentoml.api(route="/admin/reload")
     def reload(self) -> Reloaded:
-        """Load the current @champion now (the service also polls for it)."""
-        changed, version = self.core.reload()
+        """Load the current @champion now (the service also polls for it). 409 when the
+        registry has no usable champion, 503 when it cannot be read; either way the model
+        being served goes on scoring."""
+        from fraudops.scoring import NotReady
+
+        serving = f"still scoring with version {self.core.current.version}"
+        try:
+            changed, version = self.core.reload()
+        except NotReady as exc:
+            raise BentoMLException(f"{exc}; {serving}", error_code=HTTPStatus.CONFLICT) from exc
+        except Exception as exc:  # MLflow unreachable, artifacts missing
+            log.warning("reload failed, %s: %s", serving, exc)
+            raise ServiceUnavailable(
+                f"the model registry could not be read ({exc}); {serving}"
+            ) from exc
         self.metrics.status(self.core.status())
         return Reloaded(changed=changed, model_version=version)
 

@@ -4,6 +4,7 @@ cut; plus the API contract through the ASGI app in-process."""
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -27,6 +28,7 @@ from tests.integration.conftest import (
 from tests.proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-not-a-secret"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 SCORE_FIELDS = {"transaction_id", "fraud_probability", "decision", "reasons", "model_version",
@@ -379,6 +381,45 @@ def test_promotion_under_load_fails_no_request(stack: Stack) -> None:
     assert seen[report.model_version] > 0 and seen["1"] > 0
     switch = versions.index(report.model_version)
     assert set(versions[switch:]) == {report.model_version}  # no flapping back
+
+
+def test_reload_without_a_champion_is_a_409_and_scoring_goes_on(stack: Stack) -> None:
+    """Someone removed the alias: /admin/reload says why, and the model being served
+    keeps scoring (the alias is put back afterwards)."""
+    from fraudops import registry
+    from fraudops.settings import get_settings
+
+    with environment(stack.values):
+        settings = get_settings()
+        client = registry.configure(settings)
+        champion = client.get_model_version_by_alias(settings.model_name, "champion").version
+        client.delete_registered_model_alias(settings.model_name, "champion")
+        try:
+            reload = stack.post("/admin/reload", {})
+            assert reload.status_code == 409, reload.text
+            assert "no version of fraud-detector has alias @champion" in reload.text
+            assert f"still scoring with version {champion}" in reload.text
+            scored = stack.post("/score", {"transaction": transaction()})
+            assert scored.status_code == 200 and scored.json()["model_version"] == str(champion)
+        finally:
+            client.set_registered_model_alias(settings.model_name, "champion", champion)
+
+
+def test_the_batch_limit_is_the_setting(tmp_path: Path) -> None:
+    """FRAUDOPS_MAX_BATCH_SIZE is the /score_batch limit in the API (and its schema)."""
+    import subprocess
+    import sys
+
+    check = (
+        "from service.service import FraudScorer; "
+        "schema = FraudScorer.apis['score_batch'].input_spec.model_json_schema(); "
+        "print(schema['properties']['transactions']['maxItems'])"
+    )
+    env = {**os.environ, "FRAUDOPS_MAX_BATCH_SIZE": "5", "FRAUDOPS_DATA_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", check], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "5"
 
 
 # --- in-process, through the ASGI app ------------------------------------------------------

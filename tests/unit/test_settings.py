@@ -71,3 +71,16 @@ def test_readme_settings_table_is_generated_from_the_settings_class() -> None:
 
     text = README.read_text()
     assert render(text) == text, "run `python -m fraudops.docs` to regenerate the table"
+
+
+def test_the_table_shows_every_default_as_a_variable_would_be_written() -> None:
+    """Defaults made by a factory are shown too (not pydantic's 'undefined'), and each
+    shown default, set as the variable, gives the default back."""
+    from fraudops.docs import settings_table
+
+    rows = [line.split(" | ") for line in settings_table().splitlines()[2:]]
+    assert not [row for row in rows if "Undefined" in row[1]]
+    assert any(row[1] == "`tx_is_weekend`" for row in rows)  # a list, from default_factory
+    assert Settings(drift_ignore_features="tx_is_weekend").drift_ignore_features == (
+        Settings().drift_ignore_features
+    )
