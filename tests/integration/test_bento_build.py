@@ -11,8 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.conftest import service_missing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,9 +22,7 @@ def test_bentoml_build_makes_a_bento_of_the_scorer(tmp_path: Path) -> None:
     # BentoML builds with uv: `uv run` exports its own path as UV; otherwise use PATH.
     uv = os.environ.get("UV") or shutil.which("uv")
     if uv is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("uv not found: bentoml build needs it on PATH")
-        pytest.skip("uv not found: bentoml build needs it on PATH")
+        service_missing("uv", "not found: bentoml build needs it on PATH (make setup)")
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"),
            "PATH": f"{Path(uv).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
     bentoml = Path(sys.executable).with_name("bentoml")

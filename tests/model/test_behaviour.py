@@ -125,6 +125,8 @@ def test_a_compromised_terminal_history_raises_the_score(trained: Trained) -> No
 
 
 def test_the_transaction_id_does_not_change_the_score(trained: Trained) -> None:
+    """Invariance: an id is not evidence. Guards the feature path (a feature derived from
+    the id, a hash of it in a request feature) rather than today's model."""
     for state, tx, _ in scenario(trained, n=20):
         other = tx.copy()
         other[c.TRANSACTION_ID] = "a-completely-different-id"

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.conftest import service_missing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,9 +26,7 @@ def uv_command() -> list[str] | None:
 def test_requirements_lock_is_the_export_of_uv_lock(tmp_path: Path) -> None:
     uv = uv_command()
     if uv is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("uv is not installed (make setup installs it)")
-        pytest.skip("uv is not installed (make setup installs it)")
+        service_missing("uv", "not installed (make setup installs it)")
     exported = tmp_path / "requirements.lock.txt"
     done = subprocess.run(
         [*uv, "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project",
