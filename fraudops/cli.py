@@ -48,6 +48,24 @@ def main(
     )
     for noisy in ("httpx", "httpcore"):  # a line per request would drown the summaries
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    check_settings()
+
+
+def check_settings() -> None:
+    """Stop with the variables at fault when the settings do not validate (a typo in an
+    environment variable or ``.env``), before any command runs."""
+    from pydantic import ValidationError
+
+    try:
+        get_settings()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            variable = f"FRAUDOPS_{field.upper()}" if field else "settings"
+            got = f" (got {error['input']!r})" if "input" in error and field else ""
+            lines.append(f"{variable}: {error['msg']}{got}")
+        raise fail("invalid settings (environment or .env):\n  " + "\n  ".join(lines)) from None
 
 
 def progress_bar() -> Progress:

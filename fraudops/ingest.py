@@ -67,12 +67,30 @@ def read_table(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise ValidationFailed([Problem(str(path), None, None, "an existing file")])
     if suffix == ".csv":
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
+        try:
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
+        except pd.errors.EmptyDataError:
+            raise ValidationFailed(
+                [Problem(str(path), None, None, "a CSV file with a header row", "an empty file")]
+            ) from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise ValidationFailed(
+                [Problem(str(path), None, None, "a UTF-8 CSV file", _first_line(exc))]
+            ) from None
     if suffix in {".parquet", ".pq"}:
-        return pd.read_parquet(path)
+        try:
+            return pd.read_parquet(path)
+        except (pa.ArrowException, OSError) as exc:  # truncated, not parquet, unreadable
+            raise ValidationFailed(
+                [Problem(str(path), None, None, "a readable parquet file", _first_line(exc))]
+            ) from None
     raise ValidationFailed(
         [Problem(str(path), None, None, "a .csv or .parquet file", f"'{path.suffix}'")]
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
 
 
 class _Checker:
@@ -152,9 +170,13 @@ def _require_columns(df: pd.DataFrame, columns: Iterable[str], check: _Checker) 
 
 
 def validate_transactions(
-    df: pd.DataFrame, name: str = "<data>", label_delay: pd.Timedelta | None = None
+    df: pd.DataFrame,
+    name: str = "<data>",
+    label_delay: pd.Timedelta | None = None,
+    in_file_order: bool = False,
 ) -> pd.DataFrame:
-    """Return the data in contract types, or raise ValidationFailed naming every bad cell."""
+    """Return the data in contract types, sorted by time (or as the file has them, so that
+    later checks can name rows), or raise ValidationFailed naming every bad cell."""
     label_delay = label_delay if label_delay is not None else pd.Timedelta(c.DEFAULT_LABEL_DELAY)
     check = _Checker(name)
     _require_columns(df, c.TRANSACTION_COLUMNS, check)
@@ -193,11 +215,12 @@ def validate_transactions(
         for col in (*c.TRANSACTION_COLUMNS, *c.LABEL_COLUMNS, c.FRAUD_SCENARIO)
         if col in out.columns
     ]
-    return (
-        out[order]
-        .sort_values([c.TIMESTAMP, c.TRANSACTION_ID], kind="stable")
-        .reset_index(drop=True)
-    )
+    return out[order] if in_file_order else by_time(out[order])
+
+
+def by_time(df: pd.DataFrame) -> pd.DataFrame:
+    """Transactions in the offline table's order: by time, then id."""
+    return df.sort_values([c.TIMESTAMP, c.TRANSACTION_ID], kind="stable").reset_index(drop=True)
 
 
 def _parse_labels(
@@ -254,8 +277,9 @@ def ingest_transactions(
     an update); ``replace=True`` swaps the whole table instead.
     """
     df = validate_transactions(
-        read_table(source), name=source.name, label_delay=pd.Timedelta(days=label_delay_days)
-    )
+        read_table(source), name=source.name, label_delay=pd.Timedelta(days=label_delay_days),
+        in_file_order=True,  # rows named as the file numbers them
+    )  # fmt: skip
     if destination.exists() and not replace:
         existing = pd.read_parquet(destination)
         clash = df[c.TRANSACTION_ID].isin(existing[c.TRANSACTION_ID]).to_numpy()
@@ -267,8 +291,7 @@ def ingest_transactions(
             df[c.TRANSACTION_ID],
         )
         check.raise_if_any()
-        df = pd.concat([existing, df], ignore_index=True).sort_values(
-            [c.TIMESTAMP, c.TRANSACTION_ID], kind="stable"
-        )
-    write_parquet_atomic(df.reset_index(drop=True), destination)
+        df = pd.concat([existing, df], ignore_index=True)
+    df = by_time(df)
+    write_parquet_atomic(df, destination)
     return df

@@ -119,8 +119,15 @@ def load_uri(client: Any, uri: str) -> RegisteredModel:
         if found is None:
             raise LookupError(f"no version of {name} has alias @{alias}")
         return found
-    name, version = ref.split("/", 1)
-    return load_version(client, name, version)
+    name, _, version = ref.partition("/")
+    if not name or not version:
+        raise ValueError(f"expected models:/<name>@<alias> or models:/<name>/<version>, got {uri}")
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return load_version(client, name, version)
+    except MlflowException as exc:  # no such model or version
+        raise LookupError(f"{uri}: {exc.message}") from None
 
 
 def set_alias(client: Any, name: str, alias: str, version: str) -> None:

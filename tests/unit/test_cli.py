@@ -60,3 +60,51 @@ def test_ingest_bad_file_names_row_and_column(settings: Settings) -> None:
     assert result.exit_code == 2
     assert "bad.csv, row 2, column 'amount'" in result.output
     assert not settings.transactions_path.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("empty.csv", b"", "a CSV file with a header row, got an empty file"),
+        ("broken.parquet", b"PAR1 not really parquet", "a readable parquet file"),
+        ("latin1.csv", "transaction_id\ncaf\xe9\n".encode("latin-1"), "a UTF-8 CSV file"),
+    ],
+)
+def test_unreadable_files_are_named_without_a_traceback(
+    settings: Settings, name: str, content: bytes, expected: str
+) -> None:
+    path = settings.data_dir / name
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    result = runner.invoke(app, ["ingest", str(path)])
+    assert result.exit_code == 2, result.output
+    assert name in result.output and expected in result.output
+    assert isinstance(result.exception, SystemExit)  # an exit with the message, no traceback
+
+
+def test_a_bad_setting_names_the_variable(settings: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from fraudops.settings import get_settings
+
+    monkeypatch.setenv("FRAUDOPS_ONLINE_STORE", "reddis")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["features", "build"])
+    assert result.exit_code == 2, result.output
+    assert "FRAUDOPS_ONLINE_STORE" in result.output and "'reddis'" in result.output
+    assert isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("models:/fraud-detector", "expected models:/<name>@<alias> or models:/<name>/<version>"),
+        ("models:/fraud-detector/7", "models:/fraud-detector/7"),
+        ("models:/fraud-detector@champion", "no version of fraud-detector has alias @champion"),
+    ],
+)
+def test_evaluate_names_a_model_that_is_not_there(
+    settings: Settings, uri: str, expected: str
+) -> None:
+    result = runner.invoke(app, ["evaluate", "--model-uri", uri, "--start", "2026-01-01"])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert isinstance(result.exception, SystemExit)

@@ -121,3 +121,21 @@ def test_append_refuses_ids_already_ingested_and_replace_swaps(tmp_path: Path) -
     more = write(tmp_path, GOOD_CSV.replace("tx", "ty"), "more.csv")
     assert len(ingest_transactions(more, dest)) == 6
     assert len(ingest_transactions(more, dest, replace=True)) == 3
+
+
+def test_an_id_already_ingested_is_named_by_its_row_in_the_file(tmp_path: Path) -> None:
+    """Rows are the file's, not the time order's: row 1 repeats an ingested id and row 2
+    is earlier in time."""
+    dest = tmp_path / "out.parquet"
+    ingest_transactions(write(tmp_path, GOOD_CSV), dest)
+    text = (
+        "transaction_id,timestamp,customer_id,terminal_id,amount,is_fraud\n"
+        "tx2,2026-01-06T10:00:00Z,c1,t1,1.0,0\n"
+        "tz9,2026-01-04T10:00:00Z,c1,t1,2.0,0\n"
+    )
+    with pytest.raises(ValidationFailed) as err:
+        ingest_transactions(write(tmp_path, text, "again.csv"), dest)
+    assert [(p.row, p.column, p.got) for p in err.value.problems] == [
+        (1, "transaction_id", "'tx2'")
+    ]
+    assert len(pd.read_parquet(dest)) == 3  # nothing written
