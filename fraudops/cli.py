@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -87,8 +88,9 @@ def stdout_for_results() -> Iterator[None]:
 
 
 def fail(message: str) -> typer.Exit:
-    """Print a message for people and return the exit to raise."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print a message for people and return the exit to raise. Not wrapped: paths and
+    commands in it stay whole, to copy."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -100,7 +102,9 @@ def simulate(
     start_date: Annotated[
         datetime, typer.Option(formats=["%Y-%m-%d"], help="First day (YYYY-MM-DD).")
     ] = datetime(2026, 4, 1),
-    seed: Annotated[int | None, typer.Option(help="Random seed [default: settings.seed].")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (default: FRAUDOPS_SEED, 42).")
+    ] = None,
     drift_date: Annotated[
         datetime | None,
         typer.Option(
@@ -109,7 +113,7 @@ def simulate(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(help="Output parquet [default: <data_dir>/raw/transactions.parquet]."),
+        typer.Option(help="Output parquet (default: <data_dir>/raw/transactions.parquet)."),
     ] = None,
 ) -> None:
     """Simulate labelled card transactions (Fraud Detection Handbook model, plus card testing
@@ -215,19 +219,28 @@ def features_apply() -> None:
     )
 
 
+class Engine(StrEnum):
+    auto = "auto"
+    fast = "fast"
+    feast = "feast"
+
+
 def _parse_every(value: str) -> int:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
-        return int(value[:-1]) * units[value[-1]]
-    except (KeyError, ValueError):
-        raise typer.BadParameter(f"expected a duration like 30s, 15m, 1h; got {value!r}") from None
+        seconds = int(value[:-1]) * units[value[-1]]
+    except (KeyError, ValueError, IndexError):
+        seconds = 0
+    if seconds <= 0:
+        raise typer.BadParameter(f"expected a positive duration like 30s, 15m, 1h; got {value!r}")
+    return seconds
 
 
 @app.command()
 def materialize(
     end: Annotated[
         datetime | None,
-        typer.Option(help="Materialize up to this UTC time [default: now]."),
+        typer.Option(help="Materialize up to this UTC time (default: now)."),
     ] = None,
     start: Annotated[
         datetime | None,
@@ -241,21 +254,24 @@ def materialize(
         bool, typer.Option("--rebuild", help="Run `features build` before each run.")
     ] = False,
     engine: Annotated[
-        str,
+        Engine,
         typer.Option(help="auto (fast writer with Redis, else Feast), fast, or feast."),
-    ] = "auto",
+    ] = Engine.auto,
 ) -> None:
     """Load the latest batch features into the online store (feast materialize-incremental).
 
     With --every it runs on a schedule (APScheduler, one run at a time; a run still going
     when the next is due is skipped and logged).
     """
-    from fraudops.materialize import materialize_once, run_schedule
+    from fraudops.materialize import NothingToMaterialize, materialize_once, run_schedule
 
     if every is None:
-        materialize_once(end=end, start=start, rebuild=rebuild, engine=engine)
+        try:
+            materialize_once(end=end, start=start, rebuild=rebuild, engine=engine.value)
+        except NothingToMaterialize as exc:
+            raise fail(str(exc)) from None
         return
-    run_schedule(_parse_every(every), rebuild=rebuild, engine=engine)
+    run_schedule(_parse_every(every), rebuild=rebuild, engine=engine.value)
 
 
 DateOption = Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"])]
@@ -267,18 +283,23 @@ def train(
         datetime | None,
         typer.Option(
             formats=["%Y-%m-%d"],
-            help="First training day [default: settings, or "
-            "the latest window whose test labels are known].",
+            help="First training day (default: FRAUDOPS_TRAIN_START, or "
+            "the latest window whose test labels are known).",
         ),
     ] = None,
     train_days: Annotated[
-        int | None, typer.Option(min=2, help="Training days [settings: 7].")
+        int | None, typer.Option(min=2, help="Training days (default: FRAUDOPS_TRAIN_DAYS, 7).")
     ] = None,
     delay_days: Annotated[
-        int | None, typer.Option(min=0, help="Gap = label delay [settings: 7].")
+        int | None,
+        typer.Option(min=0, help="Gap = label delay (default: FRAUDOPS_LABEL_DELAY_DAYS, 7)."),
     ] = None,
-    test_days: Annotated[int | None, typer.Option(min=1, help="Test days [settings: 7].")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed [settings: 42].")] = None,
+    test_days: Annotated[
+        int | None, typer.Option(min=1, help="Test days (default: FRAUDOPS_TEST_DAYS, 7).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (default: FRAUDOPS_SEED, 42).")
+    ] = None,
 ) -> None:
     """Train, calibrate and evaluate a model on Feast point-in-time features; log it to
     MLflow, register a new version of the model and give it the alias @challenger."""
@@ -335,11 +356,12 @@ def promote(
     start: Annotated[
         datetime | None,
         typer.Option(
-            formats=["%Y-%m-%d"], help="Comparison window start [default: latest labelled]."
+            formats=["%Y-%m-%d"], help="Comparison window start (default: the latest labelled)."
         ),
     ] = None,
     days: Annotated[
-        int | None, typer.Option(min=1, help="Comparison window days [settings: 7].")
+        int | None,
+        typer.Option(min=1, help="Comparison window days (default: FRAUDOPS_TEST_DAYS, 7)."),
     ] = None,
 ) -> None:
     """Move @champion to @challenger if it does not regress (ROC AUC, average precision,

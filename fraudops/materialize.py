@@ -17,6 +17,10 @@ from datetime import UTC, datetime
 log = logging.getLogger(__name__)
 
 
+class NothingToMaterialize(RuntimeError):
+    """No online feature view is registered with Feast."""
+
+
 def materialize_once(
     end: datetime | None = None,
     start: datetime | None = None,
@@ -38,6 +42,10 @@ def materialize_once(
     start = start.replace(tzinfo=start.tzinfo or UTC) if start is not None else None
     started = time.monotonic()
     store = get_store()
+    if not any(view.online for view in store.list_feature_views()):
+        raise NothingToMaterialize(
+            "no feature views are registered with Feast: run `fraudops features apply` first"
+        )
     if engine == "fast" or (engine == "auto" and settings.online_store == "redis"):
         from fraudops.redis_fast import fast_materialize
 

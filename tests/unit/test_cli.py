@@ -108,3 +108,43 @@ def test_evaluate_names_a_model_that_is_not_there(
     assert result.exit_code == 2, result.output
     assert expected in result.output
     assert isinstance(result.exception, SystemExit)
+
+
+def test_help_texts_survive_rich_markup() -> None:
+    """The help is rendered as rich markup, where "[default: ...]" is a tag that vanishes
+    (help read "Random seed ."): no option's help may contain one."""
+    import re
+
+    from typer.main import get_command
+
+    def commands(command, prefix=()):  # type: ignore[no-untyped-def]
+        yield prefix, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from commands(sub, (*prefix, name))
+
+    tags = []
+    for path, command in commands(get_command(app)):
+        for param in command.params:
+            if re.search(r"\[[a-zA-Z/]", getattr(param, "help", None) or ""):
+                tags.append((" ".join(path), param.name, param.help))
+    assert not tags
+    shown = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    assert "(default: FRAUDOPS_TRAIN_DAYS, 7)" in shown
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--engine", "bogus"], "'bogus' is not one of"),
+        (["--every", "0s"], "expected a positive duration"),
+        (["--every", "-5m"], "expected a positive duration"),
+        (["--every", "m"], "expected a positive duration"),
+        ([], "no feature views are registered with Feast: run `fraudops features apply` first"),
+    ],
+)
+def test_materialize_refuses_what_it_cannot_do(
+    settings: Settings, args: list[str], expected: str
+) -> None:
+    result = runner.invoke(app, ["materialize", *args], env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
