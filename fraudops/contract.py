@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 # --- column names ---------------------------------------------------------------------
 TRANSACTION_ID = "transaction_id"
@@ -44,6 +44,18 @@ class FraudScenario(IntEnum):
     ACCOUNT_TAKEOVER = 5  # far terminals, unusual hours, high amounts
 
 
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # JSON true/false: pydantic would read it as 1.0 or 0.0
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+def _text_or_datetime(value: Any) -> Any:
+    if not isinstance(value, str | datetime):  # epoch numbers: seconds or milliseconds?
+        raise ValueError("must be an ISO 8601 string, for example 2026-01-05T10:00:00Z")
+    return value
+
+
 def _finite_positive(value: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError("must be a finite number greater than 0")
@@ -70,7 +82,7 @@ class Transaction(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     transaction_id: Annotated[str, Field(min_length=1, max_length=128)]
-    timestamp: Annotated[datetime, AfterValidator(_utc)]
+    timestamp: Annotated[datetime, BeforeValidator(_text_or_datetime), AfterValidator(_utc)]
     customer_id: Annotated[str, Field(min_length=1, max_length=128)]
     terminal_id: Annotated[str, Field(min_length=1, max_length=128)]
-    amount: Annotated[float, AfterValidator(_finite_positive)]
+    amount: Annotated[float, BeforeValidator(_not_bool), AfterValidator(_finite_positive)]

@@ -134,9 +134,18 @@ def _parse_ids(df: pd.DataFrame, column: str, check: _Checker) -> pd.Series:
     return values.astype("string").str.strip().astype(object)
 
 
-def _parse_timestamps(values: pd.Series, column: str, check: _Checker) -> pd.Series:
+_ZONE = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"  # an ISO 8601 time's zone: Z, +01, +01:00, -0500
+
+
+def _parse_timestamps(
+    values: pd.Series, column: str, check: _Checker, optional: bool = False
+) -> pd.Series:
+    """Timestamps in UTC. Text must be ISO 8601 with a zone, as the API requires (a time
+    without one would be read as UTC, silently); typed parquet timestamps without a zone
+    are taken as UTC. ``optional``: empty cells are allowed (NaT)."""
     missing = _missing(values)
-    check.flag(missing, column, "a timestamp such as 2026-01-05T10:00:00Z", values)
+    if not optional:
+        check.flag(missing, column, "a timestamp such as 2026-01-05T10:00:00Z", values)
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = values if values.dt.tz is not None else values.dt.tz_localize("UTC")
         parsed = parsed.dt.tz_convert("UTC")
@@ -144,6 +153,9 @@ def _parse_timestamps(values: pd.Series, column: str, check: _Checker) -> pd.Ser
         parsed = pd.to_datetime(values.where(~missing), utc=True, errors="coerce", format="ISO8601")
         bad = parsed.isna().to_numpy() & ~missing
         check.flag(bad, column, "an ISO 8601 timestamp such as 2026-01-05T10:00:00Z", values)
+        zoneless = ~bad & ~missing & ~values.astype(str).str.strip().str.contains(_ZONE).to_numpy()
+        check.flag(zoneless, column, "a timestamp with a zone, such as 2026-01-05T10:00:00Z",
+                   values)  # fmt: skip
     outside = ((parsed < c.EARLIEST) | (parsed >= c.LATEST)).to_numpy()
     check.flag(outside, column, f"a time from {c.EARLIEST:%Y-%m-%d} to {c.LATEST:%Y-%m-%d}", values)
     return parsed
@@ -239,10 +251,7 @@ def _parse_labels(
         given = ~_missing(raw)
         label_ts = pd.Series(pd.NaT, index=df.index, dtype="datetime64[ns, UTC]")
         if given.any():
-            parsed = _parse_timestamps(raw.where(given), c.LABEL_TIMESTAMP, _Checker(check.name))
-            bad = parsed.isna().to_numpy() & given
-            check.flag(bad, c.LABEL_TIMESTAMP, "an ISO 8601 timestamp or an empty cell", raw)
-            label_ts = parsed
+            label_ts = _parse_timestamps(raw, c.LABEL_TIMESTAMP, check, optional=True)
         label_ts = label_ts.fillna(timestamps + label_delay)
         early = (label_ts < timestamps).to_numpy() & given
         check.flag(early, c.LABEL_TIMESTAMP, "a time at or after the transaction's timestamp", raw)

@@ -184,6 +184,8 @@ def _features(engine: sa.Engine, customer: str) -> list[dict] | None:
         (lambda t: t.update(amount="lots"), "amount"),
         (lambda t: t.update(timestamp="yesterday"), "timestamp"),
         (lambda t: t.update(timestamp="2026-05-11T10:00:00"), "timestamp"),
+        (lambda t: t.update(timestamp=1778493600), "timestamp"),
+        (lambda t: t.update(amount=True), "amount"),
         (lambda t: t.update(customer_id=17), "customer_id"),
         (lambda t: t.update(customer_id=""), "customer_id"),
     ],

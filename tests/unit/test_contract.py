@@ -25,6 +25,9 @@ def test_a_good_transaction_is_normalised_to_utc() -> None:
         ("amount", -5, "finite number greater than 0"),
         ("amount", "NaN", "finite number greater than 0"),
         ("customer_id", "", "at least 1 character"),
+        ("amount", True, "a number, not true or false"),  # pydantic would take 1.0
+        ("timestamp", 1767607200, "an ISO 8601 string"),  # seconds? milliseconds?
+        ("timestamp", False, "an ISO 8601 string"),
     ],
 )
 def test_bad_values_name_the_field(field: str, value: object, message: str) -> None:

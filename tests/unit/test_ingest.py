@@ -139,3 +139,23 @@ def test_an_id_already_ingested_is_named_by_its_row_in_the_file(tmp_path: Path) 
         (1, "transaction_id", "'tx2'")
     ]
     assert len(pd.read_parquet(dest)) == 3  # nothing written
+
+
+def test_timestamps_need_a_zone_and_label_times_a_range(tmp_path: Path) -> None:
+    """As the API: a text timestamp without a zone is refused, not read as UTC; a label
+    time outside 1970-2100 is named like any other bad cell."""
+    text = (
+        "transaction_id,timestamp,customer_id,terminal_id,amount,is_fraud,label_timestamp\n"
+        "a,2026-01-05T10:00:00,c,t,1,0,\n"
+        "b,2026-01-05T10:00:00+0100,c,t,1,0,1960-01-01T00:00:00Z\n"
+        "c,2026-01-05T10:00:00Z,c,t,1,1,2026-01-20 10:00:00\n"
+    )
+    with pytest.raises(ValidationFailed) as err:
+        ingest_transactions(write(tmp_path, text), tmp_path / "out.parquet")
+    found = {(p.row, p.column, p.expected) for p in err.value.problems}
+    assert found == {
+        (1, "timestamp", "a timestamp with a zone, such as 2026-01-05T10:00:00Z"),
+        (2, "label_timestamp", "a time from 1970-01-01 to 2100-01-01"),
+        (2, "label_timestamp", "a time at or after the transaction's timestamp"),
+        (3, "label_timestamp", "a timestamp with a zone, such as 2026-01-05T10:00:00Z"),
+    }
