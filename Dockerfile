@@ -14,6 +14,7 @@ COPY feature_repo ./feature_repo
 COPY service ./service
 COPY monitoring ./monitoring
 COPY dashboard ./dashboard
+COPY .streamlit ./.streamlit
 COPY bentofile.yaml ./
 RUN uv sync --frozen --no-dev
 ENV PATH=/app/.venv/bin:$PATH FRAUDOPS_DATA_DIR=/data

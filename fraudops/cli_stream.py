@@ -133,7 +133,11 @@ def replay(
     ),
     api_key: Annotated[
         str | None,
-        typer.Option(help="API key for --to http (default: FRAUDOPS_API_KEY).", show_default=False),
+        typer.Option(
+            help="API key for --to http (default: FRAUDOPS_API_KEY, which is better: a key "
+            "given here shows in the process list and the shell's history).",
+            show_default=False,
+        ),
     ] = None,
     batch: Annotated[
         int | None,

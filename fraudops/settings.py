@@ -21,6 +21,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "fraudops"}
+MIN_PRODUCTION_KEY_LENGTH = 16
 
 
 class MonitorSettings(BaseSettings):
@@ -103,7 +104,9 @@ class Settings(MonitorSettings):
     configuration is inherited from :class:`MonitorSettings`)."""
 
     environment: Literal["local", "test", "production"] = Field(
-        "local", description="Deployment environment; `production` refuses placeholder secrets."
+        "local",
+        description="Deployment environment; `production` requires an API key of at least "
+        "16 characters that is not a placeholder.",
     )
     data_dir: Path = Field(
         Path("data"),
@@ -236,15 +239,20 @@ class Settings(MonitorSettings):
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_production(self) -> Settings:
+        """In production the API needs a key, and one nobody can guess."""
+        if self.environment != "production":
+            return self
         key = self.api_key.get_secret_value() if self.api_key is not None else None
-        if (
-            self.environment == "production"
-            and key is not None
-            and key.lower() in PLACEHOLDER_SECRETS
-        ):
+        problem = (
+            "is not set: the scoring and admin endpoints would be open" if not key
+            else "is a placeholder" if key.lower() in PLACEHOLDER_SECRETS
+            else f"has {len(key)} characters, fewer than {MIN_PRODUCTION_KEY_LENGTH}"
+            if len(key) < MIN_PRODUCTION_KEY_LENGTH else None
+        )  # fmt: skip
+        if problem:
             raise ValueError(
-                "FRAUDOPS_API_KEY is a placeholder; set a real secret in production "
-                "(for example: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                f"FRAUDOPS_API_KEY {problem}; set a real secret in production (for example: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
         return self
 

@@ -72,3 +72,24 @@ def test_every_fraudops_variable_is_a_setting() -> None:
         variables = set((service.get("environment") or {}).keys())
         unknown = {v for v in variables if v.startswith("FRAUDOPS_")} - known
         assert not unknown, f"{name}: {unknown}"
+
+
+def test_only_the_scorer_is_published_beyond_this_host() -> None:
+    """MLflow and the dashboard have no authentication (and the scorer follows whatever
+    @champion MLflow names): they listen on the host's loopback only. The scorer's API
+    needs its key."""
+    open_ports = {
+        name: port
+        for name, service in services().items()
+        for port in service.get("ports", [])
+        if not str(port).startswith("127.0.0.1:")
+    }
+    assert open_ports == {"scorer": "3000:3000"}
+
+
+def test_the_image_carries_the_dashboards_streamlit_settings() -> None:
+    """.streamlit/config.toml turns off Streamlit's usage statistics: the image has it where
+    the dashboard runs (WORKDIR /app)."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "WORKDIR /app" in dockerfile and "COPY .streamlit ./.streamlit" in dockerfile
+    assert "gatherUsageStats = false" in (ROOT / ".streamlit" / "config.toml").read_text()

@@ -48,10 +48,16 @@ def test_bad_value_is_refused(settings: Settings, monkeypatch: pytest.MonkeyPatc
         Settings()
 
 
-def test_placeholder_api_key_refused_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match="placeholder"):
-        Settings(environment="production", api_key="changeme")
-    assert Settings(environment="local", api_key="changeme").api_key is not None
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [("changeme", "is a placeholder"), (None, "is not set"), ("short-key", "has 9 characters")],
+)
+def test_production_needs_a_real_api_key(key: str | None, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings(environment="production", api_key=key)
+    assert Settings(environment="local", api_key=key).environment == "local"
+    good = "k" * 16
+    assert Settings(environment="production", api_key=good).api_key.get_secret_value() == good
 
 
 def test_env_example_names_only_known_settings() -> None:
