@@ -74,14 +74,21 @@ def plan_windows(
     now: pd.Timestamp | None = None,
 ) -> Windows:
     """The training, validation and test windows; by default the latest whose test labels
-    are all known now."""
+    are all known now: the test window ends with the last day before the first transaction
+    whose label is still to come (later known labels would leave earlier frauds counted as
+    legitimate)."""
     day = pd.Timedelta(days=1)
     if train_start is None:
         now = now or pd.Timestamp.now(tz="UTC")
-        known = tx.loc[tx[c.LABEL_TIMESTAMP] <= now, c.TIMESTAMP]
-        if known.empty:
+        known = tx[c.LABEL_TIMESTAMP] <= now
+        if not known.any():
             raise ValueError("no transaction has a known label yet: nothing to train on")
-        test_end = known.max().floor("D") + day
+        pending = tx.loc[~known, c.TIMESTAMP]
+        test_end = (
+            pending.min().floor("D")
+            if len(pending)
+            else tx.loc[known, c.TIMESTAMP].max().floor("D") + day
+        )
         start = test_end - (train_days + delay_days + test_days) * day
     else:
         start = pd.Timestamp(train_start, tz="UTC")
@@ -101,14 +108,21 @@ def plan_windows(
     return windows
 
 
-def split(frame: pd.DataFrame, w: Windows) -> dict[str, pd.DataFrame]:
+def split(
+    frame: pd.DataFrame, w: Windows, now: pd.Timestamp | None = None
+) -> dict[str, pd.DataFrame]:
+    """Fit, validation and test rows. Training rows must have their label known when the
+    test period starts; test rows, when given, ``now`` (a test window chosen by hand can
+    reach days whose frauds are not reported yet)."""
     t = frame[c.TIMESTAMP]
-    # Training rows must have their label known when the test period starts.
     known = frame[c.LABEL_TIMESTAMP] <= w.test_start
+    test = (t >= w.test_start) & (t < w.test_end)
+    if now is not None:
+        test &= frame[c.LABEL_TIMESTAMP] <= now
     return {
         "fit": frame[(t >= w.train_start) & (t < w.valid_start) & known],
         "valid": frame[(t >= w.valid_start) & (t < w.train_end) & known],
-        "test": frame[(t >= w.test_start) & (t < w.test_end)],
+        "test": frame[test],
     }
 
 
@@ -187,12 +201,14 @@ def train(
     started = time.monotonic()
     seed = settings.seed if seed is None else seed
     tx = load_labelled_transactions(settings)
+    now = pd.Timestamp.now(tz="UTC")
     windows = plan_windows(
         tx,
         train_start if train_start is not None else settings.train_start,
         train_days or settings.train_days,
         settings.delay_days if delay_days is None else delay_days,
         test_days or settings.test_days,
+        now=now,
     )
     stage(f"point-in-time features for {windows.train_start.date()} to {windows.test_end.date()}")
     store = get_store()
@@ -201,7 +217,7 @@ def train(
     window_tx = tx[(tx[c.TIMESTAMP] >= windows.train_start) & (tx[c.TIMESTAMP] < windows.test_end)]
     frame = offline_features(store, service, window_tx)
     names = [n for n in frame.columns if n not in window_tx.columns]
-    parts = split(frame, windows)
+    parts = split(frame, windows, now)
     if shuffle_labels:
         rng = np.random.default_rng(seed)
         for part in ("fit", "valid"):

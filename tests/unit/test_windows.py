@@ -1,0 +1,45 @@
+"""Training windows: by default the test window holds only transactions whose labels are
+known now (a fraud not reported yet must not be scored as a legitimate transaction)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from fraudops import contract as c
+from fraudops.training import plan_windows, split
+
+DAY = pd.Timedelta(days=1)
+START = pd.Timestamp("2026-03-01", tz="UTC")
+
+
+def history(days: int, per_day: int = 24, delay: pd.Timedelta = 7 * DAY) -> pd.DataFrame:
+    times = START + pd.to_timedelta(range(days * per_day), unit="h") * (24 / per_day)
+    return pd.DataFrame({c.TIMESTAMP: times, c.LABEL_TIMESTAMP: times + delay,
+                         c.IS_FRAUD: 0})  # fmt: skip
+
+
+def test_the_default_test_window_ends_before_the_first_unknown_label() -> None:
+    tx = history(40)
+    now = START + 30 * DAY + pd.Timedelta(hours=12)  # labels known up to day 23, 12:00
+    w = plan_windows(tx, None, 7, 7, 7, now=now)
+    assert w.test_end == START + 23 * DAY  # day 23 is half known: left out
+    test = tx[(tx[c.TIMESTAMP] >= w.test_start) & (tx[c.TIMESTAMP] < w.test_end)]
+    assert (test[c.LABEL_TIMESTAMP] <= now).all() and len(test) == 7 * 24
+
+
+def test_a_label_late_beyond_the_usual_delay_ends_the_window_earlier() -> None:
+    tx = history(50)
+    late = tx.index[tx[c.TIMESTAMP] == START + 28 * DAY + pd.Timedelta(hours=5)]
+    tx.loc[late, c.LABEL_TIMESTAMP] = START + 60 * DAY  # a chargeback still to come
+    w = plan_windows(tx, None, 7, 7, 7, now=START + 40 * DAY + pd.Timedelta(hours=12))
+    assert w.test_end == START + 28 * DAY
+
+
+def test_split_keeps_test_rows_known_now() -> None:
+    tx = history(30)
+    w = plan_windows(tx, START.date(), 7, 7, 7)
+    now = START + 25 * DAY  # test window days 14-21; labels known up to day 18
+    parts = split(tx, w, now)
+    assert (parts["test"][c.LABEL_TIMESTAMP] <= now).all()
+    assert parts["test"][c.TIMESTAMP].max() == START + 18 * DAY < w.test_end
+    assert len(split(tx, w)["test"]) == 7 * 24  # without ``now``: the whole window
