@@ -39,6 +39,12 @@ class NotReady(RuntimeError):
     """The scorer cannot serve: no champion, or the model and feature store disagree."""
 
 
+class FailedAfterCommit(RuntimeError):
+    """Scoring failed after the transactions' customer states were written: scoring them
+    again would count each twice in its customer's real-time features, so callers must
+    not retry them (:class:`Coalescer` does not)."""
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     model: FraudModel
@@ -216,6 +222,28 @@ class ScoringCore:
                         raise
                     degraded = True
                     self._note_outage(exc)
+        try:
+            return self._finish(transactions, features, probability, degraded, loaded, started,
+                                source, prediction_ids, log_via)  # fmt: skip
+        except Exception as exc:
+            if degraded:  # no state was written: scoring them again is safe
+                raise
+            raise FailedAfterCommit(f"scoring failed after the states were written: {exc}") from exc
+
+    def _finish(
+        self,
+        transactions: list[Transaction],
+        features: ScoredFeatures,
+        probability: np.ndarray,
+        degraded: bool,
+        loaded: LoadedModel,
+        started: float,
+        source: str,
+        prediction_ids: list[str] | None,
+        log_via: Callable[[list[dict[str, Any]]], object] | None,
+    ) -> list[ScoreResult]:
+        """Decisions, reasons, results and the log records of scored transactions."""
+        model = loaded.model
         decisions = model.decide(
             probability, self.settings.review_threshold, self.settings.block_threshold
         )
@@ -303,6 +331,10 @@ class Coalescer:
         batch, self._waiting = self._waiting, []
         try:
             results = self._score([transaction for transaction, _ in batch])
+        except FailedAfterCommit as exc:  # their states are written: never scored twice
+            for _, future in batch:
+                _settle(future, error=exc)
+            return
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0][1], error=exc)

@@ -654,10 +654,18 @@ class StreamConsumer:
         a bug or a broken dependency, not bad data: raise."""
         if not events:
             return {}
+        from fraudops.scoring import FailedAfterCommit  # loaded with the core already
+
         try:
             return self._score_events(events, records)
         except INFRASTRUCTURE_ERRORS:
             raise
+        except FailedAfterCommit as exc:  # states written: scored again, they would count twice
+            log.error("scoring %d events failed after their states were written, "
+                      "dead-lettering them: %r", len(events), exc)  # fmt: skip
+            reason = f"scoring failed after the customer's state was written: {str(exc)[:500]}"
+            poison.extend((event, PoisonEvent(reason, [])) for event in events)
+            return {}
         except Exception as exc:
             if len(events) > 1:
                 log.warning("scoring a batch of %d failed (%s): scoring its events one by one",

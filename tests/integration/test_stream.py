@@ -570,3 +570,47 @@ def test_an_event_that_breaks_scoring_is_isolated_and_dead_lettered(stack: Stack
     with pytest.raises(ValueError, match="cannot score"):
         consumer.run(threading.Event())
     assert pending(stack, names) == 3 and stack.client.xlen(names.deadletter) == 0
+
+
+def test_a_failure_after_the_state_write_raises_failed_after_commit(stack: Stack) -> None:
+    """The real core: a failure once the customer's state is written (here the records'
+    hand-off) is FailedAfterCommit, and the state holds the transaction once."""
+    from fraudops.contract import Transaction
+    from fraudops.scoring import FailedAfterCommit, frame
+
+    customer = f"after-{uuid.uuid4().hex[:6]}"
+    first, second = (Transaction(**event(customer, i)) for i in (0, 1))
+
+    def refuse(records: list) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(FailedAfterCommit, match="disk full"):
+        stack.core.score([first], log_via=refuse)
+    after_second = stack.core.current.online.compute(frame([second])).states
+    assert len(after_second[customer].history_time_us) == 2  # the first once, the second
+
+
+class FailsAfterCommit(Explodes):
+    def score(self, transactions: list, **kwargs: Any) -> list:
+        from fraudops.scoring import FailedAfterCommit
+
+        self.calls = getattr(self, "calls", 0) + 1
+        if any(t.transaction_id in self.bad for t in transactions):
+            raise FailedAfterCommit("the model's reasons failed")
+        return self.core.score(transactions, **kwargs)
+
+
+def test_a_batch_that_failed_after_its_state_write_is_dead_lettered_not_rescored(
+    stack: Stack,
+) -> None:
+    names = stack.names()
+    customer = f"late-boom-{uuid.uuid4().hex[:6]}"
+    events = [event(customer, i) for i in range(4)]
+    stack.send(names, events)
+    core = FailsAfterCommit(stack.core, {events[1]["transaction_id"]})
+    consumer = StreamConsumer(core, stack.client, names, consumer="c1", block_ms=50)  # type: ignore[arg-type]
+    consumer.ensure_group()
+    drain(consumer, lambda: stack.client.xlen(names.deadletter) == 4)
+    dead = [fields["reason"] for _, fields in stack.client.xrange(names.deadletter)]
+    assert len(dead) == 4 and all("after the customer's state was written" in r for r in dead)
+    assert core.calls == 1 and pending(stack, names) == 0

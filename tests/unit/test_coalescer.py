@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from fraudops.contract import Transaction
-from fraudops.scoring import Coalescer, ScoreResult
+from fraudops.scoring import Coalescer, FailedAfterCommit, ScoreResult
 
 
 def tx(i: int) -> Transaction:
@@ -71,6 +71,25 @@ def test_a_transaction_that_breaks_scoring_fails_only_its_request() -> None:
     assert core.calls[0] == [f"t{i}" for i in range(5)] and len(core.calls) == 6
     with pytest.raises(ValueError):
         asyncio.run(coalescer.score(tx(3)))
+
+
+def test_a_batch_that_failed_after_its_states_were_written_is_not_scored_again() -> None:
+    """Scored again one by one, each transaction would enter its customer's history twice."""
+    calls: list[list[str]] = []
+
+    def score(transactions: list[Transaction]) -> list[ScoreResult]:
+        calls.append([t.transaction_id for t in transactions])
+        raise FailedAfterCommit("the log refused the records")
+
+    coalescer = Coalescer(score)
+
+    async def main() -> list[ScoreResult | BaseException]:
+        return await asyncio.gather(*(coalescer.score(tx(i)) for i in range(4)),
+                                    return_exceptions=True)  # fmt: skip
+
+    results = asyncio.run(main())
+    assert calls == [["t0", "t1", "t2", "t3"]]
+    assert all(isinstance(r, FailedAfterCommit) for r in results)
 
 
 async def arrive_after(turns: int, coalescer: Coalescer, transaction: Transaction) -> ScoreResult:
