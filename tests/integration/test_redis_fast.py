@@ -353,11 +353,14 @@ def test_a_connection_lost_with_replies_owed_does_not_hang(redis_url: str) -> No
 
 
 def test_deferred_state_writes_are_read_back(store: FeatureStore, redis_url: str) -> None:
-    """``write_states(wait=False)``, as the HTTP scorer commits, then the reader."""
+    """``write_states(wait=False)``, as the HTTP scorer commits, then the reader: on one
+    client, as the scorer shares it (a write not waited for is ordered before the next
+    read of its connection only; on two clients the read could overtake it)."""
     from fraudops.realtime import CustomerState, score_and_advance_one
 
-    reader = FastRedisReader(store, LOOKUPS[:1])
-    writer = FastRedisWriter(store)
+    client = redis.Redis.from_url(redis_url)
+    reader = FastRedisReader(store, LOOKUPS[:1], client=client)
+    writer = FastRedisWriter(store, client=client)
     state = CustomerState.empty()
     for k, amount in enumerate((10.0, 20.0, 30.0)):
         _, state = score_and_advance_one(state, 1_767_600_000_000_000 + k, amount, "t1")
