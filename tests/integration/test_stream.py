@@ -548,14 +548,22 @@ class Explodes:
         return self.core.score(transactions, **kwargs)
 
 
-def test_an_event_that_breaks_scoring_is_isolated_and_dead_lettered(stack: Stack) -> None:
+def consumer_breaking_on(
+    stack: Stack, core_type: type[Explodes], count: int, broken: int
+) -> tuple[StreamNames, list[dict], Explodes, StreamConsumer]:
+    """``count`` events of a new customer sent, and a consumer whose core (``core_type``)
+    fails on the batch holding event ``broken``."""
     names = stack.names()
-    customer = f"boom-{uuid.uuid4().hex[:6]}"
-    events = [event(customer, i) for i in range(6)]
+    events = [event(f"boom-{uuid.uuid4().hex[:6]}", i) for i in range(count)]
     stack.send(names, events)
-    core = Explodes(stack.core, {events[2]["transaction_id"]})
+    core = core_type(stack.core, {events[broken]["transaction_id"]})
     consumer = StreamConsumer(core, stack.client, names, consumer="c1", block_ms=50)  # type: ignore[arg-type]
     consumer.ensure_group()
+    return names, events, core, consumer
+
+
+def test_an_event_that_breaks_scoring_is_isolated_and_dead_lettered(stack: Stack) -> None:
+    names, events, core, consumer = consumer_breaking_on(stack, Explodes, 6, broken=2)
     drain(consumer, lambda: stack.client.xlen(names.scores) == 5)
     dead = [fields for _, fields in stack.client.xrange(names.deadletter)]
     assert [d["reason"] for d in dead] == ["scoring failed: ValueError: cannot score this one"]
@@ -603,13 +611,7 @@ class FailsAfterCommit(Explodes):
 def test_a_batch_that_failed_after_its_state_write_is_dead_lettered_not_rescored(
     stack: Stack,
 ) -> None:
-    names = stack.names()
-    customer = f"late-boom-{uuid.uuid4().hex[:6]}"
-    events = [event(customer, i) for i in range(4)]
-    stack.send(names, events)
-    core = FailsAfterCommit(stack.core, {events[1]["transaction_id"]})
-    consumer = StreamConsumer(core, stack.client, names, consumer="c1", block_ms=50)  # type: ignore[arg-type]
-    consumer.ensure_group()
+    names, _, core, consumer = consumer_breaking_on(stack, FailsAfterCommit, 4, broken=1)
     drain(consumer, lambda: stack.client.xlen(names.deadletter) == 4)
     dead = [fields["reason"] for _, fields in stack.client.xrange(names.deadletter)]
     assert len(dead) == 4 and all("after the customer's state was written" in r for r in dead)
