@@ -7,6 +7,9 @@
   on a batch of 16 requests, ``advance_batch`` took a third of the scoring call.
 - :func:`encode_int64_lists` and :func:`decode_number_lists` are the state codec's packed
   lists (the customers' times and amounts), all customers of a batch in one call.
+- :func:`encode_state_hsets` writes a batch's state writes as whole RESP ``HSET``
+  commands, and :func:`decode_states` reads the states back, each in one pass over all
+  customers of the batch.
 
 The numpy functions stay the reference: tests check the kernels against them (and the
 codec against protobuf's bytes), and with ``FRAUDOPS_COMPILED=false``, or without numba,
@@ -356,6 +359,12 @@ def warm_up() -> None:
             np.ones(1), np.zeros((1, 1), np.int64))  # fmt: skip
     encoded, ends = encode_int64_lists(np.zeros(2, np.int64), one, 0x72, 0x0A)
     decode_number_lists(encoded, ends[1:], 0x72, 0x0A, False)
+    # with the arrays' kinds of the codec's calls: bytes taken as they are are read-only
+    u8, bits = np.frombuffer(b"\0", np.uint8), np.zeros(1, np.uint64)
+    encode_state_hsets(u8, u8, np.array([0, 1]), u8, np.array([0, 1]), u8, np.array([0, 1]),
+                       one, bits, u8.reshape(1, 1), one, np.zeros((1, 4), np.uint64),
+                       np.arange(6))  # fmt: skip
+    decode_states(u8[:0], np.zeros(8, np.int64), 8, np.arange(6))
 
 
 # --- the state codec: packed int64 lists ----------------------------------------------------
@@ -472,3 +481,248 @@ def _get_varint(data: np.ndarray, pos: int, end: int) -> tuple[Any, int]:
             return value, pos
         shift += 7
     return value, -1
+
+
+# --- the state codec: whole HSET commands ---------------------------------------------------
+@_compiled
+def _put_bulk_header(out: np.ndarray, pos: int, length: int) -> int:
+    """RESP's ``$<length>\\r\\n``."""
+    out[pos] = 0x24  # $
+    pos += 1
+    digits = 1
+    scale = 10
+    while scale <= length:
+        digits += 1
+        scale *= 10
+    for d in range(digits - 1, -1, -1):
+        out[pos + d] = 0x30 + length % 10
+        length //= 10
+    pos += digits
+    out[pos] = 0x0D
+    out[pos + 1] = 0x0A
+    return pos + 2
+
+
+@_compiled
+def _put_bytes(out: np.ndarray, pos: int, data: np.ndarray, lo: int, hi: int) -> int:
+    for i in range(lo, hi):
+        out[pos] = data[i]
+        pos += 1
+    return pos
+
+
+@_compiled
+def _put_fixed64(out: np.ndarray, pos: int, value: Any) -> int:
+    for b in range(8):
+        out[pos + b] = (value >> np.uint64(8 * b)) & np.uint64(0xFF)
+    return pos + 8
+
+
+@_compiled
+def encode_state_hsets(
+    head: np.ndarray,
+    keys: np.ndarray,
+    key_ends: np.ndarray,
+    fields: np.ndarray,
+    field_ends: np.ndarray,
+    tail: np.ndarray,
+    bounds: np.ndarray,
+    times: np.ndarray,
+    amount_bits: np.ndarray,
+    terminals: np.ndarray,
+    counts: np.ndarray,
+    double_bits: np.ndarray,
+    tags: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every customer's state write as one RESP ``HSET`` command, all in one buffer (command
+    ``g`` is ``out[ends[g]:ends[g+1]]``): ``head``, the bulk key ``keys[key_ends[g]:
+    key_ends[g+1]]``, then per state field its bulk name (``fields`` between ``field_ends``)
+    and its serialized ``Value`` as a bulk string, then ``tail`` (the write-time field and
+    value). The Values are :func:`fraudops.redis_fast.encode_state`'s bytes (tested): the
+    times as a packed int64 list, the amounts as a packed double list, the terminal ids
+    (rows of ``terminals``, fixed-width ASCII) as a string list, the count as an int64,
+    then the four doubles of ``double_bits``. ``tags`` are the Value tags in that order:
+    int64 list, double list, string list, the lists' ``val``, int64, double."""
+    groups = len(bounds) - 1
+    width = terminals.shape[1]
+    entry = 1 + _varint_size(np.uint64(width)) + width
+    n_fields = len(field_ends) - 1
+    size = groups * (len(head) + len(tail) + field_ends[n_fields] + 12 * (n_fields + 1) + 90)
+    size += key_ends[groups] + len(times) * (10 + 8 + entry)
+    out = np.empty(size, dtype=np.uint8)
+    ends = np.zeros(groups + 1, dtype=np.int64)
+    pos = 0
+    for g in range(groups):
+        lo, hi = bounds[g], bounds[g + 1]
+        n = hi - lo
+        pos = _put_bytes(out, pos, head, 0, len(head))
+        pos = _put_bulk_header(out, pos, key_ends[g + 1] - key_ends[g])
+        pos = _put_bytes(out, pos, keys, key_ends[g], key_ends[g + 1])
+        out[pos], out[pos + 1] = 0x0D, 0x0A
+        pos += 2
+        for k in range(n_fields):
+            pos = _put_bytes(out, pos, fields, field_ends[k], field_ends[k + 1])
+            if k == 0:  # times: [tag, len, [val, len, varints...]]
+                packed = 0
+                for p in range(lo, hi):
+                    packed += _varint_size(np.uint64(times[p]))
+                inner = 1 + _varint_size(np.uint64(packed)) + packed if n else 0
+                length = 1 + _varint_size(np.uint64(inner)) + inner
+            elif k == 1:  # amounts: [tag, len, [val, len, 8 bytes each]]
+                inner = 1 + _varint_size(np.uint64(8 * n)) + 8 * n if n else 0
+                length = 1 + _varint_size(np.uint64(inner)) + inner
+            elif k == 2:  # terminal ids: [tag, len, [val, width, bytes] each]
+                inner = n * entry
+                length = 1 + _varint_size(np.uint64(inner)) + inner
+            elif k == 3:  # the count: [tag, varint]
+                length = 1 + _varint_size(np.uint64(counts[g]))
+            else:  # a double: [tag, 8 bytes]
+                length = 9
+            pos = _put_bulk_header(out, pos, length)
+            if k == 0:
+                out[pos] = tags[0]
+                pos = _put_varint(out, pos + 1, np.uint64(inner))
+                if n:
+                    out[pos] = tags[3]
+                    pos = _put_varint(out, pos + 1, np.uint64(packed))
+                    for p in range(lo, hi):
+                        pos = _put_varint(out, pos, np.uint64(times[p]))
+            elif k == 1:
+                out[pos] = tags[1]
+                pos = _put_varint(out, pos + 1, np.uint64(inner))
+                if n:
+                    out[pos] = tags[3]
+                    pos = _put_varint(out, pos + 1, np.uint64(8 * n))
+                    for p in range(lo, hi):
+                        pos = _put_fixed64(out, pos, amount_bits[p])
+            elif k == 2:
+                out[pos] = tags[2]
+                pos = _put_varint(out, pos + 1, np.uint64(inner))
+                for p in range(lo, hi):
+                    out[pos] = tags[3]
+                    pos = _put_varint(out, pos + 1, np.uint64(width))
+                    for b in range(width):
+                        out[pos + b] = terminals[p, b]
+                    pos += width
+            elif k == 3:
+                out[pos] = tags[4]
+                pos = _put_varint(out, pos + 1, np.uint64(counts[g]))
+            else:
+                out[pos] = tags[5]
+                pos = _put_fixed64(out, pos + 1, double_bits[g, k - 4])
+            out[pos], out[pos + 1] = 0x0D, 0x0A
+            pos += 2
+        pos = _put_bytes(out, pos, tail, 0, len(tail))
+        ends[g + 1] = pos
+    return out[:pos], ends
+
+
+@_compiled
+def decode_states(
+    data: np.ndarray, ends: np.ndarray, stride: int, tags: np.ndarray
+) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any, np.ndarray]:
+    """The reverse of :func:`encode_state_hsets`' Values, all customers of a batch in one
+    pass: ``data[ends[i-1]:ends[i]]`` is field ``i % stride`` of customer ``i // stride``
+    (empty: absent); fields 0-7 are the state's, any after them are not read.
+
+    Returns ok, each customer's history length, the times, the amounts' bits, the
+    terminal ids' bytes (one row per id, ``width`` wide), ``width``, and per customer its
+    count and four doubles (as bits, one row each). A customer whose times are absent is
+    empty. ok is False for anything laid out otherwise (another writer's Values, ids of
+    different widths or not ASCII, lists of different lengths): the caller then decodes
+    value by value."""
+    groups = len(ends) // stride
+    sizes = np.zeros(3, dtype=np.int64)  # bytes of each list field: bounds of the outputs
+    for g in range(groups):
+        for k in range(3):
+            i = g * stride + k
+            sizes[k] += ends[i] - (ends[i - 1] if i > 0 else 0)
+    times = np.empty(sizes[0], dtype=np.int64)  # a varint takes a byte or more
+    bits = np.empty(sizes[1] // 8 + 1, dtype=np.uint64)
+    ids = np.empty(sizes[2], dtype=np.uint8)
+    lengths = np.zeros(groups, dtype=np.int64)
+    stats = np.zeros((groups, 5), dtype=np.uint64)  # count, then the doubles' bits
+    width = np.int64(-1)
+    n_times = n_amounts = n_ids = 0
+    nothing = np.zeros(0, dtype=np.uint64)
+    failed = (False, lengths, times[:0], nothing, ids[:0], 0, stats)
+    for g in range(groups):
+        base = g * stride
+        start = ends[base - 1] if base > 0 else 0
+        if ends[base] == start:  # no history: a new customer, whatever else it holds
+            continue
+        first_time, first_amount, first_id = n_times, n_amounts, n_ids
+        for k in range(8):
+            pos = ends[base + k - 1] if base + k > 0 else 0
+            end = ends[base + k]
+            if k == 3:  # the count: [tag, varint], or absent
+                if pos < end:
+                    if data[pos] != tags[4]:
+                        return failed
+                    value, pos = _get_varint(data, pos + 1, end)
+                    if pos != end:
+                        return failed
+                    stats[g, 0] = value
+                continue
+            if k >= 4:  # a double: [tag, 8 bytes], or absent
+                if pos < end:
+                    if end - pos != 9 or data[pos] != tags[5]:
+                        return failed
+                    value = np.uint64(0)
+                    for b in range(8):
+                        value |= np.uint64(data[pos + 1 + b]) << np.uint64(8 * b)
+                    stats[g, k - 3] = value
+                continue
+            # the lists: [tag, length, [val, length, payload]] (empty: [tag, 0])
+            if end - pos < 2 or data[pos] != tags[k]:
+                return failed
+            length, pos = _get_varint(data, pos + 1, end)
+            if pos < 0 or pos + length != end:
+                return failed
+            if k == 2:  # string list: [val, width, bytes] per id
+                while pos < end:
+                    if data[pos] != tags[3]:
+                        return failed
+                    wide, pos = _get_varint(data, pos + 1, end)
+                    size = np.int64(wide)
+                    if pos < 0 or pos + size > end or size <= 0 or (width >= 0 and size != width):
+                        return failed
+                    width = size
+                    for b in range(size):
+                        byte = data[pos + b]
+                        if byte == 0 or byte >= 0x80:
+                            return failed
+                        ids[n_ids * size + b] = byte
+                    pos += size
+                    n_ids += 1
+                continue
+            if length == 0:
+                continue
+            if data[pos] != tags[3]:
+                return failed
+            size, pos = _get_varint(data, pos + 1, end)
+            if pos < 0 or pos + size != end:
+                return failed
+            if k == 0:
+                while pos < end:
+                    value, pos = _get_varint(data, pos, end)
+                    if pos < 0:
+                        return failed
+                    times[n_times] = np.int64(value)
+                    n_times += 1
+            else:
+                if size % 8:
+                    return failed
+                while pos < end:
+                    value = np.uint64(0)
+                    for b in range(8):
+                        value |= np.uint64(data[pos + b]) << np.uint64(8 * b)
+                    bits[n_amounts] = value
+                    n_amounts += 1
+                    pos += 8
+        count = n_times - first_time
+        if n_amounts - first_amount != count or n_ids - first_id != count:
+            return failed
+        lengths[g] = count
+    width = max(width, np.int64(0))
+    return True, lengths, times[:n_times], bits[:n_amounts], ids[: n_ids * width], width, stats

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import accumulate
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -872,6 +872,8 @@ def encode_state_batch(batch: StateBatch) -> list[tuple[bytes, ...]]:
     time_values = _time_list_values(batch)
     amounts = np.ascontiguousarray(batch.history_amount, dtype="<f8").tobytes()
     fixed = fixed_width_ascii(batch.history_terminal_id)
+    if fixed is not None and fixed.dtype.itemsize >= 0x80:  # a width of two varint bytes
+        fixed = None
     if fixed is not None:  # [0x0a, width, the id's bytes] per id, all ids at once
         width = fixed.dtype.itemsize
         entries = np.empty((len(fixed), width + 2), dtype=np.uint8)
@@ -901,6 +903,53 @@ def encode_state_batch(batch: StateBatch) -> list[tuple[bytes, ...]]:
             scalar_bytes[at + 18 : at + 27], scalar_bytes[at + 27 : at + 36],
         ))  # fmt: skip
     return out
+
+
+def _compiled_hsets(
+    batch: StateBatch, keys: list[bytes], head: bytes, fields: list[bytes], tail: bytes, size: int
+) -> list[tuple[bytes, int]] | None:
+    """The HSET commands of :meth:`FastRedisWriter.write_states` for a batch, built by the
+    compiled encoder (:func:`fraudops.kernels.encode_state_hsets`) in pipelines of ``size``
+    commands; None when terminal ids are not fixed-width ASCII (the Python path then
+    writes them). Measured on the states of 16 customers (0-200 transactions each, ids of
+    7 bytes): 43 µs, against 132 µs for :func:`encode_state_batch` and the commands'
+    concatenation."""
+    terminals = fixed_width_ascii(batch.history_terminal_id)
+    if terminals is None and len(batch.history_terminal_id) == 0:
+        terminals = np.zeros(0, dtype="S1")
+    if terminals is None:
+        return None
+    width = terminals.dtype.itemsize
+    stats = batch.stats
+    key_ends = np.zeros(len(keys) + 1, dtype=np.int64)
+    np.cumsum([len(key) for key in keys], out=key_ends[1:])
+    field_ends = np.zeros(len(fields) + 1, dtype=np.int64)
+    np.cumsum([len(field) for field in fields], out=field_ends[1:])
+    doubles = np.stack([stats.amount_mean, stats.amount_m2, stats.hour_sin_sum,
+                        stats.hour_cos_sum], axis=1).astype(np.float64)  # fmt: skip
+    buffer, ends = kernels.encode_state_hsets(
+        np.frombuffer(head, np.uint8), np.frombuffer(b"".join(keys), np.uint8), key_ends,
+        np.frombuffer(b"".join(fields), np.uint8), field_ends, np.frombuffer(tail, np.uint8),
+        np.require(batch.bounds, np.int64, _WRITABLE),
+        np.require(batch.history_time_us, np.int64, _WRITABLE),
+        np.require(batch.history_amount, np.float64, _WRITABLE).view(np.uint64),
+        np.frombuffer(terminals.tobytes(), np.uint8).reshape(len(terminals), width),
+        np.asarray(stats.count).astype(np.int64), doubles.view(np.uint64),
+        _STATE_TAGS,
+    )  # fmt: skip
+    blob, at = buffer.tobytes(), ends.tolist()
+    count = len(keys)
+    return [
+        (blob[at[lo] : at[min(lo + size, count)]], min(lo + size, count) - lo)
+        for lo in range(0, count, size)
+    ]
+
+
+_WRITABLE: list[Literal["C", "W"]] = ["C", "W"]  # np.require: the kinds warm_up compiled
+_STATE_TAGS = np.array(
+    [_INT64_LIST_TAG[0], _DOUBLE_LIST_TAG[0], _STRING_LIST_TAG[0], _VAL[0], _INT64_TAG,
+     _DOUBLE_TAG], dtype=np.int64,
+)  # fmt: skip
 
 
 def _time_list_values(batch: StateBatch) -> list[bytes]:
@@ -933,6 +982,10 @@ def decode_state_batch(
     :func:`encode_state` writes are unpacked for all customers at once; anything laid out
     otherwise (another writer's Values) goes through the per-value decoders. A customer
     without a stored history starts empty, as :meth:`CustomerState.from_row` does."""
+    if kernels.available():
+        decoded = _decode_compiled(customers, replies)
+        if decoded is not None:
+            return decoded
     # a customer without a history has an empty state, whatever else its hash holds
     replies = [reply if reply[0] else (None,) * len(STATE_FEATURES) for reply in replies]
     times, lengths = _joined_lists([r[0] for r in replies], ValueType.INT64_LIST)
@@ -958,6 +1011,39 @@ def decode_state_batch(
     return StateBatch(
         list(customers), bounds, times, amounts, terminals,
         RunningStats(counts, *doubles), last,
+    )  # fmt: skip
+
+
+def _decode_compiled(
+    customers: list[str], replies: Sequence[Sequence[bytes | None]]
+) -> StateBatch | None:
+    """:func:`decode_state_batch` by the compiled decoder (:func:`fraudops.kernels.decode_states`),
+    or None where it finds another layout. Measured on the states of 16 customers (0-200
+    transactions each): 42 µs, against 121 µs column by column."""
+    if not replies:
+        return None
+    stride = len(replies[0])  # the state's fields, maybe followed by others (its write time)
+    flat = [raw or b"" for reply in replies for raw in reply]
+    if stride < len(STATE_FEATURES) or len(flat) != stride * len(replies):
+        return None
+    ends = np.fromiter(accumulate(map(len, flat)), np.int64, len(flat))
+    data = np.frombuffer(b"".join(flat), np.uint8)
+    ok, lengths, times, amounts, ids, width, stats = kernels.decode_states(
+        data, ends, stride, _STATE_TAGS
+    )
+    if not ok:
+        return None
+    bounds = np.zeros(len(replies) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=bounds[1:])
+    terminals = ids.view(f"S{width}") if width else np.zeros(0, dtype=object)
+    nonempty = lengths > 0
+    last = np.zeros(len(replies), dtype=np.int64)
+    last[nonempty] = times[bounds[1:][nonempty] - 1]
+    doubles = stats[:, 1:].view(np.float64)
+    return StateBatch(
+        list(customers), bounds, times, amounts.view(np.float64), terminals,
+        RunningStats(stats[:, 0].view(np.int64).astype(np.float64),
+                     *(np.ascontiguousarray(doubles[:, k]) for k in range(4))), last,
     )  # fmt: skip
 
 
@@ -1135,16 +1221,22 @@ class FastRedisWriter:
         ts = _bulk(spec.ts_field) + _bulk(stamp.SerializeToString())
         head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(spec.fields) + 1))
         fields = [_bulk(field) for field in spec.fields]
-        if isinstance(states, StateBatch):
-            customers, encoded = states.customers, encode_state_batch(states)
-        else:
-            customers, encoded = list(states), [encode_state(s) for s in states.values()]
+        customers = states.customers if isinstance(states, StateBatch) else list(states)
         keys = self.layout.entity_keys(spec.join_key, customers, spec.join_key_type)
-        commands = []
-        for key, values in zip(keys, encoded, strict=True):
-            body = b"".join([f + _bulk(v) for f, v in zip(fields, values, strict=True)])
-            commands.append(head + _bulk(key) + body + ts)
-        for _ in _pipelined(self.client, _batched(commands, self.batch_size), wait=wait):
+        payloads: Iterable[tuple[bytes, int]] | None = None
+        if isinstance(states, StateBatch) and kernels.available():
+            payloads = _compiled_hsets(states, keys, head, fields, ts, self.batch_size)
+        if payloads is None:
+            if isinstance(states, StateBatch):
+                encoded = encode_state_batch(states)
+            else:
+                encoded = [encode_state(s) for s in states.values()]
+            commands = []
+            for key, values in zip(keys, encoded, strict=True):
+                body = b"".join([f + _bulk(v) for f, v in zip(fields, values, strict=True)])
+                commands.append(head + _bulk(key) + body + ts)
+            payloads = _batched(commands, self.batch_size)
+        for _ in _pipelined(self.client, payloads, wait=wait):
             pass
 
     def _newer_rows(self, spec: _ViewSpec, keys: list[bytes], time_ns: np.ndarray) -> np.ndarray:

@@ -158,3 +158,112 @@ def test_compiled_int64_list_encoder_writes_protobufs_bytes() -> None:
     for g, one in enumerate(lists):
         expected = ValueProto(int64_list_val=Int64List(val=one)).SerializeToString()
         assert blob[ends[g] : ends[g + 1]] == expected
+
+
+def wide_id_state(n: int, rng: np.random.Generator) -> CustomerState:
+    """Fixed-width ids of 133 bytes: their length takes two varint bytes."""
+    s = state(n, rng)
+    terminals = np.array([f"{'W' * 130}{v:03d}" for v in rng.integers(0, 999, n)], dtype=object)
+    return CustomerState(s.history_time_us, s.history_amount, terminals, s.stats, 0)
+
+
+def hset_commands(keys: list[bytes], encoded: list[tuple[bytes, ...]]) -> list[bytes]:
+    """FastRedisWriter.write_states' commands, built from per-customer Values."""
+    from fraudops.redis_fast import _bulk
+
+    fields = [_bulk(b"field-%d" % k) for k in range(len(STATE_FEATURES))]
+    return [
+        HEAD + _bulk(key) + b"".join(f + _bulk(v) for f, v in zip(fields, values, strict=True))
+        + TAIL
+        for key, values in zip(keys, encoded, strict=True)
+    ]  # fmt: skip
+
+
+HEAD, TAIL = b"*20\r\n$4\r\nHSET\r\n", b"$5\r\n_ts:x\r\n$2\r\n\x08\x01\r\n"
+
+
+@pytest.mark.parametrize("make", [fixed_width_state, wide_id_state], ids=["7 bytes", "133 bytes"])
+def test_compiled_hset_commands_are_the_per_customer_ones(make) -> None:  # type: ignore[no-untyped-def]
+    """The compiled encoder writes, in pipelines of ``size`` commands, the commands built
+    from encode_state's Values (protobuf's bytes), for empty and long histories and ids
+    whose length takes two varint bytes; so does the numpy batch encoder."""
+    from fraudops.realtime import fixed_width_ascii
+    from fraudops.redis_fast import _batched, _bulk, _compiled_hsets
+
+    rng = np.random.default_rng(11)
+    states = [make(n, rng) for n in (3, 0, 1, 250, 2_000, 17, 0)]
+    batch = batch_of(states)
+    keys = [b"customer-%d" % i * (i + 1) for i in range(len(states))]
+    expected = list(_batched(hset_commands(keys, [encode_state(s) for s in states]), 3))
+    fields = [_bulk(b"field-%d" % k) for k in range(len(STATE_FEATURES))]
+    assert _compiled_hsets(batch, keys, HEAD, fields, TAIL, 3) == expected
+    as_bytes = StateBatch(**{**batch.__dict__, "history_terminal_id": fixed_width_ascii(
+        batch.history_terminal_id)})  # fmt: skip
+    assert _compiled_hsets(as_bytes, keys, HEAD, fields, TAIL, 3) == expected
+    assert encode_state_batch(batch) == [encode_state(s) for s in states]
+    empty = batch_of([CustomerState.empty()] * 2)
+    assert _compiled_hsets(empty, keys[:2], HEAD, fields, TAIL, 500) == list(
+        _batched(hset_commands(keys[:2], [encode_state(CustomerState.empty())] * 2), 500)
+    )
+
+
+def test_compiled_hset_commands_leave_mixed_ids_to_python() -> None:
+    from fraudops.redis_fast import _compiled_hsets
+
+    batch = batch_of([state(20, np.random.default_rng(12))])  # ids of several widths
+    assert _compiled_hsets(batch, [b"k"], HEAD, [b""] * 8, TAIL, 500) is None
+
+
+@pytest.mark.parametrize("make", [fixed_width_state, wide_id_state], ids=["7 bytes", "133 bytes"])
+def test_compiled_state_decoder_reads_what_the_python_one_reads(make, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Same columns, dtypes and statistics; a customer without times is empty whatever
+    else its hash holds; counts and doubles may be absent."""
+    from fraudops.redis_fast import _decode_compiled
+
+    rng = np.random.default_rng(13)
+    states = [make(n, rng) for n in (3, 0, 1, 250, 17)]
+    replies: list[list[bytes | None]] = [list(v) for v in encode_state_batch(batch_of(states))]
+    replies.append([None] * len(STATE_FEATURES))  # a new customer
+    replies.append([None, *replies[0][1:]])  # no history, stale statistics
+    replies.append([*replies[0][:3], None, None, *replies[0][5:]])  # no count, no mean
+    replies = [[*reply, b"\x08\x01"] for reply in replies]  # HMGET reads the write time too
+    customers = [f"c{i}" for i in range(len(replies))]
+    compiled = _decode_compiled(customers, replies)
+    assert compiled is not None
+    assert compiled.history_terminal_id.dtype.kind == "S"
+    monkeypatch.setattr("fraudops.kernels.available", lambda: False)
+    python = decode_state_batch(customers, replies)
+    for name in ("bounds", "history_time_us", "history_amount", "history_terminal_id",
+                 "last_time_us"):  # fmt: skip
+        got, want = getattr(compiled, name), getattr(python, name)
+        np.testing.assert_array_equal(got, want.astype(got.dtype))
+    for name in ("count", "amount_mean", "amount_m2", "hour_sin_sum", "hour_cos_sum"):
+        np.testing.assert_array_equal(getattr(compiled.stats, name), getattr(python.stats, name))
+    assert compiled.stats.count.dtype == np.float64 and compiled.stats.count[7] == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["ids of two widths", "a non-ASCII id", "unpacked times", "a float32 mean", "fewer amounts"],
+)
+def test_compiled_state_decoder_leaves_other_layouts_to_python(change: str) -> None:
+    from fraudops.redis_fast import _decode_compiled
+
+    rng = np.random.default_rng(14)
+    a, b = fixed_width_state(4, rng), fixed_width_state(3, rng)
+    replies = [list(v) for v in encode_state_batch(batch_of([a, b]))]
+    if change == "ids of two widths":
+        replies[1][2] = encode_state(state(3, rng))[2]
+    elif change == "a non-ASCII id":
+        ids = b.history_terminal_id.copy()
+        ids[0] = "T0000é"  # 7 bytes in UTF-8, as wide as the others
+        replies[1][2] = encode_state(CustomerState(b.history_time_us, b.history_amount, ids,
+                                                   b.stats, 0))[2]  # fmt: skip
+    elif change == "unpacked times":
+        replies[0][0] = b"\x72\x08\x08\x01\x08\x02\x08\x03\x08\x04"  # a tag per value
+        assert _decode_value(replies[0][0], ValueType.INT64_LIST) == [1, 2, 3, 4]
+    elif change == "a float32 mean":
+        replies[0][4] = ValueProto(float_val=1.5).SerializeToString()
+    else:
+        replies[1][1] = encode_state(a)[1]
+    assert _decode_compiled(["a", "b"], replies) is None
