@@ -491,11 +491,9 @@ _OWED = "_fraudops_owed_replies"  # replies a connection's next user reads first
 def _read_owed(connection: Any, count: int) -> None:
     """Read the replies a connection owes for writes that were not waited for. A write
     Redis refused is logged: the request that made it has been answered already."""
-    for _ in range(count):
-        try:
-            connection.read_response(disable_decoding=True)
-        except redis.ResponseError as exc:
-            log.warning("a write that was not waited for failed: %s", exc)
+    for reply in _replies(connection, count, errors=True):
+        if isinstance(reply, redis.ResponseError):
+            log.warning("a write that was not waited for failed: %s", reply)
 
 
 def _idle_connections(client: redis.Redis) -> list[Any]:
@@ -518,7 +516,7 @@ def _batched(commands: list[bytes], size: int) -> Iterator[tuple[bytes, int]]:
         yield b"".join(chunk), len(chunk)
 
 
-def _replies(connection: Any, count: int) -> list[Any]:
+def _replies(connection: Any, count: int, errors: bool = False) -> list[Any]:
     """The next ``count`` replies on ``connection``, undecoded. With hiredis, straight from
     its reader: redis-py's ``read_response`` costs a few µs of bookkeeping per reply (an
     error message formatted in advance, timeout handling) and a batch reads one reply per
@@ -526,22 +524,33 @@ def _replies(connection: Any, count: int) -> list[Any]:
     3.7-4.6 µs through redis-py; a batch of 16 requests reads 33). Errors are redis-py's:
     an error reply raises ``redis.ResponseError``, a lost or silent socket
     ``redis.ConnectionError`` or ``redis.TimeoutError`` (and ``_pipelined`` then drops
-    the connection)."""
+    the connection). With ``errors``, error replies come back in the list instead."""
     parser: Any = getattr(connection, "_parser", None)
     reader = getattr(parser, "_reader", None)
     if reader is None or getattr(parser, "_next_response", None) is not _NOT_ENOUGH_DATA:
-        return [connection.read_response(disable_decoding=True) for _ in range(count)]
+        return [_response(connection, errors) for _ in range(count)]
     out: list[Any] = []
     gets, fill = reader.gets, parser.read_from_socket
     while len(out) < count:
         reply = gets(False)
         if reply is _NOT_ENOUGH_DATA:
             fill()
-        elif isinstance(reply, Exception):  # the reader's error replies and failures
-            raise reply
+        elif isinstance(reply, Exception) and not (
+            errors and isinstance(reply, redis.ResponseError)
+        ):
+            raise reply  # the reader's error replies (unless asked for) and its failures
         else:
             out.append(reply)
     return out
+
+
+def _response(connection: Any, errors: bool) -> Any:
+    try:
+        return connection.read_response(disable_decoding=True)
+    except redis.ResponseError as exc:
+        if errors:
+            return exc
+        raise
 
 
 # --- reading ----------------------------------------------------------------------------------

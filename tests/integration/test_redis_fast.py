@@ -316,6 +316,15 @@ def test_a_failed_write_not_waited_for_is_logged_and_shifts_no_reply(
     assert _run(client, b"GET", b"plain") == [b"x"]
     assert "failed" in caplog.text and "WRONGTYPE" in caplog.text
     assert _run(client, b"PING") == [b"PONG"]
+    # a failure between writes that succeed: each reply is read, none left for the read
+    from fraudops.redis_fast import _pipelined
+
+    caplog.clear()
+    writes = [_command(b"HSET", key, b"f", b"2")[0] for key in (b"h1", b"plain", b"h2")]
+    assert list(_pipelined(client, [(b"".join(writes), 3)], wait=False)) == []
+    assert _run(client, b"HGET", b"h2", b"f") == [b"2"]
+    assert caplog.text.count("WRONGTYPE") == 1
+    assert _run(client, b"PING") == [b"PONG"]
 
 
 def test_replies_read_from_hiredis_equal_redis_pys(redis_url: str) -> None:
