@@ -92,6 +92,16 @@ def demo_environment(data: Path, use_settings: bool) -> dict[str, str]:
     return env
 
 
+def tracking_uri(data: Path, env: dict[str, str], use_settings: bool) -> str:
+    """Where the demo's runs and models went: the embedded store, or with
+    ``use_settings`` the tracking URI the settings resolve to (environment or ``.env``)."""
+    if not use_settings:
+        return env["FRAUDOPS_MLFLOW_TRACKING_URI"]
+    from fraudops.settings import Settings
+
+    return Settings(data_dir=data).resolved_mlflow_tracking_uri
+
+
 def fresh_data_dir(data: Path) -> None:
     """Start from an empty ``data``: delete it only if an earlier demo made it."""
     if data.exists():
@@ -221,7 +231,8 @@ def main() -> int:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
-    summary(data, report, promotion, replay, monitor, time.monotonic() - started)
+    summary(data, report, promotion, replay, monitor, time.monotonic() - started,
+            tracking_uri(data, env, args.use_settings))  # fmt: skip
     (data / "summary.json").write_text(
         json.dumps(
             {
@@ -238,7 +249,13 @@ def main() -> int:
 
 
 def summary(
-    data: Path, report: dict, promotion: dict, replay: dict, monitor: str, seconds: float
+    data: Path,
+    report: dict,
+    promotion: dict,
+    replay: dict,
+    monitor: str,
+    seconds: float,
+    tracking_uri: str,
 ) -> None:
     m = report["metrics"]
     print("\n" + "=" * 78)
@@ -258,13 +275,26 @@ def summary(
         f"p99 {replay.get('latency_ms', {}).get('p99')} ms; decisions {replay.get('decisions')}"
     )
     print("\nMonitor:\n" + monitor.strip())
-    env = f"FRAUDOPS_DATA_DIR={data}"
     print("\nWhere to look:")
-    print(f"  dashboard:     {env} uv run streamlit run dashboard/app.py")
-    print(f"  MLflow UI:     uv run mlflow ui --backend-store-uri sqlite:///{data}/mlflow.db")
-    print(f"  Evidently UI:  uv run evidently ui --workspace {data}/evidently")
-    print(f"  scoring API:   {env} uv run bentoml serve   (then see README, 'API')")
+    for line in where_to_look(data, tracking_uri):
+        print(f"  {line}")
     print("=" * 78)
+
+
+def where_to_look(data: Path, tracking_uri: str) -> list[str]:
+    """The commands that show what the demo made: an MLflow server is opened, a local
+    store is served by ``mlflow ui``."""
+    env = f"FRAUDOPS_DATA_DIR={data}"
+    if tracking_uri.startswith(("http://", "https://")):
+        mlflow = f"{tracking_uri}   (the MLflow server of your settings)"
+    else:
+        mlflow = f"uv run mlflow ui --backend-store-uri {tracking_uri}"
+    return [
+        f"dashboard:     {env} uv run streamlit run dashboard/app.py",
+        f"MLflow UI:     {mlflow}",
+        f"Evidently UI:  uv run evidently ui --workspace {data}/evidently",
+        f"scoring API:   {env} uv run bentoml serve   (then see README, 'API')",
+    ]
 
 
 if __name__ == "__main__":

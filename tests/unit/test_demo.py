@@ -64,6 +64,23 @@ def test_use_settings_keeps_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert env[name] == REAL[name]
 
 
+def test_where_to_look_names_the_mlflow_the_demo_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded store is served with ``mlflow ui``; with --use-settings, the MLflow
+    server of the settings is named, not a local file the demo never wrote."""
+    demo = demo_module()
+    for name, value in REAL.items():
+        monkeypatch.setenv(name, value)
+    embedded = demo.demo_environment(tmp_path, use_settings=False)
+    local = demo.where_to_look(tmp_path, demo.tracking_uri(tmp_path, embedded, False))
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in "\n".join(local)
+    configured = demo.demo_environment(tmp_path, use_settings=True)
+    server = demo.where_to_look(tmp_path, demo.tracking_uri(tmp_path, configured, True))
+    assert any(line.startswith("MLflow UI:     http://prod-mlflow:5000") for line in server)
+    assert "mlflow.db" not in "\n".join(server)
+
+
 def test_the_demo_deletes_only_a_directory_it_made(tmp_path: Path) -> None:
     demo = demo_module()
     precious = tmp_path / "precious"
