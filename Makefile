@@ -10,11 +10,18 @@ RUN := $(UV) run --frozen
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
+# Where PYTHONDONTWRITEBYTECODE is set (CI machines, containers), Python never caches the
+# bytecode it compiles, so every process would compile every module it imports from source:
+# then the environment and the project are compiled once, at install (measured:
+# `fraudops monitor` on the demo's data took 13.5 s instead of 21.8 s; the install takes
+# 45 s longer).
+SOURCES := fraudops service dashboard feature_repo scripts tests bench
 setup:  ## Install uv if missing, then the locked environment (uv sync --frozen)
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || { \
 	  echo "uv not found: installing it with pip"; \
 	  python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv; }
-	@$(UV) sync --frozen
+	@$(UV) sync --frozen $(if $(PYTHONDONTWRITEBYTECODE),--compile-bytecode)
+	@$(if $(PYTHONDONTWRITEBYTECODE),$(RUN) python -m compileall -q $(SOURCES) >/dev/null)
 
 demo: setup  ## Run the whole loop on embedded defaults (no services needed)
 	@$(RUN) python scripts/demo.py
