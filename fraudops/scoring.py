@@ -222,44 +222,28 @@ class ScoringCore:
                         raise
                     degraded = True
                     self._note_outage(exc)
-        try:
-            return self._finish(transactions, features, probability, degraded, loaded, started,
-                                source, prediction_ids, log_via)  # fmt: skip
+        try:  # decisions, reasons, results and the log records
+            decisions = model.decide(
+                probability, self.settings.review_threshold, self.settings.block_threshold
+            )
+            if degraded and self.settings.degraded_policy == "review":
+                decisions = np.where(decisions == "approve", "review", decisions)
+            reasons = explain(model, features, decisions)
+            latency_ms = (time.perf_counter() - started) * 1000
+            version = loaded.version
+            results = [
+                ScoreResult(t.transaction_id, float(p), str(d), r, version, degraded, latency_ms)
+                for t, p, d, r in zip(transactions, probability, decisions, reasons, strict=True)
+            ]
+            if log_via is None and self.prediction_log is not None:
+                log_via = self.prediction_log.submit
+            if log_via is not None:
+                log_via(records(transactions, results, features, source, prediction_ids))
+            return results
         except Exception as exc:
             if degraded:  # no state was written: scoring them again is safe
                 raise
             raise FailedAfterCommit(f"scoring failed after the states were written: {exc}") from exc
-
-    def _finish(
-        self,
-        transactions: list[Transaction],
-        features: ScoredFeatures,
-        probability: np.ndarray,
-        degraded: bool,
-        loaded: LoadedModel,
-        started: float,
-        source: str,
-        prediction_ids: list[str] | None,
-        log_via: Callable[[list[dict[str, Any]]], object] | None,
-    ) -> list[ScoreResult]:
-        """Decisions, reasons, results and the log records of scored transactions."""
-        model = loaded.model
-        decisions = model.decide(
-            probability, self.settings.review_threshold, self.settings.block_threshold
-        )
-        if degraded and self.settings.degraded_policy == "review":
-            decisions = np.where(decisions == "approve", "review", decisions)
-        reasons = explain(model, features, decisions)
-        latency_ms = (time.perf_counter() - started) * 1000
-        results = [
-            ScoreResult(t.transaction_id, float(p), str(d), r, loaded.version, degraded, latency_ms)
-            for t, p, d, r in zip(transactions, probability, decisions, reasons, strict=True)
-        ]
-        if log_via is None and self.prediction_log is not None:
-            log_via = self.prediction_log.submit
-        if log_via is not None:
-            log_via(records(transactions, results, features, source, prediction_ids))
-        return results
 
     def _store_worth_trying(self) -> bool:
         """While the online store is down, one request per ``outage_retry_seconds`` tries
