@@ -547,7 +547,12 @@ def encode_state_hsets(
     width = terminals.shape[1]
     entry = 1 + _varint_size(np.uint64(width)) + width
     n_fields = len(field_ends) - 1
-    size = groups * (len(head) + len(tail) + field_ends[n_fields] + 12 * (n_fields + 1) + 90)
+    # At most, per customer: the key and each value as bulk strings ("$", 20 digits, two
+    # CRLFs: 25 bytes of framing each), the values' tags and lengths (22 bytes for each
+    # list of numbers, 11 for the ids' list and the count, 9 for each double); per history
+    # entry a 10-byte varint, 8 bytes and an id. No write can then pass the buffer's end.
+    size = groups * (len(head) + len(tail) + field_ends[n_fields] + 25 * (n_fields + 1))
+    size += groups * (22 + 22 + 11 + 11 + 9 * (n_fields - 4))
     size += key_ends[groups] + len(times) * (10 + 8 + entry)
     out = np.empty(size, dtype=np.uint8)
     ends = np.zeros(groups + 1, dtype=np.int64)

@@ -167,11 +167,13 @@ def wide_id_state(n: int, rng: np.random.Generator) -> CustomerState:
     return CustomerState(s.history_time_us, s.history_amount, terminals, s.stats, 0)
 
 
-def hset_commands(keys: list[bytes], encoded: list[tuple[bytes, ...]]) -> list[bytes]:
+def hset_commands(
+    keys: list[bytes], encoded: list[tuple[bytes, ...]], fields: list[bytes] | None = None
+) -> list[bytes]:
     """FastRedisWriter.write_states' commands, built from per-customer Values."""
     from fraudops.redis_fast import _bulk
 
-    fields = [_bulk(b"field-%d" % k) for k in range(len(STATE_FEATURES))]
+    fields = fields or [_bulk(b"field-%d" % k) for k in range(len(STATE_FEATURES))]
     return [
         HEAD + _bulk(key) + b"".join(f + _bulk(v) for f, v in zip(fields, values, strict=True))
         + TAIL
@@ -267,3 +269,19 @@ def test_compiled_state_decoder_leaves_other_layouts_to_python(change: str) -> N
     else:
         replies[1][1] = encode_state(a)[1]
     assert _decode_compiled(["a", "b"], replies) is None
+
+
+def test_compiled_hset_commands_with_the_longest_fields() -> None:
+    """Ten-byte varints (negative times, a huge count), a long key, many-digit lengths:
+    the commands still equal the per-customer ones (the buffer's bound holds)."""
+    from fraudops.redis_fast import _batched, _bulk, _compiled_hsets
+
+    times = np.array([-(2**63), -1, 0, 2**63 - 1], dtype=np.int64)
+    ids = np.array(["T1", "T2", "T3", "T4"], dtype=object)
+    stats = f.RunningStats(*(np.array([v]) for v in (2.0**62, -1e308, np.nan, np.inf, -0.0)))
+    odd = CustomerState(times, np.array([np.nan, -np.inf, 1e-320, 5.0]), ids, stats, 0)
+    states = [odd, CustomerState.empty(), odd]
+    keys = [b"k" * 1_000, b"", b"x"]
+    fields = [_bulk(b"f" * 300 + b"%d" % k) for k in range(len(STATE_FEATURES))]
+    expected = list(_batched(hset_commands(keys, [encode_state(s) for s in states], fields), 2))
+    assert _compiled_hsets(batch_of(states), keys, HEAD, fields, TAIL, 2) == expected
