@@ -16,9 +16,10 @@ codec against protobuf's bytes), and with ``FRAUDOPS_COMPILED=false``, or withou
 they are what runs. The single-request path keeps its scalar maths
 (:func:`fraudops.realtime.score_and_advance_one`), cheaper than any array call.
 
-:func:`warm_up` compiles the kernels when the scorer starts: 2.6-4.9 s the first time on a
-machine, then about 0.9 s to load them from numba's cache (next to this file, or in a
-user-wide cache directory where that is read-only; see :func:`_compiled`).
+:func:`warm_up` compiles the kernels when the scorer starts: about 11 s the first time on a
+machine (4.3 s without the two HSET and state kernels), then 0.5-0.9 s to load them from
+numba's cache (next to this file, or in a user-wide cache directory where that is
+read-only; see :func:`_compiled`).
 """
 
 from __future__ import annotations
@@ -388,6 +389,41 @@ def _put_varint(out: np.ndarray, pos: int, value: Any) -> int:
 
 
 @_compiled
+def _packed_size(values: np.ndarray, lo: int, hi: int) -> int:
+    """Bytes of the varints of ``values[lo:hi]``."""
+    size = 0
+    for p in range(lo, hi):
+        size += _varint_size(np.uint64(values[p]))
+    return size
+
+
+@_compiled
+def _int64_list_length(packed: int) -> int:
+    """Bytes of a packed int64 list ``Value`` whose varints take ``packed`` bytes."""
+    inner = 1 + _varint_size(np.uint64(packed)) + packed if packed else 0
+    return 1 + _varint_size(np.uint64(inner)) + inner
+
+
+@_compiled
+def _put_int64_list(
+    out: np.ndarray, pos: int, values: np.ndarray, lo: int, hi: int, packed: int,
+    value_tag: int, list_tag: int,
+) -> int:  # fmt: skip
+    """``values[lo:hi]`` as a packed int64 list ``Value`` (see :func:`encode_int64_lists`),
+    whose varints take ``packed`` bytes; returns the position after it."""
+    out[pos] = value_tag
+    if packed == 0:
+        out[pos + 1] = 0
+        return pos + 2
+    pos = _put_varint(out, pos + 1, np.uint64(1 + _varint_size(np.uint64(packed)) + packed))
+    out[pos] = list_tag
+    pos = _put_varint(out, pos + 1, np.uint64(packed))
+    for p in range(lo, hi):
+        pos = _put_varint(out, pos, np.uint64(values[p]))
+    return pos
+
+
+@_compiled
 def encode_int64_lists(
     bounds: np.ndarray, values: np.ndarray, value_tag: int, list_tag: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -400,20 +436,9 @@ def encode_int64_lists(
     ends = np.zeros(groups + 1, dtype=np.int64)
     pos = 0
     for g in range(groups):
-        size = 0
-        for p in range(bounds[g], bounds[g + 1]):
-            size += _varint_size(np.uint64(values[p]))
-        out[pos] = value_tag
-        pos += 1
-        if size == 0:
-            out[pos] = 0
-            pos += 1
-        else:
-            pos = _put_varint(out, pos, np.uint64(1 + _varint_size(np.uint64(size)) + size))
-            out[pos] = list_tag
-            pos = _put_varint(out, pos + 1, np.uint64(size))
-            for p in range(bounds[g], bounds[g + 1]):
-                pos = _put_varint(out, pos, np.uint64(values[p]))
+        packed = _packed_size(values, bounds[g], bounds[g + 1])
+        pos = _put_int64_list(out, pos, values, bounds[g], bounds[g + 1], packed, value_tag,
+                              list_tag)  # fmt: skip
         ends[g + 1] = pos
     return out[:pos], ends
 
@@ -433,38 +458,56 @@ def decode_number_lists(
     n = 0
     start = 0
     for g in range(groups):
-        end = ends[g]
-        pos = start
-        start = end
-        if pos == end:
-            continue
-        if data[pos] != value_tag:
-            return bits[:0], counts, False
-        length, pos = _get_varint(data, pos + 1, end)
-        if pos < 0 or pos + length != end:
-            return bits[:0], counts, False
-        if length == 0:
-            continue
-        if data[pos] != list_tag:
-            return bits[:0], counts, False
-        size, pos = _get_varint(data, pos + 1, end)
-        if pos < 0 or pos + size != end or (fixed64 and size % 8):
-            return bits[:0], counts, False
         first = n
-        while pos < end:
-            if fixed64:
-                value = np.uint64(0)
-                for b in range(8):
-                    value |= np.uint64(data[pos + b]) << np.uint64(8 * b)
-                pos += 8
-            else:
-                value, pos = _get_varint(data, pos, end)
-                if pos < 0:
-                    return bits[:0], counts, False
-            bits[n] = value
-            n += 1
+        n = _read_number_list(data, start, ends[g], value_tag, list_tag, fixed64, bits, n)
+        if n < 0:
+            return bits[:0], counts, False
         counts[g] = n - first
+        start = ends[g]
     return bits[:n], counts, True
+
+
+@_compiled
+def _read_number_list(
+    data: np.ndarray, pos: int, end: int, value_tag: int, list_tag: int, fixed64: bool,
+    out: np.ndarray, n: int,
+) -> int:  # fmt: skip
+    """The numbers of the list ``Value`` at ``data[pos:end]`` (nothing there: an empty list)
+    into ``out`` from ``n`` on, as 64 bits each; returns the next ``n``, or -1 for a Value
+    laid out otherwise (unpacked, another type)."""
+    if pos == end:
+        return n
+    if data[pos] != value_tag:
+        return -1
+    length, pos = _get_varint(data, pos + 1, end)
+    if pos < 0 or pos + length != end:
+        return -1
+    if length == 0:
+        return n
+    if data[pos] != list_tag:
+        return -1
+    size, pos = _get_varint(data, pos + 1, end)
+    if pos < 0 or pos + size != end or (fixed64 and size % 8):
+        return -1
+    while pos < end:
+        if fixed64:
+            out[n] = _get_fixed64(data, pos)
+            pos += 8
+        else:
+            out[n], pos = _get_varint(data, pos, end)
+            if pos < 0:
+                return -1
+        n += 1
+    return n
+
+
+@_compiled
+def _get_fixed64(data: np.ndarray, pos: int) -> Any:
+    """The little-endian 64 bits at ``pos``."""
+    value = np.uint64(0)
+    for b in range(8):
+        value |= np.uint64(data[pos + b]) << np.uint64(8 * b)
+    return value
 
 
 @_compiled
@@ -568,11 +611,8 @@ def encode_state_hsets(
         for k in range(n_fields):
             pos = _put_bytes(out, pos, fields, field_ends[k], field_ends[k + 1])
             if k == 0:  # times: [tag, len, [val, len, varints...]]
-                packed = 0
-                for p in range(lo, hi):
-                    packed += _varint_size(np.uint64(times[p]))
-                inner = 1 + _varint_size(np.uint64(packed)) + packed if n else 0
-                length = 1 + _varint_size(np.uint64(inner)) + inner
+                packed = _packed_size(times, lo, hi)
+                length = _int64_list_length(packed)
             elif k == 1:  # amounts: [tag, len, [val, len, 8 bytes each]]
                 inner = 1 + _varint_size(np.uint64(8 * n)) + 8 * n if n else 0
                 length = 1 + _varint_size(np.uint64(inner)) + inner
@@ -585,13 +625,7 @@ def encode_state_hsets(
                 length = 9
             pos = _put_bulk_header(out, pos, length)
             if k == 0:
-                out[pos] = tags[0]
-                pos = _put_varint(out, pos + 1, np.uint64(inner))
-                if n:
-                    out[pos] = tags[3]
-                    pos = _put_varint(out, pos + 1, np.uint64(packed))
-                    for p in range(lo, hi):
-                        pos = _put_varint(out, pos, np.uint64(times[p]))
+                pos = _put_int64_list(out, pos, times, lo, hi, packed, tags[0], tags[3])
             elif k == 1:
                 out[pos] = tags[1]
                 pos = _put_varint(out, pos + 1, np.uint64(inner))
@@ -642,7 +676,7 @@ def decode_states(
         for k in range(3):
             i = g * stride + k
             sizes[k] += ends[i] - (ends[i - 1] if i > 0 else 0)
-    times = np.empty(sizes[0], dtype=np.int64)  # a varint takes a byte or more
+    times = np.empty(sizes[0], dtype=np.uint64)  # a varint takes a byte or more
     bits = np.empty(sizes[1] // 8 + 1, dtype=np.uint64)
     ids = np.empty(sizes[2], dtype=np.uint8)
     lengths = np.zeros(groups, dtype=np.int64)
@@ -673,58 +707,40 @@ def decode_states(
                 if pos < end:
                     if end - pos != 9 or data[pos] != tags[5]:
                         return failed
-                    value = np.uint64(0)
-                    for b in range(8):
-                        value |= np.uint64(data[pos + 1 + b]) << np.uint64(8 * b)
-                    stats[g, k - 3] = value
+                    stats[g, k - 3] = _get_fixed64(data, pos + 1)
                 continue
-            # the lists: [tag, length, [val, length, payload]] (empty: [tag, 0])
+            if k == 0:  # the times, packed varints (see _read_number_list)
+                n_times = _read_number_list(data, pos, end, tags[0], tags[3], False, times, n_times)
+                if n_times < 0:
+                    return failed
+                continue
+            if k == 1:  # the amounts, packed doubles
+                n_amounts = _read_number_list(data, pos, end, tags[1], tags[3], True, bits,
+                                              n_amounts)  # fmt: skip
+                if n_amounts < 0:
+                    return failed
+                continue
+            # k == 2, the ids: [tag, length, [val, width, bytes] per id] (empty: [tag, 0])
             if end - pos < 2 or data[pos] != tags[k]:
                 return failed
             length, pos = _get_varint(data, pos + 1, end)
             if pos < 0 or pos + length != end:
                 return failed
-            if k == 2:  # string list: [val, width, bytes] per id
-                while pos < end:
-                    if data[pos] != tags[3]:
-                        return failed
-                    wide, pos = _get_varint(data, pos + 1, end)
-                    size = np.int64(wide)
-                    if pos < 0 or pos + size > end or size <= 0 or (width >= 0 and size != width):
-                        return failed
-                    width = size
-                    for b in range(size):
-                        byte = data[pos + b]
-                        if byte == 0 or byte >= 0x80:
-                            return failed
-                        ids[n_ids * size + b] = byte
-                    pos += size
-                    n_ids += 1
-                continue
-            if length == 0:
-                continue
-            if data[pos] != tags[3]:
-                return failed
-            size, pos = _get_varint(data, pos + 1, end)
-            if pos < 0 or pos + size != end:
-                return failed
-            if k == 0:
-                while pos < end:
-                    value, pos = _get_varint(data, pos, end)
-                    if pos < 0:
-                        return failed
-                    times[n_times] = np.int64(value)
-                    n_times += 1
-            else:
-                if size % 8:
+            while pos < end:
+                if data[pos] != tags[3]:
                     return failed
-                while pos < end:
-                    value = np.uint64(0)
-                    for b in range(8):
-                        value |= np.uint64(data[pos + b]) << np.uint64(8 * b)
-                    bits[n_amounts] = value
-                    n_amounts += 1
-                    pos += 8
+                wide, pos = _get_varint(data, pos + 1, end)
+                size = np.int64(wide)
+                if pos < 0 or pos + size > end or size <= 0 or (width >= 0 and size != width):
+                    return failed
+                width = size
+                for b in range(size):
+                    byte = data[pos + b]
+                    if byte == 0 or byte >= 0x80:
+                        return failed
+                    ids[n_ids * size + b] = byte
+                pos += size
+                n_ids += 1
         count = n_times - first_time
         if n_amounts - first_amount != count or n_ids - first_id != count:
             return failed
