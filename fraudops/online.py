@@ -194,23 +194,24 @@ class OnlineFeatures:
     def _read_fast(
         self, tx: Columns, time_us: np.ndarray
     ) -> tuple[StateBatch | dict[str, CustomerState], dict[str, np.ndarray]]:
-        from fraudops.redis_fast import decode_event_times_us, decode_numbers, decode_state_batch
+        from fraudops.redis_fast import (
+            decode_event_times_us,
+            decode_number_matrix,
+            decode_state_batch,
+        )
 
         read = self._reader.read_replies({key: tx[key] for key in self._reader.join_keys})
-        looked_up = {}
+        looked_up: dict[str, np.ndarray] = {}
         for (view, features), view_read, spec in zip(
             self.lookups, read, self._reader.views, strict=False
         ):
             positions = np.asarray(view_read.positions, dtype=np.int64)
-            stale = None
+            values = decode_number_matrix(view_read.replies, spec.types)[positions]
             if view.ttl:  # older than the TTL: what an offline point-in-time join returns
                 stamps = decode_event_times_us([r[-1] for r in view_read.replies])
-                stale = time_us - stamps[positions] > view.ttl.total_seconds() * f.MICROS
-            for k, (name, value_type) in enumerate(zip(features, spec.types, strict=True)):
-                values = decode_numbers([r[k] for r in view_read.replies], value_type)[positions]
-                if stale is not None:
-                    values[stale] = np.nan
-                looked_up[name] = np.nan_to_num(values, nan=f.MISSING_FEATURE_VALUE)
+                values[time_us - stamps[positions] > view.ttl.total_seconds() * f.MICROS] = np.nan
+            values = np.nan_to_num(values, nan=f.MISSING_FEATURE_VALUE)
+            looked_up.update((name, values[:, k]) for k, name in enumerate(features))
         if not self.state_view:
             return {}, looked_up
         state_read = read[-1]

@@ -15,7 +15,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from fraudops import features as f
 from fraudops import kernels
@@ -323,10 +322,17 @@ def batch_for(
     """Each transaction's customer as a position in the batch (customers in order of first
     appearance), and their states as a :class:`StateBatch`, for :func:`advance_batch`.
     A ``StateBatch`` given must hold exactly those customers, in that order."""
-    group, unique = pd.factorize(np.asarray(customers, dtype=object))
+    # a dict, not pandas.factorize: the scorer's batches are mostly a few dozen (measured:
+    # 2.2 against 8.2 µs for 16 customers; for 1,000, 81 against 46 µs)
+    positions: dict[Any, int] = {}
+    group = np.fromiter(
+        (positions.setdefault(customer, len(positions)) for customer in customers),
+        np.int64, len(customers),
+    )  # fmt: skip
+    unique = list(positions)
     if not isinstance(states, StateBatch):
-        return group, StateBatch.of(list(unique), states)
-    if states.customers != list(unique):
+        return group, StateBatch.of(unique, states)
+    if states.customers != unique:
         raise ValueError("the state batch does not hold the transactions' customers in order")
     return group, states
 

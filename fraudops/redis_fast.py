@@ -1072,6 +1072,27 @@ def decode_numbers(raws: Sequence[bytes | None], value_type: ValueType) -> np.nd
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
+def decode_number_matrix(
+    replies: Sequence[Sequence[bytes | None]], value_types: Sequence[ValueType]
+) -> np.ndarray:
+    """Several numeric features of each entity (an HMGET reply per entity, the features
+    first) as an entities x features float array, NaN where absent: when all are doubles
+    stored as Feast writes them, by one numpy call for the lot, else feature by feature
+    (:func:`decode_numbers`)."""
+    width = len(value_types)
+    if all(value_type == ValueType.DOUBLE for value_type in value_types):
+        raws = [raw for reply in replies for raw in reply[:width]]
+        if all(raw is not None and len(raw) == 9 and raw[0] == _DOUBLE_TAG for raw in raws):
+            matrix = np.frombuffer(b"".join(cast(list[bytes], raws)), np.uint8).reshape(-1, 9)
+            doubles = np.ascontiguousarray(matrix[:, 1:]).view("<f8")
+            return doubles.astype(np.float64).reshape(len(replies), width)
+    columns = [
+        decode_numbers([reply[k] for reply in replies], value_type)
+        for k, value_type in enumerate(value_types)
+    ]
+    return np.column_stack(columns) if columns else np.empty((len(replies), 0))
+
+
 def decode_event_times_us(raws: Sequence[bytes | None]) -> np.ndarray:
     """Stored event times (``Timestamp`` protos) in µs since the epoch, NaN where absent."""
     seconds = [_decode_timestamp(raw) for raw in raws]

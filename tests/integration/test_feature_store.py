@@ -39,10 +39,13 @@ def feature_settings(request, settings: Settings, monkeypatch: pytest.MonkeyPatc
     return get_settings()
 
 
+@pytest.mark.parametrize("batch", [1, 25], ids=["one-by-one", "batches"])
 def test_online_features_equal_offline_point_in_time_features(
-    request, feature_settings: Settings, transactions: pd.DataFrame
+    request, feature_settings: Settings, transactions: pd.DataFrame, batch: int
 ) -> None:
-    """Replay the last day through the online path and compare, transaction by transaction."""
+    """Replay the last day through the online path and compare, transaction by transaction:
+    one at a time (the scorer's single-request path) and in batches of consecutive
+    transactions (coalesced requests, /score_batch, the stream)."""
     replay_day = transactions[c.TIMESTAMP].max().floor("D")
     history = transactions[transactions[c.TIMESTAMP] < replay_day]
     day = transactions[transactions[c.TIMESTAMP] >= replay_day]
@@ -68,10 +71,10 @@ def test_online_features_equal_offline_point_in_time_features(
         fast=request.node.callspec.params["feature_settings"] == "redis",
     )
     seen = []
-    for i in range(len(day)):  # one transaction at a time, in time order
-        scored = online.compute(day.iloc[i : i + 1])
+    for i in range(0, len(day), batch):  # in time order
+        scored = online.compute(day.iloc[i : i + batch])
         online.commit(scored)
-        seen.append(scored.matrix[0])
+        seen.extend(scored.matrix)
     online_values = pd.DataFrame(seen, columns=online.names)
 
     # Offline: the full history, read through the same feature service.

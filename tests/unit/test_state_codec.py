@@ -285,3 +285,30 @@ def test_compiled_hset_commands_with_the_longest_fields() -> None:
     fields = [_bulk(b"f" * 300 + b"%d" % k) for k in range(len(STATE_FEATURES))]
     expected = list(_batched(hset_commands(keys, [encode_state(s) for s in states], fields), 2))
     assert _compiled_hsets(batch_of(states), keys, HEAD, fields, TAIL, 2) == expected
+
+
+def test_feature_matrix_decodes_as_feature_by_feature() -> None:
+    """Lookup features of a batch decode to one entities x features array: the doubles
+    Feast writes in one step, anything else (absent values, other types) feature by
+    feature, each time the same numbers as protobuf's own parsing."""
+    from fraudops.redis_fast import decode_number_matrix, decode_numbers
+
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(5, 3)) * 100
+    doubles = [
+        [ValueProto(double_val=float(v)).SerializeToString() for v in row] + [b"stamp"]
+        for row in values
+    ]
+    types = (ValueType.DOUBLE,) * 3
+    np.testing.assert_array_equal(decode_number_matrix(doubles, types), values)
+
+    mixed = [list(reply) for reply in doubles]
+    mixed[1][0] = None  # absent in the store
+    mixed[2][2] = ValueProto(int64_val=7).SerializeToString()
+    mixed_types = (ValueType.DOUBLE, ValueType.DOUBLE, ValueType.INT64)
+    matrix = decode_number_matrix(mixed, mixed_types)
+    for k, value_type in enumerate(mixed_types):
+        column = decode_numbers([reply[k] for reply in mixed], value_type)
+        np.testing.assert_array_equal(matrix[:, k], column)
+    assert np.isnan(matrix[1, 0]) and matrix[2, 2] == 7.0
+    assert decode_number_matrix(doubles, ()).shape == (5, 0)
