@@ -17,7 +17,7 @@ from fraudops import features as f
 from fraudops.feast_store import apply_definitions, feature_service, get_store
 from fraudops.feature_build import build_customer_tables, build_from_offline_store
 from fraudops.ingest import write_parquet_atomic
-from fraudops.model import FraudModel
+from fraudops.model import PARALLEL_ROWS, FraudModel
 from fraudops.offline import offline_features
 from fraudops.online import assemble
 from fraudops.realtime import CustomerState
@@ -145,6 +145,31 @@ def test_training_is_reproducible_for_a_seed(trained: Trained) -> None:
     b, _ = fit_model(fit, valid, trained.model.feature_names, "svc", seed=7)
     assert a.booster.model_to_string() == b.booster.model_to_string()
     assert a.calibrator == b.calibrator
+
+
+def test_every_batch_size_predicts_as_lightgbm(trained: Trained) -> None:
+    """One row (LightGBM's single-row path), a few (its matrix prediction called directly)
+    and many (through its Python API, on two threads): the same raw scores and leaves as
+    ``Booster.predict``, and the same calibrated probabilities."""
+    x = trained.test.to_numpy(dtype=np.float64)
+    model, booster = trained.model, trained.model.booster
+    assert len(x) > PARALLEL_ROWS
+    for rows in (x[:1], x[:15], x[: PARALLEL_ROWS - 1], x):
+        expected = booster.predict(rows, raw_score=True)
+        np.testing.assert_allclose(model.raw_score(rows), expected, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(
+            model.predict_proba(rows), model.calibrator(expected), rtol=0, atol=1e-12
+        )
+    leaves = booster.predict(x[:15], pred_leaf=True)
+    np.testing.assert_array_equal(model._leaves_few(x[:15]), leaves)
+    np.testing.assert_array_equal(model._leaves_one(x[0]), leaves[0])
+    # rows laid out column by column are copied, not misread
+    np.testing.assert_allclose(
+        model.raw_score(np.asfortranarray(x[:15])),
+        booster.predict(x[:15], raw_score=True),
+        rtol=0,
+        atol=1e-12,
+    )
 
 
 def test_reasons_add_up_to_the_score_and_mostly_agree_with_shap(trained: Trained) -> None:
