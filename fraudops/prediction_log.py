@@ -32,6 +32,7 @@ from typing import IO, Any, cast
 import sqlalchemy as sa
 
 from fraudops.db import create_db_engine, json_text, predictions, upgrade
+from fraudops.settings import LOG_FLUSH_SECONDS
 
 log = logging.getLogger(__name__)
 Record = dict[str, Any]
@@ -339,22 +340,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot spool {type(value).__name__}")
 
 
-# How long the writer lets records gather before it writes them. Short, so that the
-# database's work comes in small, even slices: where PostgreSQL shares the machine with the
-# scorer, a COPY of 500 records took a core for several milliseconds and the requests in
-# flight meanwhile made the latency's tail. Measured with the service benchmark's load at
-# concurrency 16, six alternated rounds: p99 10.6 ms at 0.05 s against 12.6 ms at 0.2 s
-# (the no-op service's: 7.3 ms), the same throughput; at concurrency 1 no difference.
-FLUSH_SECONDS = 0.05
-
-
 class PredictionLog:
     def __init__(
         self,
         url: str,
         spool_path: Path,
         batch_size: int = 500,
-        flush_interval: float = FLUSH_SECONDS,
+        flush_interval: float = LOG_FLUSH_SECONDS,
         retry_interval: float = 2.0,
         migrate: bool = True,
     ):

@@ -20,6 +20,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# The prediction log's default flush interval. Measured with the service benchmark's load at
+# concurrency 16, PostgreSQL on the same 2 cores, six alternated rounds: p99 10.6 ms at
+# 0.05 s against 12.6 ms at 0.2 s (the no-op service's: 7.3 ms), the same throughput; at
+# concurrency 1 no difference.
+LOG_FLUSH_SECONDS = 0.05
+
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "fraudops"}
 MIN_PRODUCTION_KEY_LENGTH = 16
 
@@ -195,6 +201,16 @@ class Settings(MonitorSettings):
         gt=0,
         description="While the online store is down, how often a request tries it again "
         "(the others are scored in degraded mode at once).",
+    )
+    log_flush_seconds: float = Field(
+        LOG_FLUSH_SECONDS,
+        gt=0,
+        le=60,
+        description="How long the prediction log gathers records before writing them, in one "
+        "COPY or INSERT. Short, the database's work comes in small, even slices, which kept "
+        "the scorer's p99 down where PostgreSQL shares its machine (README, 'Benchmarks'); "
+        "longer, fewer transactions for a busy or distant database. Records wait in memory "
+        "meanwhile, and go to the spool if the database is down.",
     )
     reload_interval_seconds: float = Field(
         15.0, gt=0, description="How often the scorer checks which version is @champion."

@@ -782,7 +782,9 @@ def run_consumer(
     consumer = consumer or default_consumer_name()
     # One spool per consumer name: a restarted consumer of the same name replays its own.
     spool = settings.data_dir / "spool" / f"stream-{_safe(consumer)}.jsonl"
-    prediction_log = PredictionLog(settings.resolved_database_url, spool).start()
+    prediction_log = PredictionLog(
+        settings.resolved_database_url, spool, flush_interval=settings.log_flush_seconds
+    ).start()
     try:
         core = ScoringCore(settings, prediction_log)
     except Exception:

@@ -134,7 +134,10 @@ class FraudScorer:
         settings = get_settings()
         # a spool file of this worker's own: workers and replicas may share the data directory
         self.spool = claim_spool(settings.data_dir / "spool", "predictions")
-        prediction_log = PredictionLog(settings.resolved_database_url, self.spool.path).start()
+        prediction_log = PredictionLog(
+            settings.resolved_database_url, self.spool.path,
+            flush_interval=settings.log_flush_seconds,
+        ).start()  # fmt: skip
         try:
             self.core = ScoringCore(settings, prediction_log, wait_for_state_writes=False)
         except NotReady as exc:

@@ -428,10 +428,11 @@ def test_the_batch_limit_is_the_setting(tmp_path: Path) -> None:
 def test_contract_through_the_asgi_app(stack: Stack) -> None:
     from starlette.testclient import TestClient
 
-    with environment(stack.values):
-        from service.service import FraudScorer
+    with environment({**stack.values, "FRAUDOPS_LOG_FLUSH_SECONDS": "0.25"}):
+        from service.service import FraudScorer, _scorers
 
         with TestClient(FraudScorer.to_asgi()) as client:
+            assert _scorers[-1].prediction_log.flush_interval == 0.25  # the setting reaches it
             ok = client.post("/score", json={"transaction": transaction()}, headers=AUTH)
             assert ok.status_code == 200 and set(ok.json()) == SCORE_FIELDS
             assert client.post("/score", json={"transaction": transaction()}).status_code == 401

@@ -46,6 +46,10 @@ def test_bad_value_is_refused(settings: Settings, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("FRAUDOPS_ONLINE_STORE", "memcached")
     with pytest.raises(ValueError, match="online_store"):
         Settings()
+    monkeypatch.setenv("FRAUDOPS_ONLINE_STORE", "sqlite")
+    monkeypatch.setenv("FRAUDOPS_LOG_FLUSH_SECONDS", "0")
+    with pytest.raises(ValueError, match="log_flush_seconds"):
+        Settings()
 
 
 @pytest.mark.parametrize(
