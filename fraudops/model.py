@@ -219,21 +219,22 @@ class _FewRows:
     against 43 µs). ``predict_type`` as for :class:`_SingleRow`."""
 
     def __init__(self, booster: lgb.Booster, predict_type: int, outputs: int):
-        from lightgbm.basic import _c_str
+        from lightgbm.basic import _LIB, _c_str
 
         self.booster = booster
         self.predict_type = predict_type
         self.outputs = outputs
         self._parameters = _c_str("num_threads=1")
+        self._predict = _LIB.LGBM_BoosterPredictForMat
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         """Outputs for rows (float64, feature order): rows, or rows x outputs."""
-        from lightgbm.basic import _LIB, _safe_call
+        from lightgbm.basic import _safe_call
 
         rows = np.ascontiguousarray(rows, dtype=np.float64)
         out = np.empty(len(rows) * self.outputs, dtype=np.float64)
         length = ctypes.c_int64(0)
-        _safe_call(_LIB.LGBM_BoosterPredictForMat(
+        _safe_call(self._predict(
             self.booster._handle, rows.ctypes.data_as(ctypes.c_void_p), ctypes.c_int(1),
             ctypes.c_int32(rows.shape[0]), ctypes.c_int32(rows.shape[1]), ctypes.c_int(1),
             ctypes.c_int(self.predict_type), ctypes.c_int(0), ctypes.c_int(-1), self._parameters,

@@ -1059,14 +1059,20 @@ def _last_times(bounds: np.ndarray, times: np.ndarray) -> np.ndarray:
     return last
 
 
+def _packed_doubles(raws: Sequence[bytes | None]) -> np.ndarray | None:
+    """Double Values as Feast writes them (a tag and 8 bytes each), read by one numpy call;
+    None when any is absent or stored otherwise."""
+    if not all(raw is not None and len(raw) == 9 and raw[0] == _DOUBLE_TAG for raw in raws):
+        return None
+    matrix = np.frombuffer(b"".join(cast(list[bytes], raws)), dtype=np.uint8).reshape(-1, 9)
+    return np.ascontiguousarray(matrix[:, 1:]).view("<f8").ravel().astype(np.float64)
+
+
 def decode_numbers(raws: Sequence[bytes | None], value_type: ValueType) -> np.ndarray:
     """Numeric feature Values as floats, NaN where absent: doubles stored as Feast writes
     them are read by one numpy call, anything else value by value."""
-    if value_type == ValueType.DOUBLE and all(
-        raw is not None and len(raw) == 9 and raw[0] == _DOUBLE_TAG for raw in raws
-    ):
-        matrix = np.frombuffer(b"".join(cast(list[bytes], raws)), dtype=np.uint8).reshape(-1, 9)
-        return np.ascontiguousarray(matrix[:, 1:]).view("<f8").ravel().astype(np.float64)
+    if value_type == ValueType.DOUBLE and (doubles := _packed_doubles(raws)) is not None:
+        return doubles
     decode = _decoder(value_type)
     values = [decode(raw) for raw in raws]
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
@@ -1081,11 +1087,9 @@ def decode_number_matrix(
     (:func:`decode_numbers`)."""
     width = len(value_types)
     if all(value_type == ValueType.DOUBLE for value_type in value_types):
-        raws = [raw for reply in replies for raw in reply[:width]]
-        if all(raw is not None and len(raw) == 9 and raw[0] == _DOUBLE_TAG for raw in raws):
-            matrix = np.frombuffer(b"".join(cast(list[bytes], raws)), np.uint8).reshape(-1, 9)
-            doubles = np.ascontiguousarray(matrix[:, 1:]).view("<f8")
-            return doubles.astype(np.float64).reshape(len(replies), width)
+        doubles = _packed_doubles([raw for reply in replies for raw in reply[:width]])
+        if doubles is not None:
+            return doubles.reshape(len(replies), width)
     columns = [
         decode_numbers([reply[k] for reply in replies], value_type)
         for k, value_type in enumerate(value_types)

@@ -14,6 +14,8 @@ from fraudops.redis_fast import (
     STATE_FEATURES,
     _decode_value,
     _decoder,
+    decode_number_matrix,
+    decode_numbers,
     decode_state_batch,
     encode_state,
     encode_state_batch,
@@ -291,8 +293,6 @@ def test_feature_matrix_decodes_as_feature_by_feature() -> None:
     """Lookup features of a batch decode to one entities x features array: the doubles
     Feast writes in one step, anything else (absent values, other types) feature by
     feature, each time the same numbers as protobuf's own parsing."""
-    from fraudops.redis_fast import decode_number_matrix, decode_numbers
-
     rng = np.random.default_rng(3)
     values = rng.normal(size=(5, 3)) * 100
     doubles = [
