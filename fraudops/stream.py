@@ -777,7 +777,7 @@ def run_consumer(
     close the prediction log (drains it). ``freeze``: the process is only this consumer
     (the CLI), so start-up objects can leave the garbage collector's reach."""
     from fraudops.prediction_log import PredictionLog
-    from fraudops.scoring import ScoringCore
+    from fraudops.scoring import ScoringCore, freeze_startup_heap
 
     consumer = consumer or default_consumer_name()
     # One spool per consumer name: a restarted consumer of the same name replays its own.
@@ -792,7 +792,7 @@ def run_consumer(
         raise
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     if freeze:
-        _freeze_startup_objects()
+        freeze_startup_heap()
     try:
         core.follow_champion()
         worker = StreamConsumer(
@@ -804,17 +804,6 @@ def run_consumer(
     finally:
         core.close()
         client.close()
-
-
-def _freeze_startup_objects() -> None:
-    """Move everything loaded so far (Feast, MLflow, the model: millions of objects) out of
-    the garbage collector's reach. The consumer allocates many short-lived objects per
-    batch, and each full collection scanned the whole start-up heap (the technique of
-    ``gc.freeze``'s documentation, for long-running servers)."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
 
 
 def _safe(name: str) -> str:

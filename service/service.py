@@ -26,7 +26,7 @@ from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from pydantic import BaseModel, Field
 
 from fraudops.contract import Transaction
-from fraudops.http_guard import GuardMiddleware
+from fraudops.http_guard import GuardMiddleware, use_request_timeout
 from fraudops.readiness import ReadinessDetails
 from fraudops.settings import get_settings
 
@@ -118,6 +118,7 @@ def service_config(
 
 
 _settings = get_settings()  # BentoML takes the configuration when this module is imported
+use_request_timeout()  # and builds its app from what its modules hold then
 
 
 @bentoml.service(
@@ -127,7 +128,7 @@ _settings = get_settings()  # BentoML takes the configuration when this module i
 class FraudScorer:
     def __init__(self) -> None:
         from fraudops.prediction_log import PredictionLog, claim_spool
-        from fraudops.scoring import Coalescer, NotReady, ScoringCore
+        from fraudops.scoring import Coalescer, NotReady, ScoringCore, freeze_startup_heap
 
         show_operational_logs()
         tune_gc()
@@ -155,6 +156,7 @@ class FraudScorer:
         self.metrics = _Metrics()
         self.metrics.status(self.core.status())  # model version and feature freshness now
         self.core.listeners.append(self.metrics.status)
+        freeze_startup_heap()
         log.info("scoring with %s version %s", settings.model_name, self.core.current.version)
 
     @bentoml.on_shutdown
@@ -162,6 +164,7 @@ class FraudScorer:
         """Stop following the alias and drain the prediction log (to the DB or the spool)."""
         self.core.close()
         self.spool.release()
+        gc.unfreeze()
 
     def __is_ready__(self) -> bool:
         return self.core.current is not None

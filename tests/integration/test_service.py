@@ -429,9 +429,13 @@ def test_contract_through_the_asgi_app(stack: Stack) -> None:
     from starlette.testclient import TestClient
 
     with environment({**stack.values, "FRAUDOPS_LOG_FLUSH_SECONDS": "0.25"}):
+        from fraudops.http_guard import RequestTimeout
         from service.service import FraudScorer, _scorers
 
-        with TestClient(FraudScorer.to_asgi()) as client:
+        app = FraudScorer.to_asgi()
+        timeouts = [m.cls for m in app.user_middleware if "Timeout" in m.cls.__name__]
+        assert timeouts == [RequestTimeout]  # in place of BentoML's, whose timers stayed alive
+        with TestClient(app) as client:
             assert _scorers[-1].prediction_log.flush_interval == 0.25  # the setting reaches it
             ok = client.post("/score", json={"transaction": transaction()}, headers=AUTH)
             assert ok.status_code == 200 and set(ok.json()) == SCORE_FIELDS
