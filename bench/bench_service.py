@@ -14,7 +14,11 @@ dropped)::
    for the embedded default), with an API key.
 2. The floor: ``bentoml serve bench.noop_service:NoopScorer``, the same routes, pydantic
    request and response models, workers, threads and API-key middleware, answering a
-   constant score.
+   constant score. Two more floors (``--no-references`` skips them) add one piece of the
+   scorer's work each, measured at concurrency 1 beside the no-op: one Redis round trip of
+   the scorer's read per request, on a plain socket (``RoundTripFloor``), and one LightGBM
+   prediction (``PredictionFloor``); they show how much of the goals' budget that piece
+   alone takes.
 3. A load generator in a second process (asyncio, HTTP/1.1 keep-alive; see
    :func:`generate_load` for why not wrk) POSTs ``/score`` back to back on 1 and on 16
    connections: the simulation's transactions continued after the training data (see
@@ -46,7 +50,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +71,12 @@ POSTGRES_URL = os.environ.get(
 API_KEY = "bench-key-not-a-secret"
 SCORER_TARGET = "service.service:FraudScorer"
 NOOP_TARGET = "bench.noop_service:NoopScorer"
+# Floors that add one piece of the scorer's work to the no-op (see bench/noop_service.py),
+# measured at concurrency 1: what that piece alone costs against the goals there.
+REFERENCES = {
+    "round_trip": "bench.noop_service:RoundTripFloor",  # one Redis round trip per request
+    "prediction": "bench.noop_service:PredictionFloor",  # one LightGBM prediction
+}
 CONCURRENCIES = (1, 16)
 BATCH_SIZE = 1_000
 GOALS = {"p50_ratio_max": 1.3, "p99_ratio_max": 1.5, "throughput_ratio_min": 0.75,
@@ -583,6 +593,11 @@ def run_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                 first = check_answers(scorer, stream.transaction(0, "check"))
                 stream.advance(1)
                 single = measure_single(noop, scorer, stream, sizes, args.concurrency)
+                references = (
+                    measure_references(noop, stream, sizes, values, scratch)
+                    if args.references and 1 in args.concurrency
+                    else None
+                )
                 batch = measure_batch(noop, scorer, stream, sizes)
                 drained = wait_for_log_backlog(scorer)
             time.sleep(1.0)  # the log writer's last flush at shutdown
@@ -605,6 +620,7 @@ def run_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
             "medians over rounds",
         },
         "single": single,
+        "references": references,
         "batch": batch,
         "prediction_log_final": {**logged, **drained},
     }
@@ -619,31 +635,68 @@ def measure_single(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for concurrency in concurrencies:
-        rounds: dict[str, list[dict[str, Any]]] = {"noop": [], "scorer": []}
-        for server in (noop, scorer):
-            logger.info("%s c=%d: warm-up %d s", server.name, concurrency, sizes["warmup_s"])
-            run_load(server, concurrency, sizes["warmup_s"], stream, "warm", server is scorer)
-        wait_for_log_backlog(scorer)
-        for r in range(sizes["rounds"]):
-            for server in (noop, scorer):  # alternated: both see the same machine state
-                tag = f"{server.name}-c{concurrency}-r{r}"
-                result = run_load(
-                    server, concurrency, sizes["round_s"], stream, tag, server is scorer
-                )
-                if server is scorer:  # its log inserts belong to its own run
-                    result["prediction_log"] = wait_for_log_backlog(server)
-                shown = ("requests_per_s", "p50_ms", "p99_ms", "failed")
-                logger.info("%s: %s", tag, {k: result[k] for k in shown})
-                rounds[server.name].append(result)
+        rounds = alternate([noop, scorer], concurrency, stream, sizes, scorer)
         level: dict[str, Any] = {name: summarize(runs) for name, runs in rounds.items()}
-        level["scorer_vs_noop"] = compare(level["noop"], level["scorer"])
-        each = [compare(n, s) for n, s in zip(rounds["noop"], rounds["scorer"], strict=True)]
-        level["scorer_vs_noop"]["per_round"] = {
-            ratio: [round_[ratio] for round_ in each]
-            for ratio in ("p50_ratio", "p99_ratio", "throughput_ratio")
-        }
+        level["scorer_vs_noop"] = versus(rounds["noop"], rounds["scorer"])
         out[f"concurrency_{concurrency}"] = level
     return out
+
+
+def measure_references(
+    noop: Server, stream: Stream, sizes: dict[str, int], values: dict[str, str], scratch: Path
+) -> dict[str, Any]:
+    """At concurrency 1, the no-op against the floors of ``bench/noop_service.py`` that add
+    one piece of the scorer's work each (``REFERENCES``): how much of the goals' budget
+    that piece alone takes."""
+    with ExitStack() as stack:
+        servers = [noop]
+        for name, target in REFERENCES.items():
+            log_path = scratch / f"{name}.log"
+            servers.append(stack.enter_context(bentoml_serve(name, target, REPO, values, log_path)))
+            check_answers(servers[-1], stream.transaction(0, "check"))
+        rounds = alternate(servers, 1, stream, sizes, None)
+    level: dict[str, Any] = {name: summarize(runs) for name, runs in rounds.items()}
+    for name in REFERENCES:
+        level[f"{name}_vs_noop"] = versus(rounds["noop"], rounds[name])
+    return {"concurrency_1": level}
+
+
+def alternate(
+    servers: list[Server],
+    concurrency: int,
+    stream: Stream,
+    sizes: dict[str, int],
+    scorer: Server | None,
+) -> dict[str, list[dict[str, Any]]]:
+    """After a warm-up each, ``rounds`` runs of every server in turn (so all see the same
+    machine state); only the scorer's runs move the stream's cursor."""
+    rounds: dict[str, list[dict[str, Any]]] = {server.name: [] for server in servers}
+    for server in servers:
+        logger.info("%s c=%d: warm-up %d s", server.name, concurrency, sizes["warmup_s"])
+        run_load(server, concurrency, sizes["warmup_s"], stream, "warm", server is scorer)
+    if scorer is not None:
+        wait_for_log_backlog(scorer)
+    for r in range(sizes["rounds"]):
+        for server in servers:
+            tag = f"{server.name}-c{concurrency}-r{r}"
+            result = run_load(server, concurrency, sizes["round_s"], stream, tag, server is scorer)
+            if server is scorer:  # its log inserts belong to its own run
+                result["prediction_log"] = wait_for_log_backlog(server)
+            shown = ("requests_per_s", "p50_ms", "p99_ms", "failed")
+            logger.info("%s: %s", tag, {k: result[k] for k in shown})
+            rounds[server.name].append(result)
+    return rounds
+
+
+def versus(noop_runs: list[dict[str, Any]], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`compare` of the medians, and of each round with the no-op's of the same turn."""
+    verdict = compare(summarize(noop_runs), summarize(runs))
+    each = [compare(n, s) for n, s in zip(noop_runs, runs, strict=True)]
+    verdict["per_round"] = {
+        ratio: [round_[ratio] for round_ in each]
+        for ratio in ("p50_ratio", "p99_ratio", "throughput_ratio")
+    }
+    return verdict
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -706,6 +759,11 @@ def main() -> None:
     parser.add_argument(
         "--concurrency", type=int, nargs="+", default=list(CONCURRENCIES),
         help="connections for /score runs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--references", action=argparse.BooleanOptionalAction, default=True,
+        help="also measure the floors with one Redis round trip and one prediction, at "
+        "concurrency 1 (about 90 s)",
     )  # fmt: skip
     args = parser.parse_args()
     args.concurrency = tuple(args.concurrency)

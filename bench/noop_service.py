@@ -1,26 +1,39 @@
-"""The floor for ``bench/bench_service.py``: the scorer's routes, request and response
-models, worker/thread configuration and middleware (API keys, /readyz details), with a
-constant answer.
+"""The floors for ``bench/bench_service.py``: BentoML services with the scorer's routes,
+request and response models, worker/thread configuration and middleware (API keys,
+/readyz details), answering a constant score.
 
-Whatever this service costs per request is what BentoML, pydantic and the HTTP stack
-cost the real scorer too; the benchmark compares the two in the same run::
+- ``NoopScorer`` does nothing else. Whatever it costs per request is what BentoML,
+  pydantic and the HTTP stack cost the real scorer too; the benchmark's goals are ratios to
+  it.
+- ``RoundTripFloor`` also reads the transaction's customer and terminal from Redis, as the
+  scorer's single-request path does (the same ``HMGET`` commands, one pipelined round
+  trip), on a plain socket, with the replies parsed by hiredis and then dropped: the least
+  CPU a scorer that reads the online store per request can add to the no-op.
+- ``PredictionFloor`` also runs the champion model's prediction on one row (no I/O).
+
+The benchmark compares them in the same run::
 
     bentoml serve bench.noop_service:NoopScorer --port 3001    # from the repository root
 
-Its endpoints are async like ``FraudScorer``'s, so both run on the event loop.
+The two references need the scorer's environment (``FRAUDOPS_*``: the online store, the
+model registry). Their endpoints are async like ``FraudScorer``'s, so all run on the
+event loop.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Annotated
+import socket
+from typing import Annotated, Any
 
 import bentoml
 from pydantic import Field
 
+from fraudops import contract as c
 from fraudops.contract import Transaction
 from fraudops.http_guard import GuardMiddleware
 from fraudops.readiness import ReadinessDetails
+from fraudops.scoring import freeze_startup_heap
 from fraudops.settings import get_settings
 from service.service import BatchScores, FraudScorer, Score, tune_gc
 
@@ -44,11 +57,23 @@ def _api_key() -> str | None:
     return key.get_secret_value() if key else None
 
 
-# The scorer's own config (workers, threads, traffic timeout), so the two cannot drift apart.
-@bentoml.service(name="noop_scorer", **copy.deepcopy(FraudScorer.config))
-class NoopScorer:
+def _floor(name: str, service_class: type) -> Any:
+    """``service_class`` as a BentoML service with the scorer's own config (workers,
+    threads, traffic timeout, tracing, access log) and middleware, so they cannot drift
+    apart."""
+    service = bentoml.service(name=name, **copy.deepcopy(FraudScorer.config))(service_class)
+    service.add_asgi_middleware(
+        GuardMiddleware, api_key=_api_key, max_body_bytes=lambda: get_settings().max_body_bytes
+    )
+    service.add_asgi_middleware(ReadinessDetails, details=lambda: None)  # the scorer's layers
+    return service
+
+
+class _Noop:
     def __init__(self) -> None:
-        tune_gc()  # the scorer's collector settings too: the floor is the framework's cost
+        # the scorer's collector settings too: the floor is the framework's cost
+        tune_gc()
+        freeze_startup_heap()
 
     @bentoml.api(route="/score")
     async def score(self, transaction: Transaction) -> Score:
@@ -66,7 +91,100 @@ class NoopScorer:
         return BatchScores(results=[constant_score(t) for t in transactions])
 
 
-NoopScorer.add_asgi_middleware(
-    GuardMiddleware, api_key=_api_key, max_body_bytes=lambda: get_settings().max_body_bytes
-)
-NoopScorer.add_asgi_middleware(ReadinessDetails, details=lambda: None)  # the scorer's layers
+NoopScorer = _floor("noop_scorer", _Noop)
+
+
+def _champion_online() -> tuple[Any, Any]:
+    """The @champion model and its feature service's online reader, as the scorer has them."""
+    from fraudops import registry
+    from fraudops.feast_store import feature_service, get_store
+    from fraudops.online import OnlineFeatures
+
+    settings = get_settings()
+    client = registry.configure(settings)
+    found = registry.load_alias(client, settings.model_name, registry.CHAMPION)
+    if found is None:
+        raise RuntimeError(f"{settings.model_name} has no @champion: prepare the stack first")
+    store = get_store()
+    service = feature_service(store, found.model.metadata.feature_service)
+    return found.model, OnlineFeatures(store, service)
+
+
+class RawRedis:
+    """A plain socket to the online store's Redis (its URL's host, port, password and DB),
+    with a hiredis reader: one round trip and the parse, nothing of a client library."""
+
+    def __init__(self, url: str):
+        import hiredis  # feast[redis] requires it
+        from redis.connection import parse_url
+
+        options = parse_url(url)
+        self.sock = socket.create_connection(
+            (options.get("host", "127.0.0.1"), options.get("port", 6379)), timeout=5
+        )
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = hiredis.Reader()
+        if options.get("password"):
+            user = [options["username"]] if options.get("username") else []
+            self.call(b"AUTH", *user, options["password"])
+        if options.get("db"):
+            self.call(b"SELECT", str(options["db"]))
+
+    def call(self, *args: bytes | str) -> None:
+        parts = [a if isinstance(a, bytes) else a.encode() for a in args]
+        self.sock.sendall(
+            b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+        )
+        (reply,) = self.round_trip(b"", 1)
+        if isinstance(reply, Exception):
+            raise RuntimeError(f"Redis refused {args[0]!r}: {reply}")
+
+    def round_trip(self, commands: bytes, replies: int) -> list[Any]:
+        if commands:
+            self.sock.sendall(commands)
+        out: list[Any] = []
+        while len(out) < replies:
+            reply = self.reader.gets()
+            if reply is False:
+                self.reader.feed(self.sock.recv(65536))
+            else:
+                out.append(reply)
+        return out
+
+
+class _RoundTrip:
+    def __init__(self) -> None:
+        tune_gc()
+        _, online = _champion_online()
+        self.reader = online.reader
+        self.redis = RawRedis(get_settings().redis_url)
+        freeze_startup_heap()
+
+    @bentoml.api(route="/score")
+    async def score(self, transaction: Transaction) -> Score:
+        """Read the transaction's customer and terminal from Redis, then the same approval."""
+        entity = {c.CUSTOMER_ID: transaction.customer_id, c.TERMINAL_ID: transaction.terminal_id}
+        self.redis.round_trip(*self.reader.commands_one(entity))
+        return constant_score(transaction)
+
+
+RoundTripFloor = _floor("round_trip_floor", _RoundTrip)
+
+
+class _Prediction:
+    def __init__(self) -> None:
+        import numpy as np
+
+        tune_gc()
+        self.model, _ = _champion_online()
+        self.row = np.zeros((1, len(self.model.feature_names)))
+        freeze_startup_heap()
+
+    @bentoml.api(route="/score")
+    async def score(self, transaction: Transaction) -> Score:
+        """The champion's prediction on a row of zeros, then the same approval."""
+        self.model.predict_proba(self.row)
+        return constant_score(transaction)
+
+
+PredictionFloor = _floor("prediction_floor", _Prediction)

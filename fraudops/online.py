@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,9 @@ from fraudops.realtime import (
     score_and_advance_one,
 )
 from fraudops.settings import get_settings
+
+if TYPE_CHECKING:
+    from fraudops.redis_fast import FastRedisReader
 
 STATE_VIEW_TAG = "online_source"
 STATE_FIELDS = (
@@ -141,6 +144,15 @@ class OnlineFeatures:
             client = redis_client(settings, timeout=settings.redis_timeout_seconds)
             self._reader = FastRedisReader(store, lookups, client=client, arrays=True)
             self._writer = FastRedisWriter(store, client=client)
+
+    @property
+    def reader(self) -> FastRedisReader:
+        """The Redis fast path's reader (online store ``redis`` only)."""
+        if not self.fast:
+            from fraudops.redis_fast import OnlineStoreNotRedisError
+
+            raise OnlineStoreNotRedisError("the fast reader needs the Redis online store")
+        return self._reader
 
     def _view(self, name: str) -> FeatureView | OnDemandFeatureView:
         try:

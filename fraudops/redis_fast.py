@@ -786,10 +786,9 @@ class FastRedisReader:
             offset += len(entities)
         return out
 
-    def read_one(self, entity: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, float | None]]:
-        """:meth:`read` for a single entity row (the scorer's per-request path, without the
-        column bookkeeping): each feature's value (None where absent) and each view's
-        event time."""
+    def commands_one(self, entity: Mapping[str, Any]) -> tuple[bytes, int]:
+        """The RESP commands :meth:`read_one` sends for one entity row (one ``HMGET`` per
+        view), and how many replies they get."""
         commands = []
         for spec, (head, fields) in zip(self.views, self._hmget_parts, strict=True):
             try:
@@ -801,7 +800,13 @@ class FastRedisReader:
                 ) from None
             key = self.layout.entity_keys(spec.join_key, [value], spec.join_key_type)[0]
             commands.append(head + _bulk(key) + fields)
-        (replies,) = _pipelined(self.client, [(b"".join(commands), len(commands))])
+        return b"".join(commands), len(commands)
+
+    def read_one(self, entity: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, float | None]]:
+        """:meth:`read` for a single entity row (the scorer's per-request path, without the
+        column bookkeeping): each feature's value (None where absent) and each view's
+        event time."""
+        (replies,) = _pipelined(self.client, [self.commands_one(entity)])
         values: dict[str, Any] = {}
         stamps: dict[str, float | None] = {}
         for spec, names, decoders, reply in zip(
