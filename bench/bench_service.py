@@ -528,8 +528,14 @@ def machine() -> dict[str, Any]:
     import lightgbm
     import pydantic
 
+    cpu_model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    ) if Path("/proc/cpuinfo").exists() else platform.processor()  # fmt: skip
     return {
         "platform": platform.platform(),
+        "cpu_model": cpu_model,
         "cpu_count": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),

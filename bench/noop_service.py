@@ -29,7 +29,6 @@ from typing import Annotated, Any
 import bentoml
 from pydantic import Field
 
-from fraudops import contract as c
 from fraudops.contract import Transaction
 from fraudops.http_guard import GuardMiddleware
 from fraudops.readiness import ReadinessDetails
@@ -94,20 +93,12 @@ class _Noop:
 NoopScorer = _floor("noop_scorer", _Noop)
 
 
-def _champion_online() -> tuple[Any, Any]:
-    """The @champion model and its feature service's online reader, as the scorer has them."""
-    from fraudops import registry
-    from fraudops.feast_store import feature_service, get_store
-    from fraudops.online import OnlineFeatures
+def _champion() -> Any:
+    """The @champion as the scorer loads it (``ScoringCore``: the model, its feature
+    service's online reader, the same checks), without a prediction log."""
+    from fraudops.scoring import ScoringCore
 
-    settings = get_settings()
-    client = registry.configure(settings)
-    found = registry.load_alias(client, settings.model_name, registry.CHAMPION)
-    if found is None:
-        raise RuntimeError(f"{settings.model_name} has no @champion: prepare the stack first")
-    store = get_store()
-    service = feature_service(store, found.model.metadata.feature_service)
-    return found.model, OnlineFeatures(store, service)
+    return ScoringCore(get_settings()).current
 
 
 class RawRedis:
@@ -118,52 +109,59 @@ class RawRedis:
         import hiredis  # feast[redis] requires it
         from redis.connection import parse_url
 
+        if not url.startswith("redis://"):
+            raise ValueError(f"RawRedis speaks plain TCP only (redis://), not {url.split(':')[0]}")
         options = parse_url(url)
         self.sock = socket.create_connection(
             (options.get("host", "127.0.0.1"), options.get("port", 6379)), timeout=5
         )
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.reader = hiredis.Reader()
-        if options.get("password"):
-            user = [options["username"]] if options.get("username") else []
-            self.call(b"AUTH", *user, options["password"])
-        if options.get("db"):
-            self.call(b"SELECT", str(options["db"]))
-
-    def call(self, *args: bytes | str) -> None:
-        parts = [a if isinstance(a, bytes) else a.encode() for a in args]
-        self.sock.sendall(
-            b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
-        )
-        (reply,) = self.round_trip(b"", 1)
-        if isinstance(reply, Exception):
-            raise RuntimeError(f"Redis refused {args[0]!r}: {reply}")
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.reader = hiredis.Reader()
+            if options.get("password"):
+                user = [options["username"]] if options.get("username") else []
+                self.round_trip(_command(b"AUTH", *user, options["password"]), 1)
+            if options.get("db"):
+                self.round_trip(_command(b"SELECT", str(options["db"])), 1)
+        except BaseException:
+            self.sock.close()
+            raise
 
     def round_trip(self, commands: bytes, replies: int) -> list[Any]:
-        if commands:
-            self.sock.sendall(commands)
+        """Send the commands, return their replies; an error reply raises."""
+        self.sock.sendall(commands)
         out: list[Any] = []
         while len(out) < replies:
             reply = self.reader.gets()
             if reply is False:
-                self.reader.feed(self.sock.recv(65536))
+                data = self.sock.recv(65536)
+                if not data:
+                    raise ConnectionError("Redis closed the connection")
+                self.reader.feed(data)
+            elif isinstance(reply, Exception):
+                raise RuntimeError(f"Redis refused a command: {reply}")
             else:
                 out.append(reply)
         return out
 
 
+def _command(*args: bytes | str) -> bytes:
+    parts = [a if isinstance(a, bytes) else a.encode() for a in args]
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+
+
 class _RoundTrip:
     def __init__(self) -> None:
         tune_gc()
-        _, online = _champion_online()
-        self.reader = online.reader
+        self.reader = _champion().online.reader
         self.redis = RawRedis(get_settings().redis_url)
         freeze_startup_heap()
 
     @bentoml.api(route="/score")
     async def score(self, transaction: Transaction) -> Score:
-        """Read the transaction's customer and terminal from Redis, then the same approval."""
-        entity = {c.CUSTOMER_ID: transaction.customer_id, c.TERMINAL_ID: transaction.terminal_id}
+        """Read the transaction's entities (customer, terminal) from Redis, then the same
+        approval."""
+        entity = {key: getattr(transaction, key) for key in self.reader.join_keys}
         self.redis.round_trip(*self.reader.commands_one(entity))
         return constant_score(transaction)
 
@@ -176,7 +174,7 @@ class _Prediction:
         import numpy as np
 
         tune_gc()
-        self.model, _ = _champion_online()
+        self.model = _champion().model
         self.row = np.zeros((1, len(self.model.feature_names)))
         freeze_startup_heap()
 

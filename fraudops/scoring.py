@@ -275,8 +275,10 @@ def freeze_startup_heap() -> None:
     technique of ``gc.freeze``'s documentation). Each full collection scanned that whole
     start-up heap: 144-343 ms in the serving worker (``gc.callbacks``), every request in
     flight waiting; and the stream consumer allocates many short-lived objects per
-    batch. ``gc.unfreeze()`` gives them back (the scorer does at shutdown, for an
-    in-process test's sake)."""
+    batch. Frozen objects are still freed when nothing refers to them (the start-up
+    model's booster and tables after a promotion: checked); only frozen objects that end
+    up in reference cycles stay, once, as they were loaded at start-up. ``gc.unfreeze()``
+    gives them back (the scorer does at shutdown, for an in-process test's sake)."""
     import gc
 
     gc.collect()

@@ -162,9 +162,11 @@ class FraudScorer:
     @bentoml.on_shutdown
     def shutdown(self) -> None:
         """Stop following the alias and drain the prediction log (to the DB or the spool)."""
-        self.core.close()
-        self.spool.release()
-        gc.unfreeze()
+        try:
+            self.core.close()
+            self.spool.release()
+        finally:
+            gc.unfreeze()  # see freeze_startup_heap
 
     def __is_ready__(self) -> bool:
         return self.core.current is not None
