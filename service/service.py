@@ -97,9 +97,10 @@ def service_config(
     """BentoML's configuration of the scorer (``bench/noop_service.py`` copies it).
 
     BentoML records an OpenTelemetry span for every request even when no trace is sampled
-    or exported: spans with locks, attribute lists and a context held by the request's
-    timeout timer, so many outlive the young generation and make the collector's
-    generation-1 passes take 22-34 ms (measured in the worker with ``gc.callbacks``).
+    or exported: spans with locks, attribute lists and a context, which BentoML's timeout
+    timer held for 30 s (before ``RequestTimeout`` replaced it), so many outlived the
+    young generation and made the collector's generation-1 passes take 22-34 ms (measured
+    in the worker with ``gc.callbacks``, then).
     Measured with the benchmark's load at concurrency 16, alternated runs: the no-op service
     did 1,994-2,154 requests/s at 0.46-0.50 ms of CPU each with the spans, 4,122-4,469 at
     0.22-0.24 ms without; the scorer 1,464-1,487 and 2,320-2,376. So the scoring routes
