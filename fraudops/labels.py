@@ -105,7 +105,7 @@ def ingest_labels(
     try:
         offline = _offline_timestamps(settings.transactions_path, frame[c.TRANSACTION_ID])
         logged = _logged_timestamps(engine, frame[c.TRANSACTION_ID])
-        when = offline.combine_first(logged)
+        when = _first_known(offline, logged)
         known = frame[c.TRANSACTION_ID].isin(when.index).to_numpy()
         check = _Checker(name)
         unknown_ids = frame.loc[~known, c.TRANSACTION_ID].tolist()
@@ -267,6 +267,16 @@ def _upsert(dialect: str) -> sa.Executable:
     raise NotImplementedError(f"labels need PostgreSQL or SQLite, not {dialect}")
 
 
+def _first_known(*by_id: pd.Series) -> pd.Series:
+    """Transaction times by id from several sources, the first source's where they overlap;
+    always UTC datetimes, also when no source knows any id."""
+    known = [times for times in by_id if len(times)]
+    if not known:
+        return pd.Series(dtype="datetime64[ns, UTC]")
+    joined = pd.concat(known)
+    return joined[~joined.index.duplicated(keep="first")]
+
+
 def _offline_timestamps(path: Path, ids: pd.Series) -> pd.Series:
     """Transaction time by id, for the ids present in the offline table."""
     if not path.exists():
@@ -274,7 +284,7 @@ def _offline_timestamps(path: Path, ids: pd.Series) -> pd.Series:
     tx = pd.read_parquet(path, columns=[c.TRANSACTION_ID, c.TIMESTAMP])
     tx = tx[tx[c.TRANSACTION_ID].isin(ids)]
     return pd.Series(
-        pd.to_datetime(tx[c.TIMESTAMP], utc=True).to_numpy(), index=tx[c.TRANSACTION_ID].to_numpy()
+        pd.to_datetime(tx[c.TIMESTAMP], utc=True).array, index=tx[c.TRANSACTION_ID].to_numpy()
     )
 
 

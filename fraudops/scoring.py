@@ -92,15 +92,27 @@ class ScoringCore:
         self._next_store_try = 0.0  # monotonic time of the next try while degraded
         self._locks = CustomerLocks(single=settings.online_store == "sqlite")
         self.listeners: list[Callable[[dict[str, Any]], None]] = []  # called with status()
+        freshness = feature_freshness(self.store.list_feature_views(), datetime.now(UTC))
+        never = sorted(view for view, age in freshness.items() if age is None)
+        if never:
+            log.warning(
+                "feature views %s were never materialized into the online store: until "
+                "`fraudops materialize` loads them, their features are missing online and "
+                "transactions are scored with the defaults for unknown entities",
+                ", ".join(never),
+            )
 
     # --- model lifecycle ------------------------------------------------------------------
     def _load_champion(self) -> LoadedModel:
         found = registry.load_alias(self.client, self.settings.model_name, registry.CHAMPION)
         if found is None:
             raise NotReady(
-                f"no version of {self.settings.model_name} has alias @{registry.CHAMPION}: "
-                "train one (`fraudops train`) and promote it (`fraudops promote`), or set the "
-                "alias in the MLflow UI"
+                f"no version of {self.settings.model_name} has alias @{registry.CHAMPION} in "
+                f"the registry at {self.settings.resolved_mlflow_tracking_uri}: point "
+                "FRAUDOPS_DATA_DIR (or FRAUDOPS_MLFLOW_TRACKING_URI) at the registry that has "
+                "one (after `make demo`: FRAUDOPS_DATA_DIR=data/demo), or train one "
+                "(`fraudops train`) and promote it (`fraudops promote`, or the alias in the "
+                "MLflow UI)"
             )
         return self._prepare(found.model, found.version)
 
@@ -155,12 +167,7 @@ class ScoringCore:
     def status(self) -> dict[str, Any]:
         """What readiness checks and dashboards want to know about the scorer."""
         loaded = self.current
-        now = datetime.now(UTC)
-        freshness = {}
-        for view in self.store.list_feature_views():
-            if view.online and view.materialization_intervals:
-                end = max(interval[1] for interval in view.materialization_intervals)
-                freshness[view.name] = round((now - end).total_seconds(), 1)
+        freshness = feature_freshness(self.store.list_feature_views(), datetime.now(UTC))
         return {
             "model_name": self.settings.model_name,
             "model_version": loaded.version,
@@ -267,6 +274,17 @@ class ScoringCore:
         if self.degraded_since is not None:
             log.info("online store reachable again after %.0f s", time.time() - self.degraded_since)
             self.degraded_since = None
+
+
+def feature_freshness(views: list[Any], now: datetime) -> dict[str, float | None]:
+    """Seconds since each online view's last materialization; None for a view never
+    materialized, whose features the online store does not have."""
+    freshness: dict[str, float | None] = {}
+    for view in views:
+        if view.online:
+            ends = [end for _, end in view.materialization_intervals]
+            freshness[view.name] = round((now - max(ends)).total_seconds(), 1) if ends else None
+    return freshness
 
 
 def freeze_startup_heap() -> None:

@@ -270,7 +270,8 @@ class _Metrics:
     def status(self, status: dict) -> None:
         self.model(status["model_version"])
         for view, age in status["feature_freshness_seconds"].items():
-            self.freshness.labels(view=view).set(age)
+            if age is not None:  # None: never materialized, no age to report
+                self.freshness.labels(view=view).set(age)
         self.flush()
 
     def scored(self, results: list) -> None:  # type: ignore[type-arg]

@@ -340,6 +340,26 @@ def test_bad_labels_are_named_and_nothing_is_written(
         ingest_labels(settings, missing)
 
 
+def test_labels_of_only_unknown_transactions_are_named_not_a_crash(
+    label_settings: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "chargebacks.csv"
+    path.write_text(
+        "transaction_id,is_fraud,label_timestamp\n"
+        "nope_1,1,2026-05-20T00:00:00Z\n"
+        "nope_2,0,2026-05-20T00:00:00Z\n"
+    )
+    with pytest.raises(ValidationFailed) as caught:
+        ingest_labels(label_settings, path)
+    assert "row 1, column 'transaction_id': expected a transaction in the offline" in str(
+        caught.value
+    )
+    assert caught.value.total == 2
+    report = ingest_labels(label_settings, path, skip_unknown=True)
+    assert report.labels == 0 and report.skipped_unknown == ["nope_1", "nope_2"]
+    assert _labels_table(label_settings).empty
+
+
 # --- a webhook receiver ----------------------------------------------------------------------
 @pytest.fixture
 def webhook() -> Iterator[tuple[str, list[dict]]]:

@@ -450,6 +450,9 @@ def test_refuses_to_start_without_a_champion(tmp_path: Path) -> None:
     from tests.integration.conftest import bentoml_serve as serve
 
     values = {"FRAUDOPS_DATA_DIR": str(tmp_path / "empty")}
-    with pytest.raises(RuntimeError, match="no version of fraud-detector has alias @champion"), \
-            serve(values, tmp_path / "serve.log", timeout=60):  # fmt: skip
+    with pytest.raises(RuntimeError) as caught, serve(values, tmp_path / "serve.log", timeout=60):
         pass
+    registry = f"sqlite:///{tmp_path / 'empty' / 'mlflow.db'}"  # which registry it looked in
+    assert f"no version of fraud-detector has alias @champion in the registry at {registry}" in (
+        str(caught.value)
+    )

@@ -67,3 +67,21 @@ def test_not_ready_other_paths_and_failing_details_pass_through() -> None:
     start, body = call(ReadinessDetails(plain_app(200), details=broken))
     assert (start["status"], body) == (200, b"\n")
     assert dict(start["headers"])[b"content-length"] == b"1"
+
+
+def test_freshness_says_which_views_were_never_materialized() -> None:
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    from fraudops.scoring import feature_freshness
+
+    now = datetime(2026, 12, 5, 12, tzinfo=UTC)
+    views = [
+        SimpleNamespace(name="terminal_daily", online=True, materialization_intervals=[
+            (now - timedelta(days=2), now - timedelta(hours=1)),
+            (now - timedelta(hours=1), now - timedelta(seconds=30)),
+        ]),
+        SimpleNamespace(name="customer_state", online=True, materialization_intervals=[]),
+        SimpleNamespace(name="offline_only", online=False, materialization_intervals=[]),
+    ]  # fmt: skip
+    assert feature_freshness(views, now) == {"terminal_daily": 30.0, "customer_state": None}
