@@ -43,9 +43,15 @@ def evaluate_window(
     window = tx[(tx[c.TIMESTAMP] >= begin) & (tx[c.TIMESTAMP] < begin + pd.Timedelta(days=days))]
     window = window[window[c.LABEL_TIMESTAMP] <= pd.Timestamp.now(tz="UTC")]
     if window.empty or window[c.IS_FRAUD].nunique() < 2:
+        known = tx[tx[c.LABEL_TIMESTAMP] <= pd.Timestamp.now(tz="UTC")][c.TIMESTAMP]
+        span = (
+            f"labelled transactions run from {known.min():%Y-%m-%d} to {known.max():%Y-%m-%d}"
+            if len(known)
+            else "no transaction is labelled yet"
+        )
         raise ValueError(
             f"no labelled window with both classes from {start} for {days} days "
-            f"({len(window)} labelled transactions)"
+            f"({len(window)} labelled transactions; {span}): pick a window in that range"
         )
     store = get_store()
     frame = offline_features(store, feature_service(store, model.metadata.feature_service), window)

@@ -14,7 +14,7 @@ from fraudops import contract as c
 from fraudops import registry
 from fraudops.feature_build import build_from_offline_store
 from fraudops.ingest import write_parquet_atomic
-from fraudops.promotion import promote
+from fraudops.promotion import evaluate_window, promote
 from fraudops.settings import Settings, get_settings
 from fraudops.simulator import simulate
 from fraudops.training import train
@@ -76,6 +76,11 @@ def test_train_register_promote_and_refuse_a_worse_model(trained_settings: Setti
     np.testing.assert_array_equal(
         pyfunc.predict(rows).to_numpy(), ours.model.predict_proba(rows.to_numpy())
     )
+
+    # a window outside the data is refused with the range that would work
+    with pytest.raises(ValueError, match=r"\(0 labelled transactions; labelled transactions run "
+                       r"from \d{4}-\d\d-\d\d to \d{4}-\d\d-\d\d\): pick a window"):  # fmt: skip
+        evaluate_window(settings, ours.model, date(2000, 1, 1), 7)
 
     # a model trained on shuffled labels must not replace it
     worse = train(settings, train_start=TRAIN_START, train_days=7, delay_days=7, test_days=7,
