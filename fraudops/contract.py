@@ -51,7 +51,14 @@ def _not_bool(value: Any) -> Any:
 
 
 def _text_or_datetime(value: Any) -> Any:
-    if not isinstance(value, str | datetime):  # epoch numbers: seconds or milliseconds?
+    if isinstance(value, str):  # parsed here for the message: pydantic's says "too short"
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"must be an ISO 8601 timestamp, for example 2026-01-05T10:00:00Z, not {value!r}"
+            ) from None
+    if not isinstance(value, datetime):  # epoch numbers: seconds or milliseconds?
         raise ValueError("must be an ISO 8601 string, for example 2026-01-05T10:00:00Z")
     return value
 

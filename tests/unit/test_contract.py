@@ -28,6 +28,8 @@ def test_a_good_transaction_is_normalised_to_utc() -> None:
         ("amount", True, "a number, not true or false"),  # pydantic would take 1.0
         ("timestamp", 1767607200, "an ISO 8601 string"),  # seconds? milliseconds?
         ("timestamp", False, "an ISO 8601 string"),
+        ("timestamp", "yesterday", "an ISO 8601 timestamp, for example 2026-01-05T10:00:00Z"),
+        ("timestamp", "2026-13-05T10:00:00Z", "an ISO 8601 timestamp"),  # month 13
     ],
 )
 def test_bad_values_name_the_field(field: str, value: object, message: str) -> None:
