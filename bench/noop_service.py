@@ -32,6 +32,7 @@ from pydantic import Field
 from fraudops.contract import Transaction
 from fraudops.http_guard import GuardMiddleware
 from fraudops.readiness import ReadinessDetails
+from fraudops.redis_fast import _bulk  # the RESP bulk string the scorer's commands use
 from fraudops.scoring import freeze_startup_heap
 from fraudops.settings import get_settings
 from service.service import BatchScores, FraudScorer, Score, tune_gc
@@ -147,7 +148,7 @@ class RawRedis:
 
 def _command(*args: bytes | str) -> bytes:
     parts = [a if isinstance(a, bytes) else a.encode() for a in args]
-    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+    return b"*%d\r\n" % len(parts) + b"".join(map(_bulk, parts))
 
 
 class _RoundTrip:

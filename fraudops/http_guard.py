@@ -109,19 +109,18 @@ class RequestTimeout:
         decided: asyncio.Future[None] = loop.create_future()  # TimeoutError: the timer won
         timer = loop.call_later(self.timeout, _expire, decided)
 
-        async def send_in_time(message: dict[str, Any]) -> None:
+        def answered(_: object = None) -> None:  # the answer started, or the app ended
             if not decided.done():
                 decided.set_result(None)
-            elif decided.exception() is not None:  # too late: the 504 is the answer
+
+        async def send_in_time(message: dict[str, Any]) -> None:
+            answered()
+            if decided.exception() is not None:  # too late: the 504 is the answer
                 raise asyncio.CancelledError
             await send(message)
 
-        def ended(_: object) -> None:
-            if not decided.done():
-                decided.set_result(None)
-
         answer = asyncio.ensure_future(self.app(scope, receive, send_in_time))
-        answer.add_done_callback(ended)
+        answer.add_done_callback(answered)
         try:
             await decided
         except TimeoutError:

@@ -40,13 +40,13 @@ def evaluate_window(
 
     tx = load_labelled_transactions(settings)
     begin = pd.Timestamp(start, tz="UTC")
-    window = tx[(tx[c.TIMESTAMP] >= begin) & (tx[c.TIMESTAMP] < begin + pd.Timedelta(days=days))]
-    window = window[window[c.LABEL_TIMESTAMP] <= pd.Timestamp.now(tz="UTC")]
+    labelled = tx[tx[c.LABEL_TIMESTAMP] <= pd.Timestamp.now(tz="UTC")]
+    times = labelled[c.TIMESTAMP]
+    window = labelled[(times >= begin) & (times < begin + pd.Timedelta(days=days))]
     if window.empty or window[c.IS_FRAUD].nunique() < 2:
-        known = tx[tx[c.LABEL_TIMESTAMP] <= pd.Timestamp.now(tz="UTC")][c.TIMESTAMP]
         span = (
-            f"labelled transactions run from {known.min():%Y-%m-%d} to {known.max():%Y-%m-%d}"
-            if len(known)
+            f"labelled transactions run from {times.min():%Y-%m-%d} to {times.max():%Y-%m-%d}"
+            if len(times)
             else "no transaction is labelled yet"
         )
         raise ValueError(
