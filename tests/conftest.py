@@ -1,8 +1,9 @@
 """Shared fixtures: isolated settings, and the real services the integration tests need.
 
 Services are found or started, never faked:
-- Redis: ``FRAUDOPS_TEST_REDIS_URL`` or 127.0.0.1:6379; if none answers and ``redis-server``
-  exists, a throwaway server is started on a free port for the session.
+- Redis: ``FRAUDOPS_TEST_REDIS_URL``; else, with ``CI=true``, 127.0.0.1:6379; else a
+  throwaway ``redis-server`` on a free port for the session (a user's Redis is never
+  flushed).
 - PostgreSQL: ``FRAUDOPS_TEST_POSTGRES_URL`` or postgresql://postgres@127.0.0.1:5432/test;
   each session creates its own database and drops it at the end.
 Outside CI a missing service skips the tests that need it (listed at the end of the run);
@@ -85,34 +86,55 @@ def _redis_answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[str]:
-    """Base URL (no DB number) of a Redis server that answers."""
-    url = os.environ.get("FRAUDOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-    if _redis_answers(url):
-        yield url
-        return
+def start_redis_server(*args: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A throwaway ``redis-server`` on a free port (nothing saved to disk)."""
     binary = shutil.which("redis-server")
     if binary is None:
-        service_missing("redis", f"nothing answers at {url} and redis-server is not installed")
+        service_missing("redis", "redis-server is not installed (apt install redis-server)")
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}"
+    )  # fmt: skip
     deadline = time.monotonic() + 10
-    while not _redis_answers(url):
-        if time.monotonic() > deadline:
+    while not _redis_answers(f"redis://127.0.0.1:{port}"):
+        if time.monotonic() > deadline or proc.poll() is not None:
             proc.kill()
-            service_missing("redis", "a throwaway redis-server did not start within 10 s")
-        time.sleep(0.05)
+            service_missing("redis", f"a throwaway redis-server on port {port} did not start")
+        time.sleep(0.02)
+    return proc, port
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
     try:
-        yield url
-    finally:
-        proc.terminate()
         proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """Base URL (no DB number) of a Redis server the tests may flush.
+
+    ``FRAUDOPS_TEST_REDIS_URL`` if set; in CI the machine's own Redis on 127.0.0.1:6379;
+    otherwise a throwaway ``redis-server`` started for the session, so that a user's own
+    Redis is never touched."""
+    url = os.environ.get("FRAUDOPS_TEST_REDIS_URL")
+    if url is None and IN_CI and _redis_answers("redis://127.0.0.1:6379"):
+        url = "redis://127.0.0.1:6379"
+    if url is not None:
+        if not _redis_answers(url):
+            service_missing("redis", f"nothing answers at {url}")
+        yield url
+        return
+    proc, port = start_redis_server()
+    try:
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        stop(proc)
 
 
 @pytest.fixture
