@@ -34,6 +34,9 @@ predictions = sa.Table(
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("degraded", sa.Boolean, nullable=False),
     sa.Column("source", sa.String(16), nullable=False),
+    # the order of commits to the customer's real-time state (migration 0003): offline, ties
+    # of equal timestamps are ordered by it; null when scored in degraded mode
+    sa.Column("commit_seq", sa.BigInteger, nullable=True),
 )
 
 

@@ -29,16 +29,6 @@ from fraudops import features as f
 from fraudops.settings import Settings
 
 EVENT_TIMESTAMP = "event_timestamp"
-STATE_FIELDS = (
-    "history_time_us",
-    "history_amount",
-    "history_terminal_id",
-    "tx_count",
-    "amount_mean",
-    "amount_m2",
-    "hour_sin_sum",
-    "hour_cos_sum",
-)
 
 
 @dataclass(frozen=True)
@@ -49,8 +39,13 @@ class FeatureTables:
 
 
 def _sorted_by_customer(tx: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    tx = tx.sort_values([c.CUSTOMER_ID, c.TIMESTAMP, c.TRANSACTION_ID], kind="stable")
-    tx = tx.reset_index(drop=True)
+    """Each customer's transactions in the order the real-time state saw them: by time,
+    then, at equal times, in commit order (``commit_seq``, recorded by the scorer; history
+    ingested in bulk has none and comes first, ordered by id, as the state was seeded)."""
+    order = tx.assign(
+        _seq=tx[c.COMMIT_SEQ].fillna(-1) if c.COMMIT_SEQ in tx.columns else -1
+    ).sort_values([c.CUSTOMER_ID, c.TIMESTAMP, "_seq", c.TRANSACTION_ID], kind="stable")
+    tx = tx.loc[order.index].reset_index(drop=True)
     codes = tx[c.CUSTOMER_ID].to_numpy()
     bounds = np.flatnonzero(codes[1:] != codes[:-1]) + 1
     return tx, np.concatenate([[0], bounds, [len(tx)]])
@@ -70,10 +65,7 @@ def build_customer_tables(
     zeros = np.zeros(len(sizes))
     empty = f.RunningStats(zeros, zeros, zeros, zeros, zeros)
     before, after = f.advance_running_grouped(empty, amount, time_us, group)
-    columns = f.customer_activity(
-        time_us, amount, terminal, time_us, amount, terminal, before,
-        history_group=group, group=group,
-    )  # fmt: skip
+    columns = f.customer_activity(time_us, amount, terminal, group, np.arange(len(tx)), before)
     states: list[dict] = []
     customer_ids = tx[c.CUSTOMER_ID].to_numpy()
     timestamps = tx[c.TIMESTAMP]

@@ -13,6 +13,10 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fraudops.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,27 @@ def materialize_once(
                 start_date=datetime(1970, 1, 2, tzinfo=UTC), end_date=end, feature_views=fresh
             )
         store.materialize_incremental(end_date=end)
-    log.info("materialized up to %s in %.1f s", end.isoformat(), time.monotonic() - started)
+    seeded = seed_customer_states(settings)
+    log.info("materialized up to %s in %.1f s (%d new customer states)", end.isoformat(),
+             time.monotonic() - started, seeded)  # fmt: skip
+
+
+def seed_customer_states(settings: Settings) -> int:
+    """Give the real-time state store the customers it does not know yet, from the offline
+    build's ``customer_state`` table. A customer it knows keeps its state: the scorers keep
+    it current, and it is newer than any batch build. Returns how many were new."""
+    import pyarrow.parquet as pq
+
+    from fraudops.online import state_store
+
+    path = settings.offline_dir / "features" / "customer_state.parquet"
+    if not path.exists():
+        return 0
+    store = state_store(settings)
+    seeded = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+        seeded += store.seed(batch.to_pylist())
+    return seeded
 
 
 def run_schedule(every_seconds: int, rebuild: bool = False, engine: str = "auto") -> None:

@@ -128,8 +128,21 @@ class Settings(MonitorSettings):
         "redis://127.0.0.1:6379/0",
         description="Redis URL for the online store and streams (`redis://[:password@]host:port/db`).",
     )
+    redis_mode: Literal["single", "cluster"] = Field(
+        "single",
+        description="`cluster` when FRAUDOPS_REDIS_URL names a node of a Redis Cluster: the "
+        "client discovers the others, and each customer's real-time state lives in one hash "
+        "slot.",
+    )
     redis_key_prefix: str = Field(
-        "fraudops", description="Prefix of FraudOps' own Redis keys (streams, locks)."
+        "fraudops",
+        description="Prefix of FraudOps' own Redis keys (real-time customer state, streams).",
+    )
+    idempotency_ttl_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="How long a scored transaction's result is kept for retries of its "
+        "transaction_id (default: the label delay).",
     )
     feast_project: str = Field("fraudops", description="Feast project name.")
     feature_service: str = Field(
@@ -241,13 +254,6 @@ class Settings(MonitorSettings):
         "access-log lines carry no trace id), which halves the framework's CPU per request "
         "(README, 'Benchmarks'); turn it on when BentoML's `tracing` exports spans.",
     )
-    compiled: bool = Field(
-        True,
-        description="Compute customer activity features and states with the compiled kernel "
-        "(numba, `fraudops/kernels.py`); off, with the numpy functions the offline build uses. "
-        "Both give the same features (tested); the kernel is faster (README, 'Benchmarks').",
-    )
-
     @field_validator("data_dir")
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
@@ -297,6 +303,10 @@ class Settings(MonitorSettings):
     @property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"
+
+    @property
+    def resolved_idempotency_ttl_seconds(self) -> float:
+        return self.idempotency_ttl_seconds or self.label_delay_days * 86_400.0 or 86_400.0
 
     @property
     def resolved_database_url(self) -> str:

@@ -544,10 +544,11 @@ class StreamConsumer:
 
         logged = self._already_logged([e for e in valid if e.redelivered])
         to_score = [e for e in valid if e.entry_id not in logged]
-        leased, deferred = self._lease(to_score)
         records: list[dict[str, Any]] = []
-        results = self._score(leased, poison, records)
+        deferred: list[Event] = []
+        results = self._score(to_score, poison, records, deferred)
         results.update(logged)
+        leased: list[Event] = []  # customer leases are gone: the state store is exact
 
         done = [e for e in valid if e.entry_id in results]
         log_write = self._log_writer.submit(self.prediction_log.write_now, records) if (
@@ -647,25 +648,21 @@ class StreamConsumer:
         events: list[Event],
         poison: list[tuple[Event, PoisonEvent]],
         records: list[dict[str, Any]],
+        deferred: list[Event],
     ) -> dict[str, ScoreResult]:
-        """Results by entry id; their prediction records are appended to ``records``.
-        When a batch fails for a reason other than infrastructure, its events are scored
-        one by one and those that still fail are dead-lettered; if every one fails, it is
-        a bug or a broken dependency, not bad data: raise."""
+        """Results by entry id; their prediction records are appended to ``records``. An
+        event whose transaction id is being scored elsewhere right now (the same event
+        delivered twice, or sent over HTTP too) waits in ``deferred`` for the next batch;
+        one whose id was scored with other values is dead-lettered. When a batch fails for
+        a reason other than infrastructure, its events are scored one by one and those
+        that still fail are dead-lettered; if every one fails, it is a bug or a broken
+        dependency, not bad data: raise."""
         if not events:
             return {}
-        from fraudops.scoring import FailedAfterCommit  # loaded with the core already
-
         try:
-            return self._score_events(events, records)
+            return self._score_events(events, records, poison, deferred)
         except INFRASTRUCTURE_ERRORS:
             raise
-        except FailedAfterCommit as exc:  # states written: scored again, they would count twice
-            log.error("scoring %d events failed after their states were written, "
-                      "dead-lettering them: %r", len(events), exc)  # fmt: skip
-            reason = f"scoring failed after the customer's state was written: {str(exc)[:500]}"
-            poison.extend((event, PoisonEvent(reason, [])) for event in events)
-            return {}
         except Exception as exc:
             if len(events) > 1:
                 log.warning("scoring a batch of %d failed (%s): scoring its events one by one",
@@ -674,7 +671,7 @@ class StreamConsumer:
             failed: list[tuple[Event, Exception]] = []
             for event in events:
                 try:
-                    results.update(self._score_events([event], records))
+                    results.update(self._score_events([event], records, poison, deferred))
                 except INFRASTRUCTURE_ERRORS:
                     raise
                 except Exception as error:
@@ -688,15 +685,30 @@ class StreamConsumer:
             return results
 
     def _score_events(
-        self, events: list[Event], records: list[dict[str, Any]]
+        self,
+        events: list[Event],
+        records: list[dict[str, Any]],
+        poison: list[tuple[Event, PoisonEvent]],
+        deferred: list[Event],
     ) -> dict[str, ScoreResult]:
-        results = self.core.score(
+        from fraudops.scoring import IdempotencyConflict, ScoreResult, StillScoring
+
+        outcomes = self.core.score(
             [e.tx for e in events],
             source=SOURCE,
             prediction_ids=[prediction_id(e.entry_id) for e in events],
             log_via=records.extend,
         )
-        return {e.entry_id: r for e, r in zip(events, results, strict=True)}
+        results: dict[str, ScoreResult] = {}
+        for event, outcome in zip(events, outcomes, strict=True):
+            if isinstance(outcome, ScoreResult):
+                results[event.entry_id] = outcome
+            elif isinstance(outcome, StillScoring):
+                deferred.append(event)
+            elif isinstance(outcome, IdempotencyConflict):
+                errors = [{"loc": [name], "msg": str(outcome)} for name in outcome.fields]
+                poison.append((event, PoisonEvent(str(outcome), errors)))
+        return results
 
     def _publish(
         self,

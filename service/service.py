@@ -50,6 +50,11 @@ class Score(BaseModel):
     model_version: str = Field(description="The registered model version that scored it.")
     degraded: bool = Field(description="True when features could not be read (defaults used).")
     latency_ms: float
+    idempotent_replayed: bool = Field(
+        False,
+        description="True when this transaction_id was scored before: the first result, "
+        "unchanged (nothing was scored or logged again).",
+    )
 
 
 class BatchScores(BaseModel):
@@ -141,7 +146,7 @@ class FraudScorer:
             flush_interval=settings.log_flush_seconds,
         ).start()  # fmt: skip
         try:
-            self.core = ScoringCore(settings, prediction_log, wait_for_state_writes=False)
+            self.core = ScoringCore(settings, prediction_log)
         except NotReady as exc:
             # Refuse to start: BentoML would restart this worker forever, never ready, so
             # stop the whole server with the reason instead.
@@ -178,11 +183,21 @@ class FraudScorer:
     # bench/bench_service.py at concurrency 16: 294 requests/s as sync APIs, 539 as async.
     # Requests that arrive together are scored together (fraudops.scoring.Coalescer).
     @bentoml.api(route="/score")
-    async def score(self, transaction: Transaction) -> Score:
-        """Score one transaction."""
-        result = await self.coalescer.score(transaction)
-        self.metrics.scored([result])
-        return Score.model_validate(result.as_dict())
+    async def score(self, transaction: Transaction, ctx: bentoml.Context) -> Score:
+        """Score one transaction. Idempotent by ``transaction_id``: a retry gets the first
+        result with the header ``Idempotent-Replayed: true``; the same id with other values
+        gets 409 naming the fields that differ."""
+        from fraudops.scoring import IdempotencyConflict, score_until_done
+
+        try:
+            result = await score_until_done(lambda: self.coalescer.score(transaction))
+        except IdempotencyConflict as exc:
+            raise BentoMLException(str(exc), error_code=HTTPStatus.CONFLICT) from exc
+        if result.replayed:
+            ctx.response.headers["Idempotent-Replayed"] = "true"
+        else:
+            self.metrics.scored([result])
+        return _score(result)
 
     @bentoml.api(route="/score_batch")
     async def score_batch(
@@ -191,10 +206,18 @@ class FraudScorer:
             list[Transaction], Field(min_length=1, max_length=_settings.max_batch_size)
         ],
     ) -> BatchScores:
-        """Score up to ``FRAUDOPS_MAX_BATCH_SIZE`` (1,000) transactions; results in order."""
-        results = self.core.score(transactions)
-        self.metrics.scored(results)
-        return BatchScores(results=[Score.model_validate(r.as_dict()) for r in results])
+        """Score up to ``FRAUDOPS_MAX_BATCH_SIZE`` (1,000) transactions; results in order,
+        ``idempotent_replayed`` on those scored before. 409 when an id was scored before
+        with other values (the batch's other transactions are scored: send it again
+        without that one to read their results)."""
+        from fraudops.scoring import score_batch_until_done
+
+        try:
+            results = await score_batch_until_done(self.core.score, transactions)
+        except ValueError as exc:  # IdempotencyConflict
+            raise BentoMLException(str(exc), error_code=HTTPStatus.CONFLICT) from exc
+        self.metrics.scored([r for r in results if not r.replayed])
+        return BatchScores(results=[_score(r) for r in results])
 
     @bentoml.api(route="/admin/reload")
     def reload(self) -> Reloaded:
@@ -222,6 +245,12 @@ class FraudScorer:
         status = self.core.status()
         self.metrics.status(status)
         return status
+
+
+def _score(result: Any) -> Score:
+    answer = result.as_dict()
+    answer["idempotent_replayed"] = answer.pop("replayed")
+    return Score.model_validate(answer)
 
 
 FraudScorer.add_asgi_middleware(
