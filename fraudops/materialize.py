@@ -50,7 +50,8 @@ def materialize_once(
         raise NothingToMaterialize(
             "no feature views are registered with Feast: run `fraudops features apply` first"
         )
-    if engine == "fast" or (engine == "auto" and settings.online_store == "redis"):
+    fast_possible = settings.online_store == "redis" and settings.redis_mode == "single"
+    if engine == "fast" or (engine == "auto" and fast_possible):
         from fraudops.redis_fast import fast_materialize
 
         rows = fast_materialize(store, start=start, end=end)
