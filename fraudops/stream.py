@@ -163,7 +163,12 @@ class StreamNames:
 
     @classmethod
     def from_settings(cls, settings: Settings, transactions: str = DEFAULT_STREAM) -> StreamNames:
-        return cls.under(settings.redis_key_prefix, transactions)
+        """On a Redis Cluster the prefix is a hash tag (``{fraudops}:transactions``): the
+        streams a batch's script writes must share a slot."""
+        prefix = settings.redis_key_prefix
+        if settings.redis_mode == "cluster":
+            prefix = "{" + prefix + "}"
+        return cls.under(prefix, transactions)
 
     def lease(self, customer_id: str) -> str:
         return f"{self.prefix}:lease:customer:{customer_id}"
@@ -802,13 +807,14 @@ def run_consumer(
     except Exception:
         prediction_log.close()
         raise
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    names = StreamNames.from_settings(settings, stream)
+    client = stream_client(settings, names)
     if freeze:
         freeze_startup_heap()
     try:
         core.follow_champion()
         worker = StreamConsumer(
-            core, client, StreamNames.from_settings(settings, stream), group=group,
+            core, client, names, group=group,
             consumer=consumer, batch_size=batch_size, max_wait_ms=max_wait_ms,
             claim_idle_ms=claim_idle_ms, max_len=max_len,
         )  # fmt: skip
@@ -816,6 +822,21 @@ def run_consumer(
     finally:
         core.close()
         client.close()
+
+
+def stream_client(settings: Settings, names: StreamNames) -> redis.Redis:
+    """A client of the Redis that holds the streams: on a cluster, of the node that serves
+    their slot (found through the cluster, which also tells the node's address)."""
+    if settings.redis_mode != "cluster":
+        return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    from redis.cluster import RedisCluster
+
+    cluster = RedisCluster.from_url(settings.redis_url, decode_responses=True)
+    node = cluster.get_node_from_key(names.transactions)
+    client = cluster.get_redis_connection(node)
+    if client is None:
+        raise redis.ConnectionError(f"no connection to {node.name}, which holds the streams")
+    return client
 
 
 def _safe(name: str) -> str:

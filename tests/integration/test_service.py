@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-not-a-secret"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 SCORE_FIELDS = {"transaction_id", "fraud_probability", "decision", "reasons", "model_version",
-                "degraded", "latency_ms"}  # fmt: skip
+                "degraded", "latency_ms", "idempotent_replayed"}  # fmt: skip
 
 
 @dataclass
@@ -227,8 +227,8 @@ def test_metrics_and_status(stack: Stack) -> None:
     ready = httpx.get(stack.server.url + "/readyz")  # no key: probes stay open
     assert ready.status_code == 200
     assert ready.json()["ready"] is True and ready.json()["model_version"] == "1"
-    assert set(ready.json()["feature_freshness_seconds"]) == {"customer_state", "terminal_daily"}
-    assert set(status["feature_freshness_seconds"]) == {"customer_state", "terminal_daily"}
+    assert set(ready.json()["feature_freshness_seconds"]) == {"terminal_daily"}
+    assert set(status["feature_freshness_seconds"]) == {"terminal_daily"}
     # decisions are counted (added to the counter at least once a second and on /admin/status)
     before = decisions_counted(httpx.get(stack.server.url + "/metrics").text)
     for i in range(3):
