@@ -258,15 +258,22 @@ class ScoringCore:
                                      latency_ms)  # fmt: skip
                 outcomes[i] = result
                 new.append(result)
-            if not degraded:
-                self._keep_results([(scored.commits[i], outcomes[i]) for i in rows.tolist()])  # type: ignore[union-attr]
+            # logged first, then kept for retries: if either fails, the transaction is
+            # finished by the next request with its id (same features, same log record id)
             if log_via is None and self.prediction_log is not None:
                 log_via = self.prediction_log.submit
             if log_via is not None:
                 picked = [todo[i] for i in rows.tolist()]
-                ids = [prediction_ids[unique[i]] for i in rows.tolist()] if prediction_ids else None
+                if prediction_ids:
+                    ids = [prediction_ids[unique[i]] for i in rows.tolist()]
+                elif not degraded:
+                    ids = [committed_prediction_id(t.transaction_id) for t in picked]
+                else:  # not committed: a retry, once the store is back, is a new record
+                    ids = new_prediction_ids(len(picked))
                 log_via(records(picked, new, matrix, loaded.online.names, source, ids,
                                 [seqs[i] for i in rows.tolist()]))  # fmt: skip
+            if not degraded:
+                self._keep_results([(scored.commits[i], outcomes[i]) for i in rows.tolist()])  # type: ignore[union-attr]
         by_id = {todo[i].transaction_id: outcomes[i] for i in range(len(todo))}
         answers: list[Outcome] = []
         for n, t in enumerate(transactions):
@@ -465,6 +472,13 @@ def _settle(
         future.set_result(cast(ScoreResult, result))
 
 
+def commits_for(transactions: list[Transaction]) -> list[Any]:
+    """The state-store commits of transactions (for tools and tests)."""
+    from fraudops.online import commits_of
+
+    return commits_of(frame(transactions))
+
+
 def frame(transactions: list[Transaction]) -> dict[str, np.ndarray]:
     """Request transactions as columns (no DataFrame on the request path: it costs more than
     the model)."""
@@ -554,6 +568,15 @@ def records(
         }
         for i, (t, r) in enumerate(zip(transactions, results, strict=True))
     ]
+
+
+def committed_prediction_id(transaction_id: str) -> str:
+    """The log record id of a transaction committed to the state: the same whoever
+    finishes it, so a transaction finished twice (its first scorer died after logging)
+    is logged once."""
+    import hashlib
+
+    return "tx:" + hashlib.blake2b(transaction_id.encode(), digest_size=16).hexdigest()
 
 
 def new_prediction_ids(count: int) -> list[str]:

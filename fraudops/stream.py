@@ -673,6 +673,7 @@ class StreamConsumer:
                 log.warning("scoring a batch of %d failed (%s): scoring its events one by one",
                             len(events), _short(exc))  # fmt: skip
             results: dict[str, ScoreResult] = {}
+            waiting = len(deferred)
             failed: list[tuple[Event, Exception]] = []
             for event in events:
                 try:
@@ -681,7 +682,7 @@ class StreamConsumer:
                     raise
                 except Exception as error:
                     failed.append((event, error))
-            if len(events) > 1 and not results:
+            if len(events) > 1 and not results and len(deferred) == waiting:
                 raise
             for event, problem in failed:
                 log.error("scoring event %s failed, dead-lettering it: %r", event.entry_id, problem)
