@@ -266,3 +266,24 @@ def _from_micros(value: Any) -> datetime | None:
     if value is None:
         return None
     return datetime.fromtimestamp(int(value) / MICROS, UTC)
+
+
+def check_online_store(
+    settings: Any, store: Any, now: datetime | None = None
+) -> dict[str, ViewFreshness]:
+    """Each budgeted view's verdict for the store the scorer reads, by the clock."""
+    views = store.list_feature_views()
+    budgets = view_budgets(views, settings.freshness_budgets)
+    newest = newest_in_online_store(settings, store, budgets)
+    return store_freshness(budgets, newest, now or datetime.now(UTC))
+
+
+def online_store_status(settings: Any, store: Any) -> dict[str, Any]:
+    """:func:`freshness_summary` of the online store, for readiness and metrics; if the
+    store cannot be read, that is what the stale views say."""
+    try:
+        return freshness_summary(check_online_store(settings, store))
+    except Exception as exc:  # unreachable store: not ready, and why
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        stale = {"online_store": f"cannot read the online store: {reason}"}
+        return {"feature_age_seconds": {}, "feature_budget_seconds": {}, "stale_views": stale}

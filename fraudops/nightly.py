@@ -462,6 +462,28 @@ def newest_rows(path: Path, end: datetime) -> datetime | None:
     return None if times.empty else times.max().to_pydatetime()
 
 
+def take_into_offline_store(settings: Settings) -> Taken:
+    """Only the take step (``fraudops materialize --rebuild``, which then builds all)."""
+    from fraudops.db import create_db_engine, upgrade
+    from fraudops.ingest import write_parquet_atomic
+
+    path = state_path(settings)
+    marks = Watermarks.load(path)
+    offline = pd.read_parquet(settings.transactions_path)
+    upgrade(settings.resolved_database_url)
+    engine = create_db_engine(settings.resolved_database_url)
+    try:
+        offline, taken = take_from_log(settings, offline, engine, marks)
+    finally:
+        engine.dispose()
+    if len(taken.transactions) or len(taken.relabelled):
+        write_parquet_atomic(offline, settings.transactions_path)
+    marks.log_scored_through = taken.log_scored_through
+    marks.labels_recorded_through = taken.labels_recorded_through
+    marks.save(path)
+    return taken
+
+
 # --- one run ------------------------------------------------------------------------------------
 @dataclass
 class NightlyReport:
