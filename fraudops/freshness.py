@@ -237,7 +237,9 @@ def _newest_in_sqlite(path: Any, project: str, views: list[str]) -> dict[str, da
                 (value,) = conn.execute(f'SELECT MAX(event_ts) FROM "{project}_{view}"').fetchone()
             except sqlite3.OperationalError:  # no table: never materialized
                 continue
-            if value is not None:
+            if isinstance(value, int | float):  # Feast 0.5x+: seconds since the epoch
+                newest[view] = datetime.fromtimestamp(value, UTC)
+            elif value is not None:  # older Feast: an ISO text
                 stamp = datetime.fromisoformat(str(value))
                 newest[view] = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
     return newest
