@@ -36,7 +36,8 @@ def terminal_rows_written_us(store, terminals: list[str]) -> np.ndarray:  # type
         entity_rows=[{c.TERMINAL_ID: t} for t in terminals],
     ).to_dict(include_event_timestamps=True)
     stamps = read["terminal_tx_count_1d__ts"]
-    return np.array([NO_ROW if s is None else int(s) * 1_000_000 for s in stamps], np.int64)
+    # Feast gives 0 (the epoch) for an entity without a row
+    return np.array([NO_ROW if not s else int(s) * 1_000_000 for s in stamps], np.int64)
 
 
 def test_a_week_through_the_api_with_only_the_nightly_job(tmp_path: Path) -> None:
@@ -69,8 +70,8 @@ def test_a_week_through_the_api_with_only_the_nightly_job(tmp_path: Path) -> Non
         build_from_offline_store(settings)
         store = get_store()
         apply_definitions(store)
-        store.materialize(start_date=(history[c.TIMESTAMP].min() - timedelta(days=1)).to_pydatetime(),
-                          end_date=datetime.now(UTC))  # fmt: skip
+        first = (history[c.TIMESTAMP].min() - timedelta(days=1)).to_pydatetime()
+        store.materialize(start_date=first, end_date=datetime.now(UTC))
         train_start = (history[c.TIMESTAMP].min() + pd.Timedelta(days=12)).date()
         train(settings, train_start=train_start, train_days=7, delay_days=7, test_days=7)
         promote(settings)
@@ -87,8 +88,9 @@ def test_a_week_through_the_api_with_only_the_nightly_job(tmp_path: Path) -> Non
             (alert,) = check_feature_freshness(settings)
             assert alert.kind == "stale_features" and "terminal_daily" in alert.message
             late = week[week[c.TIMESTAMP] >= week_start + pd.Timedelta(days=2)]
-            without_job = staleness(budgets, {"terminal_daily": terminal_rows_written_us(
-                store, late[c.TERMINAL_ID].tolist())}, late[c.TIMESTAMP].astype("int64") // 1000)  # fmt: skip
+            rows = terminal_rows_written_us(store, late[c.TERMINAL_ID].tolist())
+            late_us = late[c.TIMESTAMP].astype("int64") // 1000
+            without_job = staleness(budgets, {"terminal_daily": rows}, late_us)
             assert without_job.stale.mean() > 0.9  # what quiet defaults would have hidden
 
             for day in range(WEEK):
@@ -98,7 +100,12 @@ def test_a_week_through_the_api_with_only_the_nightly_job(tmp_path: Path) -> Non
                 written = terminal_rows_written_us(get_store(), today_tx[c.TERMINAL_ID].tolist())
                 seen = staleness(budgets, {"terminal_daily": written},
                                  today_tx[c.TIMESTAMP].astype("int64") // 1000)  # fmt: skip
-                assert not seen.any, f"day {day}: {int(seen.stale.sum())} stale rows"
+                bad = np.flatnonzero(seen.stale)
+                assert not seen.any, (
+                    f"day {day}: {len(bad)} stale rows: "
+                    f"{today_tx.iloc[bad][[c.TERMINAL_ID, c.TIMESTAMP]].to_dict('records')}, "
+                    f"written {written[bad].tolist()}"
+                )
                 for first in range(0, len(today_tx), 1000):
                     chunk = today_tx.iloc[first : first + 1000]
                     body = [{"transaction_id": t, "timestamp": ts.isoformat(), "customer_id": cu,
@@ -147,7 +154,6 @@ def test_a_week_through_the_api_with_only_the_nightly_job(tmp_path: Path) -> Non
         assert y.sum() >= 10
         api_auc, offline_auc = roc_auc_score(y, api), roc_auc_score(y, offline)
         api_ap, offline_ap = average_precision_score(y, api), average_precision_score(y, offline)
-        print(
-            f"week: API ROC AUC {api_auc:.4f} AP {api_ap:.4f}; offline {offline_auc:.4f} {offline_ap:.4f}"
-        )
+        print(f"week: API ROC AUC {api_auc:.4f} AP {api_ap:.4f}; "
+              f"offline {offline_auc:.4f} {offline_ap:.4f}")  # fmt: skip
         assert abs(api_auc - offline_auc) <= 0.01 and abs(api_ap - offline_ap) <= 0.01
