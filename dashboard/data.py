@@ -43,6 +43,20 @@ def engine() -> sa.Engine:
     return db.create_db_engine(url)
 
 
+@st.cache_data(ttl=TTL, show_spinner=False)
+def stale_features() -> dict[str, str]:
+    """Batch views whose newest row in the online store is past its freshness budget, and
+    why (what /readyz and the monitor's stale_features alert say); {} when the store or the
+    feature registry cannot be read (the alerts page shows the monitor's view then)."""
+    from fraudops.feast_store import get_store
+    from fraudops.freshness import check_online_store, stale_views
+
+    try:
+        return stale_views(check_online_store(settings(), get_store()))
+    except Exception:  # no registry yet, store unreachable: nothing to say here
+        return {}
+
+
 def clear_caches() -> None:
     st.cache_data.clear()
 

@@ -251,7 +251,13 @@ def materialize(
         typer.Option(help="Run on a schedule (e.g. 15m) until interrupted; no overlapping runs."),
     ] = None,
     rebuild: Annotated[
-        bool, typer.Option("--rebuild", help="Run `features build` before each run.")
+        bool,
+        typer.Option(
+            "--rebuild",
+            help="Before each run, take the scored transactions of the prediction log into the "
+            "offline store and run `features build` (all of it; `fraudops nightly` rebuilds "
+            "only what changed).",
+        ),
     ] = False,
     engine: Annotated[
         Engine,
@@ -272,6 +278,46 @@ def materialize(
             raise fail(str(exc)) from None
         return
     run_schedule(_parse_every(every), rebuild=rebuild, engine=engine.value)
+
+
+@app.command()
+def nightly(
+    every: Annotated[
+        str | None,
+        typer.Option(help="Run on a schedule (e.g. 1d) until interrupted; no overlapping runs."),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(help="Run every day at this UTC time (HH:MM) until interrupted."),
+    ] = None,
+) -> None:
+    """The nightly job: scored traffic becomes history, features follow, the online store
+    is refreshed (docs/nightly-job.md).
+
+    Takes the prediction log's transactions not yet in the offline store (by
+    transaction_id) and the labels recorded since the last run, rebuilds only the feature
+    rows that changed, and materializes them. Prints what it did as JSON.
+    """
+    from fraudops.nightly import run_nightly, run_schedule
+
+    if at is not None:
+        try:
+            hour, minute = (int(part) for part in at.split(":"))
+            if not (0 <= hour < 24 and 0 <= minute < 60):
+                raise ValueError
+        except ValueError:
+            raise typer.BadParameter(f"expected HH:MM in UTC, such as 00:30; got {at!r}") from None
+        run_schedule(0, at=at)
+        return
+    if every is not None:
+        run_schedule(_parse_every(every))
+        return
+    try:
+        with stdout_for_results(), console.status("nightly job") as status:
+            report = run_nightly(get_settings(), stage=lambda text: status.update(text))
+    except FileNotFoundError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(report.json())
 
 
 DateOption = Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"])]

@@ -40,7 +40,9 @@ def materialize_once(
     settings = get_settings()
     if rebuild:
         from fraudops.feature_build import build_from_offline_store
+        from fraudops.nightly import take_into_offline_store
 
+        take_into_offline_store(settings)  # scored traffic is history too
         build_from_offline_store(settings)
     end = (end or datetime.now(UTC)).replace(tzinfo=(end.tzinfo if end else UTC) or UTC)
     start = start.replace(tzinfo=start.tzinfo or UTC) if start is not None else None
@@ -71,6 +73,7 @@ def materialize_once(
                 start_date=datetime(1970, 1, 2, tzinfo=UTC), end_date=end, feature_views=fresh
             )
         store.materialize_incremental(end_date=end)
+    record_newest_rows(settings, store, end)
     seeded = seed_customer_states(settings)
     log.info("materialized up to %s in %.1f s (%d new customer states)", end.isoformat(),
              time.monotonic() - started, seeded)  # fmt: skip
@@ -92,6 +95,27 @@ def seed_customer_states(settings: Settings) -> int:
     for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
         seeded += store.seed(batch.to_pylist())
     return seeded
+
+
+def record_newest_rows(settings, store, end: datetime) -> None:  # type: ignore[no-untyped-def]
+    """Tell readiness the newest row each budgeted view now holds (the marker Redis keeps
+    beside Feast's rows, see fraudops.freshness)."""
+    from pathlib import Path
+
+    from feast import FileSource
+
+    from fraudops.freshness import record_materialized, view_budgets
+    from fraudops.nightly import newest_rows
+
+    newest = {}
+    budgets = view_budgets(store.list_feature_views(), settings.freshness_budgets)
+    for view in store.list_feature_views():
+        if view.name in budgets and isinstance(view.batch_source, FileSource):
+            path = FileSource.get_uri_for_file_path(store.config.repo_path, view.batch_source.path)
+            found = newest_rows(Path(str(path)), end)
+            if found is not None:
+                newest[view.name] = found
+    record_materialized(settings, newest)
 
 
 def run_schedule(every_seconds: int, rebuild: bool = False, engine: str = "auto") -> None:

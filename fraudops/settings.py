@@ -12,7 +12,7 @@ Read settings through :func:`get_settings` (cached); tests call ``get_settings.c
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -151,6 +151,20 @@ class Settings(MonitorSettings):
     label_delay_days: int = Field(
         7, ge=0, description="Days until a fraud label is known (default label_timestamp)."
     )
+    freshness_budgets: Annotated[dict[str, timedelta], NoDecode] = Field(
+        default_factory=dict,
+        description="How old a batch view's newest value may be before it is stale, per view "
+        "(`terminal_daily=36h,other_view=2d`); default: the view's TTL. Stale features make "
+        "/readyz fail, raise a monitor alert and mark responses degraded "
+        "(docs/nightly-job.md).",
+    )
+    log_overlap_hours: float = Field(
+        48.0,
+        gt=0,
+        description="The nightly job reads the prediction log from its last high-water mark "
+        "(scoring time) minus this, so records written late (a spool replayed after a "
+        "database outage) are still taken; ids already in the offline store are skipped.",
+    )
 
     # --- prediction log and MLflow -------------------------------------------------
     database_url: str | None = Field(
@@ -254,6 +268,19 @@ class Settings(MonitorSettings):
         "access-log lines carry no trace id), which halves the framework's CPU per request "
         "(README, 'Benchmarks'); turn it on when BentoML's `tracing` exports spans.",
     )
+    @field_validator("freshness_budgets", mode="before")
+    @classmethod
+    def _view_durations(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        budgets = {}
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            view, sep, duration = part.partition("=")
+            if not sep or not view.strip():
+                raise ValueError(f"expected view=duration such as terminal_daily=36h, got {part!r}")
+            budgets[view.strip()] = parse_duration(duration.strip())
+        return budgets
+
     @field_validator("data_dir")
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
@@ -319,6 +346,20 @@ class Settings(MonitorSettings):
     @property
     def mlflow_artifact_location(self) -> str:
         return (self.data_dir / "mlartifacts").as_uri()
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30s``, ``15m``, ``36h``, ``2d`` as a positive duration."""
+    try:
+        seconds = float(text[:-1]) * _UNITS[text[-1]]
+    except (KeyError, ValueError, IndexError):
+        seconds = 0
+    if not seconds > 0:
+        raise ValueError(f"expected a positive duration like 30s, 15m, 36h, 2d; got {text!r}")
+    return timedelta(seconds=seconds)
 
 
 @lru_cache

@@ -160,8 +160,10 @@ class FraudScorer:
         # concurrent /score requests are scored together (see Coalescer)
         self.coalescer = Coalescer(self.core.score)
         self.metrics = _Metrics()
-        self.metrics.status(self.core.status())  # model version and feature freshness now
-        self.core.listeners.append(self.metrics.status)
+        self.metrics.status(status_with_freshness(self.core))  # model version, freshness now
+        self.core.listeners.append(
+            lambda status: self.metrics.status(with_freshness(self.core, status))
+        )
         freeze_startup_heap()
         log.info("scoring with %s version %s", settings.model_name, self.core.current.version)
 
@@ -236,13 +238,13 @@ class FraudScorer:
             raise ServiceUnavailable(
                 f"the model registry could not be read ({exc}); {serving}"
             ) from exc
-        self.metrics.status(self.core.status())
+        self.metrics.status(status_with_freshness(self.core))
         return Reloaded(changed=changed, model_version=version)
 
     @bentoml.api(route="/admin/status")
     def status(self) -> dict:
-        """Model version, feature freshness and degraded state."""
-        status = self.core.status()
+        """Model version, feature freshness (stale views named) and degraded state."""
+        status = status_with_freshness(self.core)
         self.metrics.status(status)
         return status
 
@@ -253,12 +255,24 @@ def _score(result: Any) -> Score:
     return Score.model_validate(answer)
 
 
+def with_freshness(core: ScoringCore, status: dict) -> dict:
+    """The scorer's status plus what the online store itself holds: each batch view's age
+    and budget, and the stale views (fraudops.freshness), which make /readyz answer 503."""
+    from fraudops.freshness import online_store_status
+
+    return {**status, **online_store_status(core.settings, core.store)}
+
+
+def status_with_freshness(core: ScoringCore) -> dict:
+    return with_freshness(core, core.status())
+
+
 FraudScorer.add_asgi_middleware(
     GuardMiddleware, api_key=_settings_key, max_body_bytes=lambda: get_settings().max_body_bytes
 )
 _scorers: list[ScoringCore] = []  # this worker's scoring core, once started
 FraudScorer.add_asgi_middleware(
-    ReadinessDetails, details=lambda: _scorers[-1].status() if _scorers else None
+    ReadinessDetails, details=lambda: status_with_freshness(_scorers[-1]) if _scorers else None
 )
 
 
@@ -275,7 +289,19 @@ class _Metrics:
         )  # fmt: skip
         self.freshness = bentoml.metrics.Gauge(
             name="fraudops_feature_age_seconds",
-            documentation="Seconds since the online store was last materialized, per view.",
+            documentation="Age of the newest row the online store holds per batch view (by "
+            "the clock); views without a budget: seconds since the last materialization.",
+            labelnames=["view"],
+        )
+        self.budget = bentoml.metrics.Gauge(
+            name="fraudops_feature_budget_seconds",
+            documentation="Freshness budget per batch view (its TTL unless configured).",
+            labelnames=["view"],
+        )
+        self.stale = bentoml.metrics.Gauge(
+            name="fraudops_feature_stale",
+            documentation="1 while a batch view is past its freshness budget (or the online "
+            "store holds none of it), else 0.",
             labelnames=["view"],
         )
         self.decisions = bentoml.metrics.Counter(
@@ -298,9 +324,14 @@ class _Metrics:
 
     def status(self, status: dict) -> None:
         self.model(status["model_version"])
-        for view, age in status["feature_freshness_seconds"].items():
+        ages = {**status["feature_freshness_seconds"], **status.get("feature_age_seconds", {})}
+        for view, age in ages.items():
             if age is not None:  # None: never materialized, no age to report
                 self.freshness.labels(view=view).set(age)
+        stale = status.get("stale_views", {})
+        for view, budget in status.get("feature_budget_seconds", {}).items():
+            self.budget.labels(view=view).set(budget)
+            self.stale.labels(view=view).set(1 if view in stale else 0)
         self.flush()
 
     def scored(self, results: list) -> None:  # type: ignore[type-arg]
