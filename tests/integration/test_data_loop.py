@@ -49,6 +49,7 @@ def test_a_week_through_the_api_with_only_the_nightly_job(tmp_path: Path) -> Non
     from fraudops.ingest import write_parquet_atomic
     from fraudops.labels import ingest_labels
     from fraudops.monitoring import check_feature_freshness
+    from fraudops.materialize import materialize_once
     from fraudops.nightly import run_nightly
     from fraudops.offline import offline_features
     from fraudops.promotion import promote
@@ -70,8 +71,7 @@ def test_a_week_through_the_api_with_only_the_nightly_job(tmp_path: Path) -> Non
         build_from_offline_store(settings)
         store = get_store()
         apply_definitions(store)
-        first = (history[c.TIMESTAMP].min() - timedelta(days=1)).to_pydatetime()
-        store.materialize(start_date=first, end_date=datetime.now(UTC))
+        materialize_once()  # terminal features, and the customers' states seeded
         train_start = (history[c.TIMESTAMP].min() + pd.Timedelta(days=12)).date()
         train(settings, train_start=train_start, train_days=7, delay_days=7, test_days=7)
         promote(settings)
