@@ -1,0 +1,85 @@
+"""The model lifecycle's commands (registered in fraudops/cli.py): compare the challenger
+with the champion on live traffic, score files offline, retrain on a schedule.
+
+fraudops compare --start 2026-09-01 --end 2026-09-08 [--json]
+fraudops score transactions.csv --model-uri models:/fraud-detector@challenger --out scores.parquet
+fraudops retrain --every 1d [--auto-promote]
+
+``fraudops promote --evidence live`` is in fraudops/cli.py with the other promotion options.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from fraudops.cli_monitor import TIME_FORMATS, _utc
+
+log = logging.getLogger(__name__)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def compare(
+    start: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=TIME_FORMATS,
+            help="First event time (UTC unless a zone is given; default: the first shadow result).",
+        ),
+    ] = None,
+    end: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=TIME_FORMATS,
+            help="Last event time, exclusive (default: the last shadow result).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    resamples: Annotated[
+        int, typer.Option(min=10, help="Bootstrap resamples for the confidence intervals.")
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    no_record: Annotated[
+        bool,
+        typer.Option(
+            "--no-record",
+            help="Do not write the summary to the challenger's "
+            "MLflow version (tags live.*) and a metrics run.",
+        ),
+    ] = False,
+) -> None:
+    """Compare @challenger (scored in shadow) with @champion on the same live transactions.
+
+    Score agreement, decision flips (approve to block and so on) with examples, each
+    model's decision mix and, on the transactions labelled since, ROC AUC, average
+    precision, Brier score and card precision@100 with bootstrap confidence intervals. The
+    summary is also written to the challenger's version in MLflow (tags live.*) and logged
+    as a run. Needs FRAUDOPS_SHADOW=true in the scorer or the stream consumer.
+    """
+    from rich.console import Console
+
+    from fraudops.cli import console, fail, stdout_for_results
+    from fraudops.comparison import compare as run_comparison
+    from fraudops.comparison import render
+    from fraudops.settings import get_settings
+
+    begin = _utc(start) if start else EARLIEST
+    finish = _utc(end) if end else LATEST
+    if begin >= finish:
+        raise fail(f"--start {begin:%Y-%m-%d %H:%M} is not before --end {finish:%Y-%m-%d %H:%M}")
+    try:
+        with stdout_for_results(), console.status("comparing @challenger with @champion"):
+            result = run_comparison(
+                get_settings(), begin, finish, resamples=resamples, seed=seed,
+                record_to_mlflow=not no_record,
+            )  # fmt: skip
+    except (LookupError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(result.json())
+    else:
+        render(result, Console())
