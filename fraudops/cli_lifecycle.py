@@ -2,7 +2,7 @@
 with the champion on live traffic, score files offline, retrain on a schedule.
 
 fraudops compare --start 2026-09-01 --end 2026-09-08 [--json]
-fraudops score transactions.csv --model-uri models:/fraud-detector@challenger --out scores.parquet
+fraudops score tx.csv --model-uri models:/fraud-detector@challenger --out scores.parquet
 fraudops retrain --every 1d [--auto-promote]
 
 ``fraudops promote --evidence live`` is in fraudops/cli.py with the other promotion options.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -83,3 +84,47 @@ def compare(
         typer.echo(result.json())
     else:
         render(result, Console())
+
+
+def score(
+    path: Annotated[
+        Path, typer.Argument(help="Transactions file (.csv or .parquet) in the data contract.")
+    ],
+    model_uri: Annotated[
+        str,
+        typer.Option(
+            help="models:/fraud-detector@challenger, models:/<name>@<alias> or "
+            "models:/<name>/<version>."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Where to write the scores (.csv or .parquet).")],
+    with_features: Annotated[
+        bool, typer.Option("--with-features", help="Also write the model's input features.")
+    ] = False,
+) -> None:
+    """Score a file of transactions offline (batch jobs, backtests of a candidate model).
+
+    Features are point in time, as the online path would have given them: each
+    transaction's customer history and terminal risk from the offline store as of its
+    time, built with the functions that build the training tables. Writes the file's
+    columns, fraud_probability, decision and model_version, in the file's row order.
+    """
+    from fraudops.batch_scoring import score_file
+    from fraudops.cli import fail, progress_bar, stdout_for_results
+    from fraudops.ingest import ValidationFailed
+    from fraudops.settings import get_settings
+
+    with stdout_for_results(), progress_bar() as bar:
+        task = bar.add_task("preparing", total=None)
+        try:
+            scored = score_file(
+                get_settings(), path, model_uri, out, with_features,
+                stage=lambda text: bar.update(task, description=text),
+            )  # fmt: skip
+        except (ValidationFailed, LookupError, ValueError, FileNotFoundError) as exc:
+            raise fail(str(exc)) from None
+        bar.update(task, total=1, completed=1)
+    log.info(
+        "scored %s transactions with v%s -> %s (%s)", f"{scored.rows:,}", scored.model_version,
+        scored.path, ", ".join(f"{d} {n:,}" for d, n in scored.decisions.items()),
+    )  # fmt: skip
