@@ -405,7 +405,7 @@ def promote(
 def _register_more_commands() -> None:
     """Commands that live in their own modules (streaming, monitoring, labels, the model
     lifecycle)."""
-    from fraudops.cli_lifecycle import compare, score
+    from fraudops.cli_lifecycle import compare, retrain, score
     from fraudops.cli_monitor import labels_app, monitor
     from fraudops.cli_stream import replay, stream
 
@@ -414,6 +414,7 @@ def _register_more_commands() -> None:
     app.command("monitor")(monitor)
     app.command("compare")(compare)
     app.command("score")(score)
+    app.command("retrain")(retrain)
     app.add_typer(labels_app, name="labels")
 
 

@@ -128,3 +128,57 @@ def score(
         "scored %s transactions with v%s -> %s (%s)", f"{scored.rows:,}", scored.model_version,
         scored.path, ", ".join(f"{d} {n:,}" for d, n in scored.decisions.items()),
     )  # fmt: skip
+
+
+def retrain(
+    every: Annotated[
+        str | None,
+        typer.Option(
+            help="Run on a schedule (e.g. 1d, 12h) until interrupted; no overlapping runs."
+        ),
+    ] = None,
+    auto_promote: Annotated[
+        bool,
+        typer.Option(
+            "--auto-promote",
+            help="Promote without a person: on live evidence, the "
+            "waiting @challenger before each run (see --evidence).",
+        ),
+    ] = False,
+    evidence: Annotated[
+        str,
+        typer.Option(
+            help="With --auto-promote: live (the challenger's shadow results, "
+            "labelled since; needs FRAUDOPS_SHADOW=true where traffic is scored) or "
+            "offline (the new model's test window, as `fraudops promote`)."
+        ),
+    ] = "live",
+) -> None:
+    """Retrain on the newest labels and register the model as @challenger.
+
+    Each run syncs the database's labels into the offline table, rebuilds the feature
+    tables, trains on the latest window whose test labels are known and registers the new
+    version as @challenger (the first one also becomes @champion). With --auto-promote
+    --evidence live, a @challenger still waiting for labelled frauds is kept, and the run
+    skips training so that its evidence can accumulate. Promote by hand in the MLflow UI
+    or with `fraudops promote --evidence live` otherwise.
+    """
+    from fraudops.cli import _parse_every, fail, progress_bar, stdout_for_results
+    from fraudops.retraining import retrain_once, run_schedule
+    from fraudops.settings import get_settings
+
+    if evidence not in ("live", "offline"):
+        raise fail(f"--evidence must be live or offline, got {evidence!r}")
+    if every is not None:
+        run_schedule(get_settings, _parse_every(every), auto_promote, evidence)  # type: ignore[arg-type]
+        return
+    with stdout_for_results(), progress_bar() as bar:
+        task = bar.add_task("preparing", total=None)
+        try:
+            report = retrain_once(
+                get_settings(), auto_promote, evidence,  # type: ignore[arg-type]
+                stage=lambda text: bar.update(task, description=text),
+            )  # fmt: skip
+        except (FileNotFoundError, ValueError, LookupError) as exc:
+            raise fail(str(exc)) from None
+    typer.echo(report.json())
