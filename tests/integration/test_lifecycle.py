@@ -141,3 +141,40 @@ def test_promote_on_live_evidence_rejects_a_worse_challenger(
     assert outcome["decision"] == "rejected" and "ROC AUC" in outcome["reason"]
     client = registry.configure(settings)
     assert str(client.get_model_version_by_alias(settings.model_name, "champion").version) == "2"
+
+
+def test_models_page_shows_the_live_comparison(settings: Settings) -> None:
+    """The dashboard's Models page, through Streamlit's AppTest, shows the same figures."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from tests.integration.conftest import REPO
+
+    seed_versions(settings, champion="1", challenger="2")
+    frame = seed_shadow_log(settings, 500, champion="1", challenger="2", seed=9)
+    record_labels_for(settings, frame.iloc[:300])
+    engine = db.create_db_engine(settings.resolved_database_url)
+    end = START + timedelta(days=2)
+    expected = compare_pairs(read_shadow_pairs(engine, START, end), START, end)
+    engine.dispose()
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    try:
+        at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=90)
+        at.run()
+        at.switch_page("views/models.py")
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        shown = {m.label: m.value for m in at.metric}
+        assert shown["Scored by both"] == "500"
+        assert shown["Same decision"] == f"{expected.decision_agreement:.1%}"
+        assert shown["Labelled frauds"] == f"{expected.frauds:,} of 300"
+        quality = at.dataframe[-1].value
+        auc = quality.set_index("metric").loc["ROC AUC"]
+        assert auc["challenger"] == expected.metrics["challenger"]["roc_auc"].text()
+        assert auc["champion"] == expected.metrics["champion"]["roc_auc"].text()
+        flips = at.dataframe[-2].value
+        assert set(flips["flip"]) == set(expected.flips)
+    finally:
+        st.cache_data.clear()
+        st.cache_resource.clear()
