@@ -313,9 +313,9 @@ def compare_pairs(
             }
             for row in largest.itertuples(index=False)
         ]
-    mix = {
+    mix: dict[str, dict[str, float]] = {
         role: {
-            d: float((pairs[f"{role}_decision"] == d).mean()) if len(pairs) else float("nan")
+            str(d): float((pairs[f"{role}_decision"] == d).mean()) if len(pairs) else float("nan")
             for d in DECISIONS
         }
         for role in ("champion", "challenger")
