@@ -356,6 +356,34 @@ def model_versions() -> pd.DataFrame:
     return frame.sort_values("version", key=lambda v: v.map(_version_key)).reset_index(drop=True)
 
 
+@st.cache_data(ttl=TTL, show_spinner="Comparing champion and challenger...")
+def live_comparison(f: Filters) -> tuple[Any, str | None]:
+    """The current @champion against the @challenger scored in shadow, on the range's
+    transactions (see ``fraudops compare``); or None and why there is nothing to show."""
+    from fraudops.comparison import compare_pairs
+    from fraudops.prediction_log import read_shadow_pairs
+
+    versions = model_versions()
+    if versions.empty:
+        return None, "No version is registered yet."
+    aliases = dict(zip(versions["aliases"], versions["version"], strict=True))
+    champion = next((v for a, v in aliases.items() if "@champion" in a), None)
+    challenger = next((v for a, v in aliases.items() if "@challenger" in a), None)
+    if challenger is None or challenger == champion:
+        return None, (
+            "No @challenger apart from the champion: `fraudops train` or `fraudops retrain` "
+            "registers one."
+        )
+    pairs = read_shadow_pairs(engine(), f.start, f.end, challenger, champion)
+    if pairs.empty:
+        return None, (
+            f"No shadow results of @challenger v{challenger} against @champion v{champion} in "
+            "this time range: score traffic with FRAUDOPS_SHADOW=true (scorer or stream "
+            "consumer), or widen the time range."
+        )
+    return compare_pairs(pairs, f.start, f.end), None
+
+
 def mlflow_ui_link() -> tuple[str, str | None]:
     """Where the registered model is in the MLflow UI, and how to start the UI if tracking
     is a local store."""

@@ -219,6 +219,11 @@ def features_apply() -> None:
     )
 
 
+class Evidence(StrEnum):
+    offline = "offline"
+    live = "live"
+
+
 class Engine(StrEnum):
     auto = "auto"
     fast = "fast"
@@ -409,32 +414,53 @@ def promote(
         int | None,
         typer.Option(min=1, help="Comparison window days (default: FRAUDOPS_TEST_DAYS, 7)."),
     ] = None,
+    evidence: Annotated[
+        Evidence,
+        typer.Option(
+            help="offline: both models on a labelled window of the offline store; live: on "
+            "the live transactions both scored (the challenger in shadow) and labelled since "
+            "(default window: all of them)."
+        ),
+    ] = Evidence.offline,
 ) -> None:
     """Move @champion to @challenger if it does not regress (ROC AUC, average precision,
-    Brier) on the same recent labelled window; the first model becomes champion."""
+    Brier) on the same labelled transactions; the first model becomes champion.
+
+    With --evidence live it waits for FRAUDOPS_PROMOTE_MIN_LABELLED_FRAUDS labelled frauds
+    among the live transactions both models scored, says how many more are needed and
+    changes nothing until then. Exit code 1: rejected; 3: not enough labelled frauds yet.
+    """
     from fraudops.promotion import promote as run_promotion
 
     settings = get_settings()
     try:
         with stdout_for_results(), console.status("comparing @challenger with @champion"):
             result = run_promotion(
-                settings, force=force, start=start.date() if start else None, days=days
-            )
+                settings, force=force, start=start.date() if start else None, days=days,
+                evidence=evidence.value,
+            )  # fmt: skip
     except (LookupError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
     typer.echo(result.json())
     if result.decision == "rejected":
         raise typer.Exit(code=1)
+    if result.decision == "insufficient_evidence":
+        raise typer.Exit(code=3)
 
 
 def _register_more_commands() -> None:
-    """Commands that live in their own modules (streaming, monitoring, labels)."""
+    """Commands that live in their own modules (streaming, monitoring, labels, the model
+    lifecycle)."""
+    from fraudops.cli_lifecycle import compare, retrain, score
     from fraudops.cli_monitor import labels_app, monitor
     from fraudops.cli_stream import replay, stream
 
     app.command("stream")(stream)
     app.command("replay")(replay)
     app.command("monitor")(monitor)
+    app.command("compare")(compare)
+    app.command("score")(score)
+    app.command("retrain")(retrain)
     app.add_typer(labels_app, name="labels")
 
 

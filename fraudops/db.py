@@ -39,6 +39,20 @@ predictions = sa.Table(
     sa.Column("commit_seq", sa.BigInteger, nullable=True),
 )
 
+# The @challenger's results on the same transactions, scored in shadow (migration 0003): a
+# row per champion prediction and challenger version, linked by the champion's
+# prediction_id (the key: a replayed spool cannot duplicate a row) and its transaction_id.
+shadow_predictions = sa.Table(
+    "shadow_predictions",
+    metadata,
+    sa.Column("prediction_id", sa.String(36), primary_key=True),
+    sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("transaction_id", sa.String(128), nullable=False, index=True),
+    sa.Column("fraud_probability", sa.Float, nullable=False),
+    sa.Column("decision", sa.String(8), nullable=False),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
 
 def create_db_engine(url: str) -> Engine:
     """An engine that copes with restarts (pre-ping) and, for SQLite, with a reader (the

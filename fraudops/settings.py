@@ -200,6 +200,28 @@ class Settings(MonitorSettings):
         ge=0,
         description="Promotion refuses a challenger whose Brier score is higher by more.",
     )
+    promote_min_labelled_frauds: int = Field(
+        50,
+        ge=1,
+        description="`fraudops promote --evidence live` waits until the transactions both "
+        "models scored live hold at least this many labelled frauds (fewer: the comparison's "
+        "confidence intervals are too wide to tell the models apart).",
+    )
+
+    # --- challenger on live traffic (model lifecycle) ------------------------------------
+    shadow: bool = Field(
+        False,
+        description="Also score every transaction with the @challenger version, off the "
+        "response path, and log its results beside the champion's (`shadow_predictions`); "
+        "the answer stays the champion's. `fraudops compare` reads them.",
+    )
+    challenger_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of customers whose transactions the @challenger decides (A/B), "
+        "sticky by a hash of customer_id; 0 (default): the champion decides all.",
+    )
 
     # --- scoring service ----------------------------------------------------------------
     api_key: SecretStr | None = Field(
