@@ -39,7 +39,7 @@ predictions = sa.Table(
     sa.Column("commit_seq", sa.BigInteger, nullable=True),
 )
 
-# The @challenger's results on the same transactions, scored in shadow (migration 0003): a
+# The @challenger's results on the same transactions, scored in shadow (migration 0004): a
 # row per champion prediction and challenger version, linked by the champion's
 # prediction_id (the key: a replayed spool cannot duplicate a row) and its transaction_id.
 shadow_predictions = sa.Table(
