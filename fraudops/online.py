@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from feast import FeatureService, FeatureStore, FeatureView, OnDemandFeatureView
 from fraudops import contract as c
 from fraudops import features as f
 from fraudops.feast_store import service_feature_names
+from fraudops.freshness import NO_ROW, Staleness, last_known_values, stale_rows, staleness, view_budgets
 from fraudops.realtime import (
     Before,
     Commit,
@@ -74,6 +76,7 @@ class ScoredFeatures:
     matrix: np.ndarray
     rows: np.ndarray
     names: list[str]
+    stale: Staleness | None = None  # per row of ``matrix``: batch features past their budget
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.matrix, columns=self.names)
@@ -162,6 +165,8 @@ class OnlineFeatures:
                     f"view {projection.name} of {service.name} has features FraudOps cannot "
                     f"compute online: {sorted(unknown)}"
                 )
+        self.budgets = view_budgets([view for view, _ in self.lookups],
+                                    self.settings.freshness_budgets)  # fmt: skip
         self.redis = self.settings.online_store == "redis"
         client = redis_client(self.settings, self.settings.redis_timeout_seconds) if self.redis else None
         self.state = state_store(self.settings, client)
@@ -182,18 +187,20 @@ class OnlineFeatures:
             reader = self._reader
             keys = {key: list(tx[key]) for key in reader.join_keys}
             outcomes, replies = self.state.commit(commits, lambda pipe: reader.queue(pipe, keys))
-            looked_up = reader.values(replies, keys, time_us)
+            looked_up, written = reader.values(replies, keys, time_us, self.budgets)
         else:
             outcomes, _ = self.state.commit(commits)
-            looked_up = self._lookup(tx, time_us)
+            looked_up, written = self._lookup(tx, time_us)
         rows = np.array([i for i, o in enumerate(outcomes) if isinstance(o, Before)], dtype=np.int64)
         if len(rows) == 0:
             return ScoredFeatures(outcomes, commits, np.zeros((0, len(self.names))), rows, self.names)
+        stale = staleness(self.budgets, {view: w[rows] for view, w in written.items()},
+                          time_us[rows])  # fmt: skip
         picked = {name: np.asarray(column)[rows] for name, column in _columns(tx, time_us).items()}
         activity = activity_from([outcomes[i] for i in rows], [commits[i] for i in rows])  # type: ignore[misc]
         matrix = assemble(self.names, picked, activity,
                           {name: values[rows] for name, values in looked_up.items()})  # fmt: skip
-        return ScoredFeatures(outcomes, commits, matrix, rows, self.names)
+        return ScoredFeatures(outcomes, commits, matrix, rows, self.names, stale)
 
     def defaults(self, tx: Columns) -> np.ndarray:
         """Model inputs when the online store cannot be read: the request's own features,
@@ -203,21 +210,30 @@ class OnlineFeatures:
                    for _, names in self.lookups for name in names}  # fmt: skip
         return assemble(self.names, _columns(tx, time_us_of(tx)), f.customer_defaults(rows), missing)
 
-    def _lookup(self, tx: Columns, time_us: np.ndarray) -> dict[str, np.ndarray]:
-        """Batch features through Feast's SDK (the embedded SQLite store)."""
+    def _lookup(
+        self, tx: Columns, time_us: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Batch features through Feast's SDK (the embedded SQLite store), and when each
+        view's row was written (see :func:`_batch_values`)."""
         out: dict[str, np.ndarray] = {}
+        written: dict[str, np.ndarray] = {}
         for view, features in self.lookups:
             key = view.entity_columns[0].name
             response = self.store.get_online_features(
                 features=[f"{view.name}:{name}" for name in features],
                 entity_rows=[{key: value} for value in tx[key]],
             ).to_dict(include_event_timestamps=True)
-            stamps = np.array([np.nan if v is None else v for v in response[f"{features[0]}__ts"]],
+            # Feast gives the epoch (0) for an entity without a row
+            stamps = np.array([np.nan if not v else v for v in response[f"{features[0]}__ts"]],
                               dtype=np.float64)  # fmt: skip
-            for name in features:
-                values = np.array([np.nan if v is None else v for v in response[name]], float)
-                out[name] = _expired_as_missing(view, values, stamps, time_us)
-        return out
+            values = np.column_stack(
+                [np.array([np.nan if v is None else v for v in response[name]], float)
+                 for name in features]
+            )  # fmt: skip
+            columns, written[view.name] = _batch_values(view, values, stamps, time_us,
+                                                        self.budgets.get(view.name))  # fmt: skip
+            out.update(zip(features, columns.T, strict=True))
+        return out, written
 
 
 def _columns(tx: Columns, time_us: np.ndarray) -> dict[str, np.ndarray]:
@@ -230,16 +246,27 @@ def _columns(tx: Columns, time_us: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _expired_as_missing(
-    view: FeatureView, values: np.ndarray, written_s: np.ndarray, time_us: np.ndarray
-) -> np.ndarray:
-    """A value older than the view's TTL at the transaction's time is what an offline
-    point-in-time join returns for it: missing (``MISSING_FEATURE_VALUE``)."""
-    values = values.copy()
+def _batch_values(
+    view: FeatureView,
+    values: np.ndarray,
+    written_s: np.ndarray,
+    time_us: np.ndarray,
+    budget: timedelta | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A batch view's values (rows x features) for scoring, and when each row was written
+    (µs, ``NO_ROW`` where the entity has none). A value older than the view's TTL at the
+    transaction's time is missing (``MISSING_FEATURE_VALUE``), as in an offline
+    point-in-time join, unless the row is stale (older than the view's freshness budget,
+    the TTL by default): then the last known values are kept, and the response says so,
+    rather than scoring a terminal as one nobody has seen."""
+    written = np.where(np.isnan(written_s), NO_ROW, np.nan_to_num(written_s) * f.MICROS)
+    written = written.astype(np.int64)
+    has_row = written != NO_ROW
+    expired = np.zeros(len(time_us), dtype=bool)
     if view.ttl:
-        with np.errstate(invalid="ignore"):
-            values[time_us - written_s * f.MICROS > view.ttl.total_seconds() * f.MICROS] = np.nan
-    return np.nan_to_num(values, nan=f.MISSING_FEATURE_VALUE)
+        expired = has_row & (time_us - written > view.ttl.total_seconds() * f.MICROS)
+    stale = stale_rows(written, time_us, budget) if budget else np.zeros(len(time_us), bool)
+    return last_known_values(values, expired, stale, f.MISSING_FEATURE_VALUE), written
 
 
 class _BatchReader:
@@ -271,9 +298,14 @@ class _BatchReader:
         return queued
 
     def values(
-        self, replies: Sequence[Any], keys: Mapping[str, list[Any]], time_us: np.ndarray
-    ) -> dict[str, np.ndarray]:
+        self,
+        replies: Sequence[Any],
+        keys: Mapping[str, list[Any]],
+        time_us: np.ndarray,
+        budgets: Mapping[str, timedelta],
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         out: dict[str, np.ndarray] = {}
+        written: dict[str, np.ndarray] = {}
         at = 0
         for (view, features), (join_key, _, _, decoders) in zip(self.lookups, self._plans, strict=True):
             rows = len(keys[join_key])
@@ -284,8 +316,11 @@ class _BatchReader:
                     raise reply
             stamps = np.array([self._decode_timestamp(r[-1]) or np.nan for r in view_replies],
                               dtype=np.float64)  # fmt: skip
-            for k, (name, decode) in enumerate(zip(features, decoders, strict=True)):
-                raw = [decode(r[k]) for r in view_replies]
-                values = np.array([np.nan if v is None else v for v in raw], dtype=np.float64)
-                out[name] = _expired_as_missing(view, values, stamps, time_us)
-        return out
+            values = np.array(
+                [[np.nan if v is None else v for v in (decode(r[k]) for r in view_replies)]
+                 for k, decode in enumerate(decoders)], dtype=np.float64,
+            ).T.reshape(rows, len(features))  # fmt: skip
+            columns, written[view.name] = _batch_values(view, values, stamps, time_us,
+                                                        budgets.get(view.name))  # fmt: skip
+            out.update(zip(features, columns.T, strict=True))
+        return out, written

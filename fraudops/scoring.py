@@ -25,6 +25,7 @@ from fraudops import contract as c
 from fraudops import registry
 from fraudops.contract import Transaction
 from fraudops.feast_store import feature_service, get_store, service_feature_names
+from fraudops.freshness import apply_stale_policy
 from fraudops.model import FraudModel
 from fraudops.online import OnlineFeatures
 from fraudops.realtime import Before, Conflict, InFlight, Replayed
@@ -73,6 +74,7 @@ class ScoreResult:
     model_version: str
     degraded: bool
     latency_ms: float
+    degraded_reasons: list[str] = field(default_factory=list)
     replayed: bool = False  # the stored result of an earlier request with this id
 
     def as_dict(self) -> dict[str, Any]:
@@ -242,20 +244,25 @@ class ScoringCore:
                 elif isinstance(o, InFlight):
                     outcomes[i] = StillScoring(todo[i].transaction_id)
         degraded = scored is None
+        # degraded per row: the store unreachable, or batch features past their budget
+        stale = scored.stale if scored is not None else None
+        row_degraded = np.full(len(rows), degraded) if stale is None else stale.stale
+        why = ([["online_store_unreachable"]] * len(rows) if degraded
+               else stale.reasons if stale is not None else [[]] * len(rows))  # fmt: skip
         new: list[ScoreResult] = []
         if len(rows):
             probability = model.predict_proba(matrix)
             decisions = model.decide(
                 probability, self.settings.review_threshold, self.settings.block_threshold
             )
-            if degraded and self.settings.degraded_policy == "review":
-                decisions = np.where(decisions == "approve", "review", decisions)
+            decisions = apply_stale_policy(decisions, row_degraded, self.settings.degraded_policy)
             reasons = explain(model, matrix, loaded.online.names, decisions)
             latency_ms = (time.perf_counter() - started) * 1000
             for k, i in enumerate(rows.tolist()):
                 result = ScoreResult(todo[i].transaction_id, float(probability[k]),
-                                     str(decisions[k]), reasons[k], loaded.version, degraded,
-                                     latency_ms)  # fmt: skip
+                                     str(decisions[k]), reasons[k], loaded.version,
+                                     bool(row_degraded[k]), latency_ms,
+                                     degraded_reasons=list(why[k]))  # fmt: skip
                 outcomes[i] = result
                 new.append(result)
             # logged first, then kept for retries: if either fails, the transaction is

@@ -48,7 +48,15 @@ class Score(BaseModel):
     decision: str = Field(description="approve | review | block")
     reasons: list[Reason] = Field(description="Top 3 contributions, for review and block.")
     model_version: str = Field(description="The registered model version that scored it.")
-    degraded: bool = Field(description="True when features could not be read (defaults used).")
+    degraded: bool = Field(
+        description="True when scored without fresh features: the online store unreachable "
+        "(defaults used), or batch features past their freshness budget (last known values "
+        "used); FRAUDOPS_DEGRADED_POLICY=review turns such approvals into reviews."
+    )
+    degraded_reasons: list[str] = Field(
+        default_factory=list,
+        description="Why degraded: `online_store_unreachable`, `stale_features: <view>`.",
+    )
     latency_ms: float
     idempotent_replayed: bool = Field(
         False,

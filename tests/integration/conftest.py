@@ -46,7 +46,7 @@ def prepare_trained_environment(values: dict[str, str], seed: int = 5) -> pd.Dat
     from fraudops.feast_store import apply_definitions, get_store
     from fraudops.feature_build import build_from_offline_store
     from fraudops.ingest import write_parquet_atomic
-    from fraudops.materialize import seed_customer_states
+    from fraudops.materialize import materialize_once
     from fraudops.promotion import promote
     from fraudops.settings import get_settings
     from fraudops.simulator import simulate
@@ -60,8 +60,9 @@ def prepare_trained_environment(values: dict[str, str], seed: int = 5) -> pd.Dat
         store = get_store()
         apply_definitions(store)
         end = tx[c.TIMESTAMP].max().floor("D") + timedelta(days=1, seconds=1)
-        store.materialize(start_date=tx[c.TIMESTAMP].min() - timedelta(days=1), end_date=end)
-        seed_customer_states(settings)
+        # as `fraudops materialize` does: batch views, readiness's marker, customer states
+        materialize_once(end=end.to_pydatetime(),
+                         start=(tx[c.TIMESTAMP].min() - timedelta(days=1)).to_pydatetime())  # fmt: skip
         train(settings, train_start=TRAIN_START, train_days=7, delay_days=7, test_days=7)
         promote(settings)
     return tx

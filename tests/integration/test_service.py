@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from fraudops import contract as c
 from fraudops.readiness import serving_on_stale_features
 from tests.integration.conftest import (
     Server,
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-not-a-secret"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 SCORE_FIELDS = {"transaction_id", "fraud_probability", "decision", "reasons", "model_version",
-                "degraded", "latency_ms", "idempotent_replayed"}  # fmt: skip
+                "degraded", "latency_ms", "idempotent_replayed", "degraded_reasons"}  # fmt: skip
 
 
 @dataclass
@@ -461,3 +462,17 @@ def test_refuses_to_start_without_a_champion(tmp_path: Path) -> None:
     assert f"no version of fraud-detector has alias @champion in the registry at {registry}" in (
         str(caught.value)
     )
+
+
+def test_stale_batch_features_are_never_silent(stack: Stack) -> None:
+    """A transaction long after its terminal's newest batch row: scored on the last known
+    values, and the response says so (degraded, with the view named)."""
+    terminal = stack.tx[c.TERMINAL_ID].value_counts().index[0]
+    late = (stack.tx[c.TIMESTAMP].max() + pd.Timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fresh_at = stack.tx[c.TIMESTAMP].max().strftime("%Y-%m-%dT%H:%M:%SZ")
+    stale = stack.post("/score", {"transaction": transaction(1, terminal=terminal, at=late)})
+    fresh = stack.post("/score", {"transaction": transaction(2, terminal=terminal, at=fresh_at)})
+    assert stale.status_code == 200 and fresh.status_code == 200
+    assert stale.json()["degraded"] is True
+    assert stale.json()["degraded_reasons"] == ["stale_features: terminal_daily"]
+    assert fresh.json()["degraded"] is False and fresh.json()["degraded_reasons"] == []
