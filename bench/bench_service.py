@@ -271,8 +271,7 @@ def clone_customer_states(values: dict[str, str]) -> int:
     from tests.integration.conftest import environment
 
     with environment(values):
-        from fraudops.feast_store import get_store
-        from fraudops.redis_fast import FastRedisWriter
+        from fraudops.online import state_store
         from fraudops.settings import get_settings
 
         states = pd.read_parquet(get_settings().offline_dir / "features" / "customer_state.parquet")
@@ -281,7 +280,7 @@ def clone_customer_states(values: dict[str, str]) -> int:
              for r in range(1, CLONES)],
             ignore_index=True,
         )  # fmt: skip
-        return FastRedisWriter(get_store()).write("customer_state", clones)
+        return state_store(get_settings()).seed(clones.to_dict("records"))
 
 
 def run_load(

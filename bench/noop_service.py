@@ -5,10 +5,11 @@ request and response models, worker/thread configuration and middleware (API key
 - ``NoopScorer`` does nothing else. Whatever it costs per request is what BentoML,
   pydantic and the HTTP stack cost the real scorer too; the benchmark's goals are ratios to
   it.
-- ``RoundTripFloor`` also reads the transaction's customer and terminal from Redis, as the
-  scorer's single-request path does (the same ``HMGET`` commands, one pipelined round
-  trip), on a plain socket, with the replies parsed by hiredis and then dropped: the least
-  CPU a scorer that reads the online store per request can add to the no-op.
+- ``RoundTripFloor`` also does the scorer's store work for the transaction: commits it to
+  its customer's real-time state and reads its terminal's batch features, in the one
+  pipelined round trip the scorer makes (``OnlineFeatures.commit_and_read``), and drops
+  the answers: what a scorer that keeps exact per-customer state adds to the no-op before
+  any maths or model.
 - ``PredictionFloor`` also runs the champion model's prediction on one row (no I/O).
 
 The benchmark compares them in the same run::
@@ -23,7 +24,6 @@ event loop.
 from __future__ import annotations
 
 import copy
-import socket
 from typing import Annotated, Any
 
 import bentoml
@@ -32,7 +32,6 @@ from pydantic import Field
 from fraudops.contract import Transaction
 from fraudops.http_guard import GuardMiddleware
 from fraudops.readiness import ReadinessDetails
-from fraudops.redis_fast import _bulk  # the RESP bulk string the scorer's commands use
 from fraudops.scoring import freeze_startup_heap
 from fraudops.settings import get_settings
 from service.service import BatchScores, FraudScorer, Score, tune_gc
@@ -102,68 +101,21 @@ def _champion() -> Any:
     return ScoringCore(get_settings()).current
 
 
-class RawRedis:
-    """A plain socket to the online store's Redis (its URL's host, port, password and DB),
-    with a hiredis reader: one round trip and the parse, nothing of a client library."""
-
-    def __init__(self, url: str):
-        import hiredis  # feast[redis] requires it
-        from redis.connection import parse_url
-
-        if not url.startswith("redis://"):
-            raise ValueError(f"RawRedis speaks plain TCP only (redis://), not {url.split(':')[0]}")
-        options = parse_url(url)
-        self.sock = socket.create_connection(
-            (options.get("host", "127.0.0.1"), options.get("port", 6379)), timeout=5
-        )
-        try:
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.reader = hiredis.Reader()
-            if options.get("password"):
-                user = [options["username"]] if options.get("username") else []
-                self.round_trip(_command(b"AUTH", *user, options["password"]), 1)
-            if options.get("db"):
-                self.round_trip(_command(b"SELECT", str(options["db"])), 1)
-        except BaseException:
-            self.sock.close()
-            raise
-
-    def round_trip(self, commands: bytes, replies: int) -> list[Any]:
-        """Send the commands, return their replies; an error reply raises."""
-        self.sock.sendall(commands)
-        out: list[Any] = []
-        while len(out) < replies:
-            reply = self.reader.gets()
-            if reply is False:
-                data = self.sock.recv(65536)
-                if not data:
-                    raise ConnectionError("Redis closed the connection")
-                self.reader.feed(data)
-            elif isinstance(reply, Exception):
-                raise RuntimeError(f"Redis refused a command: {reply}")
-            else:
-                out.append(reply)
-        return out
-
-
-def _command(*args: bytes | str) -> bytes:
-    parts = [a if isinstance(a, bytes) else a.encode() for a in args]
-    return b"*%d\r\n" % len(parts) + b"".join(map(_bulk, parts))
-
-
 class _RoundTrip:
     def __init__(self) -> None:
         tune_gc()
-        self.reader = _champion().online.reader
-        self.redis = RawRedis(get_settings().redis_url)
+        self.online = _champion().online
         freeze_startup_heap()
 
     @bentoml.api(route="/score")
     async def score(self, transaction: Transaction) -> Score:
-        """Read the transaction's entities (customer, terminal) from Redis, then the same
-        approval."""
-        entity = {key: getattr(transaction, key) for key in self.reader.join_keys}
-        self.redis.round_trip(*self.reader.commands_one(entity))
+        """The scorer's store work: commit the transaction to its customer's state and read
+        its terminal's features (one round trip), then the same approval."""
+        from fraudops.online import commits_of
+        from fraudops.scoring import frame
+
+        tx = frame([transaction])
+        self.online.commit_and_read(tx, commits_of(tx), tx["time_us"])
         return constant_score(transaction)
 
 

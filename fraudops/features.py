@@ -252,33 +252,35 @@ def customer_activity(
     first = np.searchsorted(h_g, h_g[at], side="left")  # the group's first entry
     out: dict[str, np.ndarray] = {}
 
-    for name, width in CUSTOMER_LONG_WINDOWS.items():
-        lo = np.searchsorted(h_key, q_key - width, side="left")
-        n = (hi - lo).astype(np.float64)
-        total = _segment_sums(h_amount, lo, hi)
-        squares = _segment_sums(h_amount * h_amount, lo, hi)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(n > 0, total / n, 0.0)
-            var = np.where(n > 0, np.maximum(squares / n - mean * mean, 0.0), 0.0)
-        out[f"customer_tx_count_{name}"] = n
-        out[f"customer_amount_avg_{name}"] = mean
-        out[f"customer_amount_std_{name}"] = np.sqrt(var)
-
+    # every window's start at once, then each window's sums in one pass over the history
+    names = [*CUSTOMER_LONG_WINDOWS, *CUSTOMER_SHORT_WINDOWS]
+    widths = np.array([*CUSTOMER_LONG_WINDOWS.values(), *CUSTOMER_SHORT_WINDOWS.values()])
+    los = np.searchsorted(h_key, q_key[None, :] - widths[:, None], side="left")
+    his = np.broadcast_to(hi, los.shape)
+    n_all = (his - los).astype(np.float64)
+    totals = _segment_sums(h_amount, los.ravel(), his.ravel()).reshape(los.shape)
+    longs = len(CUSTOMER_LONG_WINDOWS)
+    squares = _segment_sums(
+        h_amount * h_amount, los[:longs].ravel(), his[:longs].ravel()
+    ).reshape(longs, -1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(n_all > 0, totals / n_all, 0.0)
+        var = np.where(n_all[:longs] > 0,
+                       np.maximum(squares / n_all[:longs] - means[:longs] ** 2, 0.0), 0.0)  # fmt: skip
     # terminals as (customer, terminal) codes: "the same terminal" means for this customer
     terminal_codes = pd.factorize(np.asarray(terminal, dtype=object))[0]
-    pair_codes = pd.factorize(h_g * (int(terminal_codes.max(initial=0)) + 2) + terminal_codes)[0]
-    prev_same = _previous_same(pair_codes)
-    for name, width in CUSTOMER_SHORT_WINDOWS.items():
-        lo = np.searchsorted(h_key, q_key - width, side="left")
-        n = (hi - lo).astype(np.float64)
-        total = _segment_sums(h_amount, lo, hi)
+    prev_same = _previous_same(h_g * (int(terminal_codes.max(initial=0)) + 2) + terminal_codes)
+    for w, name in enumerate(names):
+        n = n_all[w]
         out[f"customer_tx_count_{name}"] = n
-        out[f"customer_amount_sum_{name}"] = total
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[f"customer_amount_avg_{name}"] = np.where(n > 0, total / n, 0.0)
-        out[f"customer_terminal_count_{name}"] = _distinct_in_window(prev_same, lo, hi).astype(
-            np.float64
-        )
+        out[f"customer_amount_avg_{name}"] = means[w]
+        if w < longs:
+            out[f"customer_amount_std_{name}"] = np.sqrt(var[w])
+        else:
+            out[f"customer_amount_sum_{name}"] = totals[w]
+            out[f"customer_terminal_count_{name}"] = _distinct_in_window(
+                prev_same, los[w], hi
+            ).astype(np.float64)
 
     count = np.asarray(prior.count, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -183,14 +183,7 @@ class OnlineFeatures:
         states and compute the model inputs of those committed now."""
         commits = commits_of(tx)
         time_us = time_us_of(tx)
-        if self._reader is not None:
-            reader = self._reader
-            keys = {key: list(tx[key]) for key in reader.join_keys}
-            outcomes, replies = self.state.commit(commits, lambda pipe: reader.queue(pipe, keys))
-            looked_up, written = reader.values(replies, keys, time_us, self.budgets)
-        else:
-            outcomes, _ = self.state.commit(commits)
-            looked_up, written = self._lookup(tx, time_us)
+        outcomes, looked_up, written = self.commit_and_read(tx, commits, time_us)
         rows = np.array([i for i, o in enumerate(outcomes) if isinstance(o, Before)], dtype=np.int64)
         if len(rows) == 0:
             return ScoredFeatures(outcomes, commits, np.zeros((0, len(self.names))), rows, self.names)
@@ -201,6 +194,21 @@ class OnlineFeatures:
         matrix = assemble(self.names, picked, activity,
                           {name: values[rows] for name, values in looked_up.items()})  # fmt: skip
         return ScoredFeatures(outcomes, commits, matrix, rows, self.names, stale)
+
+    def commit_and_read(
+        self, tx: Columns, commits: list[Commit], time_us: np.ndarray
+    ) -> tuple[list[Outcome], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The store's part of scoring: commit the transactions and read their batch
+        features (one round trip on Redis); the outcomes, the features and when each
+        view's rows were written."""
+        if self._reader is not None:
+            reader = self._reader
+            keys = {key: list(tx[key]) for key in reader.join_keys}
+            outcomes, replies = self.state.commit(commits, lambda pipe: reader.queue(pipe, keys))
+            looked_up, written = reader.values(replies, keys, time_us, self.budgets)
+            return outcomes, looked_up, written
+        outcomes, _ = self.state.commit(commits)
+        return outcomes, *self._lookup(tx, time_us)
 
     def defaults(self, tx: Columns) -> np.ndarray:
         """Model inputs when the online store cannot be read: the request's own features,

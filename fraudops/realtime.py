@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -127,12 +128,11 @@ def _seq_text(seq: int) -> str:
 
 
 # --- Redis ----------------------------------------------------------------------------------
-# KEYS: the customer's statistics (hash), history (sorted set by time; members
-# "<seq>|<amount>|<terminal>") and the transaction's record (hash); on a single Redis also
-# the id's claim. ARGV: fingerprint, time (µs), amount (text, as Python writes it),
-# terminal, sin and cos of the hour angle, history span (µs), max history, record TTL (ms),
-# lease (ms), owner (a token per call: a call sent again, after a script was missing, finds
-# its own commits and gets their answers again). Numbers given to redis.call are formatted with %.17g: Lua's own tostring
+# KEYS: the customer's statistics (hash), history (sorted set by time; members from
+# _member) and the transaction's record (hash); on a single Redis also the id's claim.
+# ARGV: fingerprint, time (µs), amount (text, as Python writes it), terminal, sin and cos
+# of the hour angle, history span (µs), max history, record TTL (ms), lease (ms), owner (a token per call: a call sent again, after a script was missing, finds
+# its own commits and gets their answers again), the amount's bits in hex. Numbers given to redis.call are formatted with %.17g: Lua's own tostring
 # keeps 14 digits, too few for a time in µs.
 _COMMIT = """
 local function num(x) return string.format('%.17g', x) end
@@ -177,7 +177,7 @@ mean = mean + delta / count
 m2 = m2 + delta * delta * n / count
 if t > last then last = t end
 local seq_text = string.format('%0' .. SEQ_DIGITS .. 'd', seq)
-redis.call('ZADD', KEYS[2], ARGV[2], seq_text .. '|' .. ARGV[3] .. '|' .. ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[2], seq_text .. ARGV[12] .. ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. num(last - tonumber(ARGV[7])))
 local size = redis.call('ZCARD', KEYS[2])
 if size > tonumber(ARGV[8]) then
@@ -232,16 +232,27 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _member(seq: int, amount: float, terminal_id: str) -> bytes:
+    """A history entry of the sorted set: the commit sequence number (fixed width, so that
+    entries of equal time sort in commit order), the amount's IEEE 754 bits in hex (exact,
+    and fixed width: the history is read back without parsing text) and the terminal."""
+    return _seq_text(seq).encode() + struct.pack(">d", amount).hex().encode() + terminal_id.encode()
+
+
 def _history(rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """A ``ZRANGEBYSCORE ... WITHSCORES`` reply: times, amounts and terminals."""
     members = rows[0::2]
-    times = np.array([int(float(score)) for score in rows[1::2]], dtype=np.int64)
-    amounts = np.empty(len(members))
-    terminals = []
-    for i, member in enumerate(members):
-        _, amount, terminal = _text(member).split("|", 2)
-        amounts[i] = float(amount)
-        terminals.append(terminal)
+    if not members:
+        return np.zeros(0, dtype=np.int64), np.zeros(0), []
+    times = np.array(rows[1::2]).astype(np.float64).astype(np.int64)
+    cut = SEQ_DIGITS + 16
+    amounts = np.frombuffer(
+        bytes.fromhex(b"".join(m[SEQ_DIGITS:cut] for m in members).decode()), dtype=">f8"
+    ).astype(np.float64)
+    tails = [m[cut:] for m in members]
+    terminals = b"\x00".join(tails).decode().split("\x00")
+    if len(terminals) != len(tails):  # an id holding a NUL
+        terminals = [t.decode() for t in tails]
     return times, amounts, terminals
 
 
@@ -259,6 +270,8 @@ class RedisStateStore:
         self._commit = _Script(_COMMIT)
         self._save = _Script(_SAVE)
         self._seed = _Script(_SEED)
+        self._kept: list[tuple[Commit, dict[str, Any]]] = []  # results not yet written
+        self._kept_lock = threading.Lock()
 
     def _execute(self, queue: Any) -> list[Any]:
         """Run the commands ``queue(pipe)`` adds, in one pipeline; error replies come back
@@ -300,7 +313,7 @@ class RedisStateStore:
             self._commit.queue(pipe, keys, [
                 commit.fingerprint, commit.time_us, repr(float(commit.amount)),
                 commit.terminal_id, repr(sin), repr(cos), f.HISTORY_US, f.MAX_HISTORY,
-                self.ttl_ms, LEASE_MS, owner,
+                self.ttl_ms, LEASE_MS, owner, struct.pack(">d", commit.amount).hex(),
             ])  # fmt: skip
 
     def claim(self, commits: Sequence[Commit]) -> dict[int, Conflict]:
@@ -346,29 +359,53 @@ class RedisStateStore:
         todo = [c for i, c in enumerate(commits) if i not in conflicts]
         owner = os.urandom(8).hex()
         extra = 0
+        kept = self._take_kept()
 
         def queue(pipe: Any) -> None:
             nonlocal extra
+            self._queue_saves(pipe, kept)  # results kept since the last round trip
             self.queue_commits(pipe, todo, owner)
             extra = also(pipe) if also else 0
 
-        replies = self._execute(queue)
+        replies = self._execute(queue)[len(kept) :]
         done = iter(self.outcomes(todo, replies[: len(todo)]))
         outcomes = [conflicts[i] if i in conflicts else next(done) for i in range(len(commits))]
         return outcomes, replies[len(todo) : len(todo) + extra]
 
-    def save_results(self, items: Iterable[tuple[Commit, dict[str, Any]]]) -> None:
-        """Keep each committed transaction's result for its retries."""
-        items = list(items)
+    def keep(self, items: Iterable[tuple[Commit, dict[str, Any]]]) -> None:
+        """Keep results for retries with the next round trip (the next commit's, or
+        :meth:`flush` soon after): no round trip of their own on the request's path. Until
+        written, a retry finds its transaction in flight and waits; if this process dies
+        first, the retry finishes it after the lease, with the same features."""
+        with self._kept_lock:
+            self._kept.extend(items)
 
-        def queue(pipe: Any) -> None:
-            for commit, result in items:
-                self._save.queue(pipe, [self.record_key(commit)],
-                                 [commit.fingerprint, json.dumps(result)])  # fmt: skip
+    def flush(self) -> None:
+        """Write the results kept and not yet written."""
+        kept = self._take_kept()
+        if kept:
+            self._check(self._execute(lambda pipe: self._queue_saves(pipe, kept)))
 
-        for reply in self._execute(queue):
+    def _take_kept(self) -> list[tuple[Commit, dict[str, Any]]]:
+        with self._kept_lock:
+            kept, self._kept = self._kept, []
+        return kept
+
+    def _queue_saves(self, pipe: Any, items: Sequence[tuple[Commit, dict[str, Any]]]) -> None:
+        for commit, result in items:
+            self._save.queue(pipe, [self.record_key(commit)],
+                             [commit.fingerprint, json.dumps(result)])  # fmt: skip
+
+    @staticmethod
+    def _check(replies: Sequence[Any]) -> None:
+        for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
+
+    def save_results(self, items: Iterable[tuple[Commit, dict[str, Any]]]) -> None:
+        """Keep each committed transaction's result for its retries, now."""
+        self.keep(items)
+        self.flush()
 
     def seed(self, states: Iterable[dict[str, Any]]) -> int:
         """Write the states (rows of the offline ``customer_state`` table) of customers the
@@ -394,7 +431,7 @@ class RedisStateStore:
             for seq, (t, a, term) in enumerate(
                 zip(times, row["history_amount"], row["history_terminal_id"], strict=True)
             ):
-                history += [t, f"{_seq_text(seq)}|{float(a)!r}|{term}"]
+                history += [t, _member(seq, float(a), str(term))]
             stats = [repr(float(row[name])) for name in STATS]
             batch.append((list(self.customer_keys(str(row["customer_id"]))),
                           [len(times), *stats, max(times, default=0), *history]))  # fmt: skip
@@ -526,6 +563,13 @@ class SqliteStateStore:
              now_ms + LEASE_MS, now_ms + self.ttl_ms),
         )  # fmt: skip
         return self._answer(seq, prior, rows)
+
+    def keep(self, items: Iterable[tuple[Commit, dict[str, Any]]]) -> None:
+        """As :meth:`save_results`: a local file costs no round trip."""
+        self.save_results(items)
+
+    def flush(self) -> None:
+        """Nothing waits: :meth:`keep` writes at once."""
 
     def save_results(self, items: Iterable[tuple[Commit, dict[str, Any]]]) -> None:
         db = self._connection()

@@ -199,6 +199,7 @@ class ScoringCore:
         source: str = "http",
         prediction_ids: list[str] | None = None,
         log_via: Callable[[list[dict[str, Any]]], object] | None = None,
+        defer_keep: bool = False,
     ) -> list[Outcome]:
         """Score transactions, exactly once each, and log those scored now.
 
@@ -207,9 +208,12 @@ class ScoringCore:
         before gets its first result back (``replayed``), an :class:`IdempotencyConflict`
         if its values differ, or :class:`StillScoring` while the first request is still
         being scored; none of these changes any state or writes a log record.
-        ``prediction_ids`` (default: random) name the log records; ``log_via`` hands the
-        records to the caller's function instead of the log's writer thread (the stream
-        consumer makes them durable itself before it acknowledges)."""
+        ``prediction_ids`` (default: from the transaction ids) name the log records;
+        ``log_via`` hands the records to the caller's function instead of the log's writer
+        thread (the stream consumer makes them durable itself before it acknowledges).
+        ``defer_keep``: the results are kept for retries with the next round trip to the
+        store, or by :meth:`flush_kept` (the HTTP coalescer's choice), not before
+        returning."""
         started = time.perf_counter()
         loaded = self.current
         model = loaded.model
@@ -280,7 +284,8 @@ class ScoringCore:
                 log_via(records(picked, new, matrix, loaded.online.names, source, ids,
                                 [seqs[i] for i in rows.tolist()]))  # fmt: skip
             if not degraded:
-                self._keep_results([(scored.commits[i], outcomes[i]) for i in rows.tolist()])  # type: ignore[union-attr]
+                kept = [(scored.commits[i], outcomes[i]) for i in rows.tolist()]  # type: ignore[union-attr]
+                self._keep_results(kept, defer_keep)
         by_id = {todo[i].transaction_id: outcomes[i] for i in range(len(todo))}
         answers: list[Outcome] = []
         for n, t in enumerate(transactions):
@@ -292,11 +297,18 @@ class ScoringCore:
             answers.append(answer)  # type: ignore[arg-type]
         return answers
 
-    def _keep_results(self, items: list[tuple[Any, ScoreResult]]) -> None:
+    def _keep_results(self, items: list[tuple[Any, ScoreResult]], defer: bool) -> None:
         """Store the results for retries. If this fails, the transactions stay committed
         and a retry finishes them once their lease runs out."""
+        state = self.current.online.state
+        state.keep((commit, r.stored()) for commit, r in items)
+        if not defer:
+            self.flush_kept(state)
+
+    def flush_kept(self, state: Any = None) -> None:
+        """Write the results kept for retries that wait for the next round trip."""
         try:
-            self.current.online.state.save_results((commit, r.stored()) for commit, r in items)
+            (state or self.current.online.state).flush()
         except Exception as exc:
             if not is_store_outage(exc):
                 raise
@@ -373,8 +385,11 @@ class Coalescer:
         score: Callable[[list[Transaction]], list[Outcome]],
         max_turns: int = 16,
         max_batch: int = 256,
+        after_batch: Callable[[], None] | None = None,
     ):
         self._score = score
+        self._after_batch = after_batch
+        self._after_pending = False
         self.max_turns = max_turns
         self.max_batch = max_batch
         self._waiting: list[tuple[Transaction, asyncio.Future[ScoreResult]]] = []
@@ -413,6 +428,18 @@ class Coalescer:
             return
         for (_, future), result in zip(batch, results, strict=True):
             _settle(future, result)
+        if self._after_batch is not None and not self._after_pending:
+            # once the answers are on their way (the next batch may do it sooner)
+            self._after_pending = True
+            asyncio.get_running_loop().call_later(AFTER_BATCH_S, self._run_after_batch)
+
+    def _run_after_batch(self) -> None:
+        self._after_pending = False
+        if self._after_batch is not None:
+            self._after_batch()
+
+
+AFTER_BATCH_S = 0.002
 
 
 async def score_batch_until_done(

@@ -12,6 +12,7 @@ consumer shares.
 from __future__ import annotations
 
 import gc
+from functools import partial
 import logging
 import os
 import signal
@@ -166,7 +167,10 @@ class FraudScorer:
         self.core.follow_champion()
         _scorers.append(self.core)  # for /readyz's details
         # concurrent /score requests are scored together (see Coalescer)
-        self.coalescer = Coalescer(self.core.score)
+        # results kept for retries ride on the next round trip, or follow 2 ms later
+        self.coalescer = Coalescer(
+            partial(self.core.score, defer_keep=True), after_batch=self.core.flush_kept
+        )
         self.metrics = _Metrics()
         self.metrics.status(status_with_freshness(self.core))  # model version, freshness now
         self.core.listeners.append(
