@@ -458,6 +458,7 @@ def explain(
         reasons[i] = [
             {"feature": names[j], "value": v, "contribution": a}
             for j, v, a in zip(top[k].tolist(), values[k], amounts[k], strict=True)
+            if a != 0  # a feature that moved nothing is no reason
         ]
     return reasons
 
