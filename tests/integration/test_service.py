@@ -456,3 +456,25 @@ def test_refuses_to_start_without_a_champion(tmp_path: Path) -> None:
     assert f"no version of fraud-detector has alias @champion in the registry at {registry}" in (
         str(caught.value)
     )
+
+
+def test_refusing_to_start_exits_non_zero_with_the_reason_on_stderr(tmp_path: Path) -> None:
+    """A supervisor (systemd, Kubernetes, docker compose) must see the failure: `bentoml
+    serve` exits with a non-zero status and says why on stderr, not only in a worker's log."""
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDOPS_")}
+    env["FRAUDOPS_DATA_DIR"] = str(tmp_path / "empty")
+    bentoml = Path(sys.executable).with_name("bentoml")
+    done = subprocess.run(
+        [str(bentoml), "serve", "--port", str(free_port()), "--host", "127.0.0.1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert (
+        "error: the scorer refused to start: no version of fraud-detector has alias @champion"
+        in done.stderr
+    )
