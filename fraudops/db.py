@@ -34,6 +34,8 @@ predictions = sa.Table(
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("degraded", sa.Boolean, nullable=False),
     sa.Column("source", sa.String(16), nullable=False),
+    # request fields the contract does not use, as received (migration 0003)
+    sa.Column("extra", sa.JSON, nullable=True),
 )
 
 

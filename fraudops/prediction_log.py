@@ -65,7 +65,7 @@ def formatter_for(engine: sa.Engine, table: sa.Table) -> Callable[[list[Record]]
 
         def values(rows: list[Record]) -> list[tuple[Any, ...]]:
             return [
-                tuple(row[name] if process is None else process(row[name])
+                tuple(row.get(name) if process is None else process(row.get(name))
                       for name, process in pairs)
                 for row in rows
             ]  # fmt: skip
@@ -159,7 +159,7 @@ def _copy_text(fields: list[tuple[str, ColumnFormat]], rows: list[Record]) -> by
         return b""
     columns = []
     for name, field in fields:
-        values = [row[name] for row in rows]
+        values = [row.get(name) for row in rows]  # spooled before a column existed: NULL
         if None not in values:
             columns.append(field(values))
             continue

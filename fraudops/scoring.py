@@ -490,6 +490,7 @@ def records(
             "latency_ms": r.latency_ms,
             "degraded": r.degraded,
             "source": source,
+            "extra": t.extra,  # fields the contract does not use, kept as received
         }
         for i, (t, r) in enumerate(zip(transactions, results, strict=True))
     ]
