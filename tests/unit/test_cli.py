@@ -222,3 +222,20 @@ def test_usage_errors_have_the_one_error_style() -> None:
     assert result.output.startswith("error: invalid value")
     assert "materialize --help`" in result.output  # `fraudops materialize --help`
     assert "╭" not in result.output  # no boxed "Error" panel
+
+
+def test_ingest_reject_to_sets_bad_rows_aside(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True)
+    source = settings.data_dir / "mixed.csv"
+    source.write_text(
+        "transaction_id,timestamp,customer_id,terminal_id,amount\n"
+        "a,2026-01-01T00:00:00Z,c,t,0\n"  # a card verification: ingested
+        "b,2026-01-01T00:01:00Z,c,t,-4\n"
+    )
+    rejects = settings.data_dir / "rejects.csv"
+    result = runner.invoke(app, ["ingest", str(source), "--reject-to", str(rejects)])
+    assert result.exit_code == 0, result.output
+    assert pd.read_parquet(settings.transactions_path)["transaction_id"].tolist() == ["a"]
+    assert pd.read_csv(rejects, dtype=str)[["line", "transaction_id"]].values.tolist() == [
+        ["3", "b"]
+    ]
