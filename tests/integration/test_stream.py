@@ -143,9 +143,9 @@ def pending(stack: Stack, names: StreamNames, group: str = "scorers") -> int:
         ({"amount": "NaN"}, "amount"),
         ({"timestamp": "2026-05-11T10:00:00"}, "timestamp"),
         ({"timestamp": "yesterday"}, "timestamp"),
-        ({"customer_id": 17}, "customer_id"),
+        ({"customer_id": 17.5}, "customer_id"),  # an integer is taken as text; not this
         ({"customer_id": ""}, "customer_id"),
-        ({"colour": "red"}, "colour"),
+        ({"amount": "12.50"}, "amount"),  # text, even a number's, as the API and ingest
     ],
 )
 def test_a_bad_field_is_named_as_the_api_names_it(payload: dict, field: str) -> None:
@@ -154,6 +154,13 @@ def test_a_bad_field_is_named_as_the_api_names_it(payload: dict, field: str) -> 
         parse_event(event_fields(raw))
     assert caught.value.fields == [field]
     assert field in caught.value.reason
+
+
+def test_fields_the_contract_does_not_use_are_kept_not_poison() -> None:
+    """As the API: integer ids are text, other fields travel with the transaction to the
+    prediction log's ``extra`` column."""
+    tx = parse_event(event_fields({**event("c", 0), "customer_id": 17, "colour": "red"}))
+    assert tx.customer_id == "17" and tx.extra == {"colour": "red"}
 
 
 def test_entries_without_a_transaction_or_with_broken_json_are_poison() -> None:
