@@ -155,6 +155,9 @@ def exit_if_refused() -> None:
     os._exit(1)
 
 
+# A marker left under this pid by an earlier process is not ours (pids are reused); the
+# server imports this module before it starts its workers, so none has written one yet.
+_refusal_path(os.getpid()).unlink(missing_ok=True)
 atexit.register(exit_if_refused)  # acts only in the process a worker named as refused
 _settings = get_settings()  # BentoML takes the configuration when this module is imported
 use_request_timeout()  # and builds its app from what its modules hold then
