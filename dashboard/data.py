@@ -238,6 +238,16 @@ def review_queue(f: Filters) -> pd.DataFrame:
     return frame.drop_duplicates("transaction_id")
 
 
+def time_axis(figure: Any, times: pd.Series, pad: timedelta = timedelta(hours=12)) -> Any:
+    """A time axis that reads sanely with one point in time: plotly zooms onto a single
+    point until its ticks are sub-millisecond apart, so show the day around it."""
+    distinct = pd.to_datetime(pd.Series(times)).dropna().unique()
+    if len(distinct) == 1:
+        at = pd.Timestamp(distinct[0])
+        figure.update_xaxes(range=[at - pad, at + pad], tickformat="%Y-%m-%d %H:%M")
+    return figure
+
+
 def format_reasons(reasons: Any) -> str:
     """``[{"feature", "value", "contribution"}, ...]`` as one readable line."""
     if isinstance(reasons, str):

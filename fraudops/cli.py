@@ -8,19 +8,22 @@ fraudops ingest data/raw/transactions.parquet
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import sys
 from collections.abc import Iterator
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fraudops.cli_options import ColumnsFileOption, ColumnsOption, TimezoneOption
 from fraudops.settings import get_settings
 
 app = typer.Typer(
@@ -149,24 +152,42 @@ def ingest(
     replace: Annotated[
         bool, typer.Option("--replace", help="Replace the ingested table instead of appending.")
     ] = False,
+    columns: ColumnsOption = None,
+    columns_file: ColumnsFileOption = None,
+    timezone: TimezoneOption = None,
+    reject_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--reject-to",
+            help="Write the rows that fail validation to this CSV file, each with its line "
+            "(or row) and reason, and ingest the others. Without it a bad row stops the "
+            "whole file.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Validate a transactions file against the data contract and add it to the offline store.
 
-    Required columns: transaction_id, timestamp (UTC, ISO 8601), customer_id, terminal_id,
-    amount (> 0); optional is_fraud (0/1) and label_timestamp. Bad rows are reported with
-    file, row, column and what was expected, and nothing is written.
-    """
-    from fraudops.ingest import ValidationFailed, ingest_transactions
+    Required columns: transaction_id, timestamp (ISO 8601 with a zone), customer_id,
+    terminal_id, amount (0 or more); optional is_fraud (0/1) and label_timestamp. Integer
+    ids become strings. Name your own columns with --columns or --columns-file.
 
+    Every bad cell is reported with the file, its line (CSV: the header is line 1) or row
+    (parquet), the column and what was expected, and nothing is written, unless
+    --reject-to takes the bad rows aside.
+    """
+    from fraudops.cli_options import resolve
+    from fraudops.ingest import TRANSACTION_FILE_COLUMNS, ValidationFailed, ingest_transactions
+
+    mapping, zone = resolve(columns, columns_file, timezone, TRANSACTION_FILE_COLUMNS)
     settings = get_settings()
     with console.status(f"validating {path}"):
         try:
             df = ingest_transactions(
-                path,
-                settings.transactions_path,
-                replace=replace,
-                label_delay_days=settings.label_delay_days,
-            )
+                path, settings.transactions_path, replace=replace,
+                label_delay_days=settings.label_delay_days, columns=mapping, timezone=zone,
+                reject_to=reject_to,
+            )  # fmt: skip
         except ValidationFailed as exc:
             raise fail(str(exc)) from None
     logging.getLogger(__name__).info(
@@ -448,6 +469,60 @@ def promote(
         raise typer.Exit(code=3)
 
 
+def _unwrap(text: str | None) -> str | None:
+    """A docstring as paragraphs for the terminal to wrap: the lines of a paragraph joined
+    (Typer keeps the line breaks of every paragraph but the first, so help read as the
+    source's 92 columns whatever the terminal's width); list items keep their lines."""
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(
+        p if all(line.lstrip().startswith("- ") for line in p.splitlines()) else
+        " ".join(line.strip() for line in p.splitlines())
+        for p in paragraphs
+    )  # fmt: skip
+
+
+def _paragraph_help(group: typer.Typer) -> None:
+    for command in group.registered_commands:
+        command.help = _unwrap(command.help or (command.callback and command.callback.__doc__))
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _paragraph_help(sub.typer_instance)
+
+
+def _flag_types_hidden() -> None:
+    """Flags show no type (Typer 0.29 shows ``<bool>`` beside --replace, --help...): a flag
+    takes no value, so there is none to describe."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign,assignment]
+
+
+def _usage_errors_as_errors() -> None:
+    """Usage errors (a bad option value, a missing argument) in the one error style of
+    every command, ``error: ...`` on stderr, instead of Typer's boxed "Error" panel."""
+    from typer import rich_utils
+
+    def show(exc: Any) -> None:  # a ClickException (Typer's own copy of click)
+        if exc.__class__.__name__ == "NoArgsIsHelpError":  # the help is already shown
+            return
+        message = exc.format_message()
+        if message[:1].isupper() and message[1:2].islower():
+            message = message[0].lower() + message[1:]
+        ctx = getattr(exc, "ctx", None)
+        hint = f"\n  see `{ctx.command_path} --help`" if ctx is not None else ""
+        console.print(f"[bold red]error:[/] {escape(message)}{hint}", highlight=False,
+                      soft_wrap=True)  # fmt: skip
+
+    rich_utils.rich_format_error = show  # type: ignore[assignment]
+
+
 def _register_more_commands() -> None:
     """Commands that live in their own modules (streaming, monitoring, labels, the model
     lifecycle)."""
@@ -465,6 +540,11 @@ def _register_more_commands() -> None:
 
 
 _register_more_commands()
+# The entry point's presentation, set once when the CLI loads (Typer 0.29's help and
+# usage errors; pinned by tests/unit/test_cli.py).
+_paragraph_help(app)
+_flag_types_hidden()
+_usage_errors_as_errors()
 
 if __name__ == "__main__":  # pragma: no cover
     app()

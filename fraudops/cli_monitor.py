@@ -16,6 +16,8 @@ from typing import Annotated
 
 import typer
 
+from fraudops.cli_options import ColumnsFileOption, ColumnsOption, TimezoneOption
+
 log = logging.getLogger(__name__)
 TIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
 
@@ -127,22 +129,31 @@ def labels_ingest(
     labelled_by: Annotated[
         str | None, typer.Option(help="Who provides these labels (default: your user name).")
     ] = None,
+    columns: ColumnsOption = None,
+    columns_file: ColumnsFileOption = None,
+    timezone: TimezoneOption = None,
 ) -> None:
     """Validate a labels file and record it: in the labels table (monitoring, dashboard) and
     in the offline transactions table (the next `fraudops features build` and `fraudops train`
-    use it). Bad rows are reported with file, row, column and what was expected, and nothing
-    is written."""
+    use it).
+
+    Bad rows are reported with the file, the line (CSV: the header is line 1) or row
+    (parquet), the column and what was expected, and nothing is written. Name your own
+    columns with --columns or --columns-file (e.g. TX_FRAUD=is_fraud)."""
+    from fraudops import contract as c
     from fraudops.cli import console, fail
+    from fraudops.cli_options import resolve
     from fraudops.ingest import ValidationFailed
     from fraudops.labels import ingest_labels
     from fraudops.settings import get_settings
 
+    mapping, zone = resolve(columns, columns_file, timezone, c.LABEL_FILE_COLUMNS)
     settings = get_settings()
     with console.status(f"validating {path}"):
         try:
             report = ingest_labels(
                 settings, path, skip_unknown=skip_unknown,
-                labelled_by=labelled_by or getpass.getuser(),
+                labelled_by=labelled_by or getpass.getuser(), columns=mapping, timezone=zone,
             )  # fmt: skip
         except ValidationFailed as exc:
             raise fail(str(exc)) from None

@@ -12,7 +12,14 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
 
 # --- column names ---------------------------------------------------------------------
 TRANSACTION_ID = "transaction_id"
@@ -67,9 +74,21 @@ def _text_or_datetime(value: Any) -> Any:
     return value
 
 
-def _finite_positive(value: float) -> float:
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError("must be a finite number greater than 0")
+def _number_not_text(value: Any) -> Any:
+    if isinstance(value, str):  # as strict as ingest: "12.50" is a client's bug, not a number
+        raise ValueError(f"must be a JSON number such as 12.5, not the text {value!r}")
+    return _not_bool(value)
+
+
+def _finite_non_negative(value: float) -> float:
+    if not math.isfinite(value) or value < 0:  # 0: a card verification, scored as any other
+        raise ValueError("must be a finite number of 0 or more")
+    return value
+
+
+def _id_text(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):  # integer ids, as ingest
+        return str(value)
     return value
 
 
@@ -87,13 +106,36 @@ def _utc(value: datetime) -> datetime:
     return value
 
 
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=128),
+    BeforeValidator(_id_text),
+    WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1, "maxLength": 128},
+                              {"type": "integer"}],
+                    "description": "Text; an integer is taken as its text."}),
+]  # fmt: skip
+
+
 class Transaction(BaseModel):
-    """One transaction as the scoring API and the stream receive it."""
+    """One transaction as the scoring API and the stream receive it.
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    Integer ids are taken as their text. Fields not listed here are accepted, ignored for
+    scoring and kept with the logged prediction (its ``extra`` column)."""
 
-    transaction_id: Annotated[str, Field(min_length=1, max_length=128)]
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+
+    transaction_id: Identifier
     timestamp: Annotated[datetime, BeforeValidator(_text_or_datetime), AfterValidator(_utc)]
-    customer_id: Annotated[str, Field(min_length=1, max_length=128)]
-    terminal_id: Annotated[str, Field(min_length=1, max_length=128)]
-    amount: Annotated[float, BeforeValidator(_not_bool), AfterValidator(_finite_positive)]
+    customer_id: Identifier
+    terminal_id: Identifier
+    amount: Annotated[
+        float,
+        BeforeValidator(_number_not_text),
+        AfterValidator(_finite_non_negative),
+        Field(description='A JSON number, 0 or more (text such as "12.50" is refused).'),
+    ]
+
+    @property
+    def extra(self) -> dict[str, Any] | None:
+        """The fields the contract does not use, as received; None when there are none."""
+        return self.__pydantic_extra__ or None

@@ -37,6 +37,8 @@ predictions = sa.Table(
     # the order of commits to the customer's real-time state (migration 0003): offline, ties
     # of equal timestamps are ordered by it; null when scored in degraded mode
     sa.Column("commit_seq", sa.BigInteger, nullable=True),
+    # request fields the contract does not use, as received (migration 0005)
+    sa.Column("extra", sa.JSON, nullable=True),
 )
 
 # The @challenger's results on the same transactions, scored in shadow (migration 0004): a

@@ -35,11 +35,14 @@ import sqlalchemy as sa
 from fraudops import contract as c
 from fraudops.db import create_db_engine, labels, predictions, upgrade
 from fraudops.ingest import (
+    ROWS,
+    Numbering,
     _Checker,
     _parse_ids,
     _parse_numbers,
     _parse_timestamps,
     _require_columns,
+    apply_column_mapping,
     read_table,
     write_parquet_atomic,
 )
@@ -62,10 +65,18 @@ class LabelsReport:
     skipped_unknown: list[str]
 
 
-def validate_labels(df: pd.DataFrame, name: str = "<labels>") -> pd.DataFrame:
+def validate_labels(
+    df: pd.DataFrame,
+    name: str = "<labels>",
+    *,
+    numbering: Numbering = ROWS,
+    columns: dict[str, str] | None = None,
+    timezone: str | None = None,
+) -> pd.DataFrame:
     """transaction_id (str), is_fraud (int8, 0/1), label_timestamp (UTC), or
-    ValidationFailed naming every bad cell."""
-    check = _Checker(name)
+    ValidationFailed naming every bad cell. ``columns``: the file's name of each renamed
+    column, for messages; ``timezone``: where naive times are read."""
+    check = _Checker(name, numbering, columns)
     _require_columns(df, c.LABEL_FILE_COLUMNS, check)
     df = df.reset_index(drop=True)
     out = pd.DataFrame({c.TRANSACTION_ID: _parse_ids(df, c.TRANSACTION_ID, check)})
@@ -74,7 +85,9 @@ def validate_labels(df: pd.DataFrame, name: str = "<labels>") -> pd.DataFrame:
         (is_fraud.notna() & ~is_fraud.isin([0, 1])).to_numpy(), c.IS_FRAUD, "0 or 1", df[c.IS_FRAUD]
     )
     out[c.IS_FRAUD] = is_fraud.fillna(0).astype("int8")
-    out[c.LABEL_TIMESTAMP] = _parse_timestamps(df[c.LABEL_TIMESTAMP], c.LABEL_TIMESTAMP, check)
+    out[c.LABEL_TIMESTAMP] = _parse_timestamps(
+        df[c.LABEL_TIMESTAMP], c.LABEL_TIMESTAMP, check, timezone=timezone
+    )
     check.flag(
         out[c.TRANSACTION_ID].duplicated(keep="first").to_numpy(),
         c.TRANSACTION_ID,
@@ -82,7 +95,7 @@ def validate_labels(df: pd.DataFrame, name: str = "<labels>") -> pd.DataFrame:
         df[c.TRANSACTION_ID],
     )
     check.raise_if_any()
-    ignored = sorted(set(df.columns) - set(c.LABEL_FILE_COLUMNS))
+    ignored = sorted(set(map(str, df.columns)) - set(c.LABEL_FILE_COLUMNS))
     if ignored:
         log.warning("%s: ignoring columns not in the labels contract: %s", name, ", ".join(ignored))
     return out
@@ -94,11 +107,18 @@ def ingest_labels(
     *,
     skip_unknown: bool = False,
     labelled_by: str | None = None,
+    columns: dict[str, str] | None = None,
+    timezone: str | None = None,
 ) -> LabelsReport:
     """Validate a labels file, record it in the ``labels`` table and apply it to the offline
-    transactions table; all of it or nothing."""
+    transactions table; all of it or nothing. ``columns`` maps the file's columns to the
+    contract's ({file column: contract column}); ``timezone``: where naive times are read."""
     name = source_path.name
-    frame = validate_labels(read_table(source_path), name)
+    numbering = Numbering.of(source_path)
+    renamed, file_columns = apply_column_mapping(read_table(source_path), columns or {}, name)
+    frame = validate_labels(
+        renamed, name, numbering=numbering, columns=file_columns, timezone=timezone
+    )
     url = settings.resolved_database_url
     upgrade(url)
     engine = create_db_engine(url)
@@ -107,7 +127,7 @@ def ingest_labels(
         logged = _logged_timestamps(engine, frame[c.TRANSACTION_ID])
         when = _first_known(offline, logged)
         known = frame[c.TRANSACTION_ID].isin(when.index).to_numpy()
-        check = _Checker(name)
+        check = _Checker(name, numbering, file_columns)
         unknown_ids = frame.loc[~known, c.TRANSACTION_ID].tolist()
         if not skip_unknown:
             check.flag(

@@ -616,6 +616,8 @@ def monitor(
     try:
         stage(f"reading predictions, {window}")
         frame = read_window(engine, window, reference.features)
+        if frame.empty:
+            raise NoPredictions(f"no predictions in {window}; {logged_days(engine)}")
         frame.loc[frame[c.LABEL_TIMESTAMP] > started_at, c.IS_FRAUD] = np.nan  # not arrived
         current = frame[frame["model_version"] == reference.model_version].reset_index(drop=True)
         ref = reference.frame.assign(
@@ -671,6 +673,24 @@ def monitor(
         _fmt(summary.drift_share), _fmt(summary.score_drift), len(found), seconds,
     )  # fmt: skip
     return MonitorResult(run_id, window, summary, found, reports, seconds)
+
+
+class NoPredictions(LookupError):
+    """The window holds no prediction at all: nothing to monitor, nothing recorded."""
+
+
+def logged_days(engine: sa.Engine, most: int = 14) -> str:
+    """Which days the prediction log has predictions on (event time), for a message."""
+    day = sa.func.date(predictions.c.event_timestamp)
+    with engine.connect() as conn:
+        days = [str(d) for (d,) in conn.execute(sa.select(day).distinct().order_by(day)).all()]
+    if not days:
+        return "the prediction log is empty: score transactions first (bentoml serve, " \
+            "fraudops stream or fraudops replay)"  # fmt: skip
+    shown = ", ".join(days if len(days) <= most else [*days[: most // 2], "...",
+                                                       *days[-most // 2 :]])  # fmt: skip
+    return f"the prediction log has predictions on {len(days)} day(s): {shown} (UTC); pick " \
+        "a window there with --start/--end"  # fmt: skip
 
 
 def _fill(summary: Summary, current: pd.DataFrame, result: EvidentlyResult) -> None:
@@ -774,7 +794,10 @@ def run_schedule(
     scheduler = BlockingScheduler(timezone=UTC)
 
     def run_once() -> None:
-        monitor(settings_factory(), Window.last(length), version=version, workspace=workspace)
+        try:
+            monitor(settings_factory(), Window.last(length), version=version, workspace=workspace)
+        except NoPredictions as exc:  # a quiet hour is not a failure of the schedule
+            log.warning("%s", exc)
 
     def on_event(event) -> None:  # type: ignore[no-untyped-def]
         if event.code == EVENT_JOB_MAX_INSTANCES:

@@ -173,7 +173,7 @@ def _copy_text(fields: list[tuple[str, ColumnFormat]], rows: list[Record]) -> by
         return b""
     columns = []
     for name, field in fields:
-        values = [row.get(name) for row in rows]  # a column added since: null
+        values = [row.get(name) for row in rows]  # spooled before a column existed: NULL
         if None not in values:
             columns.append(field(values))
             continue

@@ -102,9 +102,11 @@ def load_transactions(
 ) -> pd.DataFrame:
     """The file's transactions in the contract, in timestamp order, ``start <= t < end``,
     the first ``limit``; a bad file raises :class:`fraudops.ingest.ValidationFailed`."""
-    from fraudops.ingest import read_table, validate_transactions
+    from fraudops.ingest import Numbering, read_table, validate_transactions
 
-    tx = validate_transactions(read_table(Path(path)), name=str(path))  # sorted by time
+    tx = validate_transactions(  # sorted by time; problems named by the file's line or row
+        read_table(Path(path)), name=str(path), numbering=Numbering.of(Path(path))
+    )
     if start is not None:
         tx = tx[tx[c.TIMESTAMP] >= _utc(start)]
     if end is not None:

@@ -558,6 +558,7 @@ def explain(
         reasons[i] = [
             {"feature": names[j], "value": v, "contribution": a}
             for j, v, a in zip(top[k].tolist(), values[k], amounts[k], strict=True)
+            if a != 0  # a feature that moved nothing is no reason
         ]
     return reasons
 
@@ -599,6 +600,7 @@ def records(
             "degraded": r.degraded,
             "source": source,
             "commit_seq": seqs[i],
+            "extra": t.extra,  # fields the contract does not use, kept as received
         }
         for i, (t, r) in enumerate(zip(transactions, results, strict=True))
     ]

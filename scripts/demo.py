@@ -35,19 +35,74 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+from rich.console import Console
+from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+console = Console(highlight=False)
+STEPS = 11
 
 
-def run(*args: str, env: dict[str, str], capture: bool = False) -> str:
-    print(f"\n$ {' '.join(args)}", flush=True)
-    started = time.monotonic()
-    out = subprocess.run(
-        args, check=True, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE if capture else None
-    )
-    print(f"  ({time.monotonic() - started:.1f} s)", flush=True)
-    return out.stdout or ""
+class StepFailed(Exception):
+    """A step's command failed; its output is in the demo's log."""
+
+
+class Steps:
+    """The demo's steps on one progress bar: each runs the command a user would, its
+    output (library INFO lines, warnings, the command's own progress bars) appended to
+    the log file, and only the step and its time on screen."""
+
+    def __init__(self, total: int, log_path: Path, env: dict[str, str]):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.env = env
+        self.log_path = log_path
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+            MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+        )  # fmt: skip
+        self.task = self.progress.add_task("starting", total=total)
+        self.done = 0
+
+    def __enter__(self) -> Steps:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def run(self, title: str, *args: str, capture: bool = False) -> str:
+        """Run one step; its stdout is returned when ``capture`` (JSON results)."""
+        shown = " ".join(Path(a).name if a.startswith(str(BIN)) else a for a in args)
+        self.progress.update(self.task, description=title)
+        started = time.monotonic()
+        with self.log_path.open("a") as log:
+            log.write(f"\n$ {' '.join(args)}\n")
+            log.flush()
+            out = subprocess.run(
+                args, cwd=ROOT, env=self.env, text=True,
+                stdout=subprocess.PIPE if capture else log, stderr=log,
+            )  # fmt: skip
+        seconds = time.monotonic() - started
+        if out.returncode != 0:
+            console.print(f"[red]x[/] {title}   [dim]$ {shown}[/]", soft_wrap=True)
+            raise StepFailed(f"`{shown}` exited with status {out.returncode}")
+        self.step_done(title, seconds, shown)
+        return out.stdout or ""
+
+    def step_done(self, title: str, seconds: float, shown: str) -> None:
+        self.done += 1
+        self.progress.advance(self.task)
+        # soft_wrap: commands and paths stay whole, to copy
+        console.print(f"[green]v[/] {title} [dim]({seconds:.1f} s)   $ {shown}[/]", soft_wrap=True)
 
 
 def free_port() -> int:
@@ -60,7 +115,7 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("bentoml serve exited; see its log above")
+            raise RuntimeError(f"bentoml serve exited with status {proc.returncode}; see serve.log")
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
                 if response.status == 200:
@@ -111,8 +166,8 @@ def fresh_data_dir(data: Path) -> None:
     if data.exists():
         if any(data.iterdir()) and not (data / MARKER).exists():
             raise SystemExit(
-                f"{data} exists and was not made by the demo, so the demo will not delete it: "
-                "choose another --data-dir, or empty it yourself"
+                f"error: {data} exists and was not made by the demo, so the demo will not "
+                "delete it: choose another --data-dir, or empty it yourself"
             )
         shutil.rmtree(data)
     data.mkdir(parents=True)
@@ -147,86 +202,79 @@ def main() -> int:
     drift_day = today - timedelta(days=1)
     replay_from = today - timedelta(days=2)
     started = time.monotonic()
+    log_path = data / "demo.log"
+    console.print(f"FraudOps demo in {data}\n[dim]every command's output (library INFO lines, "
+                  f"warnings): {log_path}[/]\n", soft_wrap=True)  # fmt: skip
+    fraudops = str(BIN / "fraudops")
     server = None
     try:
-        run(
-            str(BIN / "fraudops"),
-            "simulate",
-            "--customers",
-            str(args.customers),
-            "--terminals",
-            str(args.terminals),
-            "--days",
-            str(args.days),
-            "--start-date",
-            start.isoformat(),
-            "--drift-date",
-            drift_day.isoformat(),
-            "--out",
-            str(raw / "all.parquet"),
-            env=env,
-        )
-        everything = pd.read_parquet(raw / "all.parquet")
-        cut = pd.Timestamp(replay_from, tz="UTC")
-        everything[everything["timestamp"] < cut].to_parquet(raw / "history.parquet", index=False)
-        live = everything[everything["timestamp"] >= cut]
-        live.drop(columns=["is_fraud", "label_timestamp", "fraud_scenario"]).to_parquet(
-            raw / "live.parquet", index=False
-        )
-        run(str(BIN / "fraudops"), "ingest", str(raw / "history.parquet"), env=env)
-        run(str(BIN / "fraudops"), "features", "build", env=env)
-        run(str(BIN / "fraudops"), "features", "apply", env=env)
-        run(str(BIN / "fraudops"), "materialize", env=env)
-        report = json.loads(run(str(BIN / "fraudops"), "train", env=env, capture=True))
-        promotion = json.loads(run(str(BIN / "fraudops"), "promote", env=env, capture=True))
+        with Steps(STEPS, log_path, env) as steps:
+            steps.run(
+                f"simulate {args.days} days of transactions (the last one drifted)",
+                fraudops, "simulate", "--customers", str(args.customers),
+                "--terminals", str(args.terminals), "--days", str(args.days),
+                "--start-date", start.isoformat(), "--drift-date", drift_day.isoformat(),
+                "--out", str(raw / "all.parquet"),
+            )  # fmt: skip
+            everything = pd.read_parquet(raw / "all.parquet")
+            cut = pd.Timestamp(replay_from, tz="UTC")
+            history = everything[everything["timestamp"] < cut]
+            history.to_parquet(raw / "history.parquet", index=False)
+            live = everything[everything["timestamp"] >= cut]
+            live.drop(columns=["is_fraud", "label_timestamp", "fraud_scenario"]).to_parquet(
+                raw / "live.parquet", index=False
+            )
+            steps.run(f"ingest {len(history):,} labelled transactions", fraudops, "ingest",
+                      str(raw / "history.parquet"))  # fmt: skip
+            steps.run("build features", fraudops, "features", "build")
+            steps.run("register features with Feast", fraudops, "features", "apply")
+            steps.run("materialize the online store", fraudops, "materialize")
+            report = json.loads(steps.run("train a model", fraudops, "train", capture=True))
+            promotion = json.loads(
+                steps.run("promote it to @champion", fraudops, "promote", capture=True)
+            )
 
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        print(f"\n$ bentoml serve --port {port}   (in the background)", flush=True)
-        server = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=(data / "serve.log").open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        wait_ready(url, server)
-        replay_json = data / "replay.json"
-        run(
-            str(BIN / "fraudops"),
-            "replay",
-            str(raw / "live.parquet"),
-            "--to",
-            "http",
-            "--url",
-            url,
-            "--json-out",
-            str(replay_json),
-            env=env,
-        )
-        replay = json.loads(replay_json.read_text())
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            steps.progress.update(steps.task, description="start the scoring API")
+            serve_started = time.monotonic()
+            server = subprocess.Popen(
+                [str(BIN / "bentoml"), "serve", "--port", str(port)],
+                cwd=ROOT, env=env, stdout=(data / "serve.log").open("w"),
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            wait_ready(url, server)
+            steps.step_done(
+                "start the scoring API", time.monotonic() - serve_started,
+                f"bentoml serve --port {port}   (its log: {data / 'serve.log'})",
+            )  # fmt: skip
+            replay_json = data / "replay.json"
+            steps.run(
+                f"replay the last 2 days through the API ({len(live):,} transactions)",
+                fraudops, "replay", str(raw / "live.parquet"), "--to", "http", "--url", url,
+                "--json-out", str(replay_json),
+            )  # fmt: skip
+            replay = json.loads(replay_json.read_text())
 
-        first_day = everything[
-            (everything["timestamp"] >= cut)
-            & (everything["timestamp"] < cut + pd.Timedelta(days=1))
-        ]
-        labels = first_day[["transaction_id", "is_fraud"]].assign(
-            label_timestamp=pd.Timestamp.now(tz="UTC").floor("s")
-        )
-        labels.to_csv(raw / "chargebacks.csv", index=False)
-        run(str(BIN / "fraudops"), "labels", "ingest", str(raw / "chargebacks.csv"), env=env)
-        monitor = run(
-            str(BIN / "fraudops"),
-            "monitor",
-            "--start",
-            replay_from.isoformat(),
-            "--end",
-            today.isoformat(),
-            env=env,
-            capture=True,
-        )
-    except (subprocess.CalledProcessError, RuntimeError, TimeoutError) as exc:
-        print(f"\ndemo stopped: {exc}", file=sys.stderr)
+            first_day = everything[
+                (everything["timestamp"] >= cut)
+                & (everything["timestamp"] < cut + pd.Timedelta(days=1))
+            ]
+            labels = first_day[["transaction_id", "is_fraud"]].assign(
+                label_timestamp=pd.Timestamp.now(tz="UTC").floor("s")
+            )
+            labels.to_csv(raw / "chargebacks.csv", index=False)
+            steps.run("ingest chargebacks of the first replayed day", fraudops, "labels",
+                      "ingest", str(raw / "chargebacks.csv"))  # fmt: skip
+            monitor = json.loads(steps.run(
+                "monitor the replayed days (Evidently)", fraudops, "monitor",
+                "--start", replay_from.isoformat(), "--end", today.isoformat(), capture=True,
+            ))  # fmt: skip
+    except (StepFailed, RuntimeError, TimeoutError) as exc:
+        console.print(f"\n[bold red]error:[/] the demo stopped: {exc}")
+        tail = log_path.read_text(errors="replace").splitlines()[-15:] if log_path.exists() else []
+        if tail:
+            console.print(f"last lines of {log_path}:\n" + "\n".join(tail), markup=False)
         return 1
     finally:
         if server is not None:
@@ -236,13 +284,14 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 server.kill()
     summary(data, report, promotion, replay, monitor, time.monotonic() - started,
-            tracking_uri(data, env, args.use_settings))  # fmt: skip
+            tracking_uri(data, env, args.use_settings), drift_day, log_path)  # fmt: skip
     (data / "summary.json").write_text(
         json.dumps(
             {
                 "train": report,
                 "promotion": promotion,
                 "replay": replay,
+                "monitor": monitor,
                 "live_transactions": int(len(live)),
             },
             indent=2,
@@ -252,37 +301,77 @@ def main() -> int:
     return 0
 
 
+INTENDED = {"feature_drift", "score_drift"}  # the demo drifts its last day on purpose
+
+
 def summary(
     data: Path,
     report: dict,
     promotion: dict,
     replay: dict,
-    monitor: str,
+    monitor: dict,
     seconds: float,
     tracking_uri: str,
+    drift_day: object,
+    log_path: Path,
 ) -> None:
+    """What happened, as one table, then where to look."""
     m = report["metrics"]
-    print("\n" + "=" * 78)
-    print(f"FraudOps demo finished in {seconds / 60:.1f} min. Data: {data}")
-    print(
-        f"\nModel version {report['model_version']} ({promotion['decision']} to @champion), "
-        f"test window {report['windows']['test_start']}..{report['windows']['test_end']}:"
+    client = replay.get("latency_ms", {})
+    table = Table(title=f"FraudOps demo finished in {seconds / 60:.1f} min", show_header=False,
+                  title_justify="left")  # fmt: skip
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row(
+        "model",
+        f"version {report['model_version']} ({promotion['decision']} to @champion); test "
+        f"{report['windows']['test_start']}..{report['windows']['test_end']}: ROC AUC "
+        f"{m['roc_auc']:.3f}, average precision {m['average_precision']:.3f}, card "
+        f"precision@100 {m['card_precision_at_100']:.3f}, Brier {m['brier']:.4f}",
     )
-    print(
-        f"  ROC AUC {m['roc_auc']:.3f}  average precision {m['average_precision']:.3f}  "
-        f"card precision@100 {m['card_precision_at_100']:.3f}  Brier {m['brier']:.4f}"
+    decisions = ", ".join(f"{k} {v:,}" for k, v in replay.get("decisions", {}).items())
+    table.add_row(
+        "replay",
+        f"{replay.get('sent', 0):,} sent, {replay.get('scored', 0):,} scored, "
+        f"{replay.get('errors', 0):,} errors; {decisions}",
     )
-    print(
-        f"\nReplayed {replay.get('sent')} transactions through the API: "
-        f"{replay.get('scored')} scored, "
-        f"{replay.get('errors')} errors; latency p50 {replay.get('latency_ms', {}).get('p50')} ms, "
-        f"p99 {replay.get('latency_ms', {}).get('p99')} ms; decisions {replay.get('decisions')}"
+    table.add_row(
+        "latency, client",
+        f"p50 {_ms(client.get('p50'))}, p99 {_ms(client.get('p99'))} (HTTP round trip, "
+        "measured by fraudops replay)",
     )
-    print("\nMonitor:\n" + monitor.strip())
-    print("\nWhere to look:")
-    for line in where_to_look(data, tracking_uri):
-        print(f"  {line}")
-    print("=" * 78)
+    table.add_row(
+        "latency, server",
+        f"p50 {_ms(monitor.get('latency_p50_ms'))}, p99 {_ms(monitor.get('latency_p99_ms'))} "
+        "(scoring time in the service, from the prediction log)",
+    )
+    table.add_row(
+        "drift",
+        f"{monitor.get('drifted_features')} of {monitor.get('features_checked')} features "
+        f"drifted; score drift {_num(monitor.get('score_drift'))}",
+    )
+    for alert in monitor.get("alerts", []):
+        why = (f"[green]intended[/]: the demo shifts behaviour from {drift_day}"
+               if alert["kind"] in INTENDED else "[red]not intended[/]")  # fmt: skip
+        table.add_row(f"alert {alert['kind']}", f"{why}; {alert['message']}")
+    console.print()
+    console.print(table)
+    # a plain line too, for scripts and the end-to-end test
+    console.print(
+        f"Replayed {replay.get('sent')} transactions through the API: "
+        f"{replay.get('scored')} scored, {replay.get('errors')} errors."
+    )
+    console.print("\nWhere to look:")
+    for line in [*where_to_look(data, tracking_uri), f"log:           {log_path}"]:
+        console.print(f"  {line}", markup=False, soft_wrap=True)
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} ms"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def where_to_look(data: Path, tracking_uri: str) -> list[str]:

@@ -11,15 +11,19 @@ consumer shares.
 
 from __future__ import annotations
 
+import atexit
 import gc
 from functools import partial
 import logging
 import os
 import signal
+import sys
+import tempfile
 import threading
 import time
 from collections import Counter
 from http import HTTPStatus
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import bentoml
@@ -132,6 +136,43 @@ def service_config(
     return config
 
 
+def _refusal_path(server_pid: int) -> Path:
+    """Where a worker that refuses to start leaves its reason for ``bentoml serve``."""
+    return Path(tempfile.gettempdir()) / f"fraudops-serve-{server_pid}.refused"
+
+
+def refuse_to_start(reason: str) -> None:
+    """Stop the whole server, with the reason and a non-zero exit: BentoML would restart a
+    worker that fails forever, never ready, and a server stopped with SIGTERM exits 0, so
+    a supervisor would see success. The worker leaves the reason for ``bentoml serve``
+    (its parent), which :func:`exit_if_refused` turns into an exit status."""
+    server = os.getppid()
+    try:
+        _refusal_path(server).write_text(reason)
+    except OSError as exc:  # the server still stops, with status 0
+        log.error("cannot record why the scorer refused to start (%s): %s", exc, reason)
+    os.kill(server, signal.SIGTERM)
+
+
+def exit_if_refused() -> None:
+    """At the exit of ``bentoml serve``: if a worker refused to start, print its reason on
+    stderr and exit with status 1 (``os._exit``: atexit handlers cannot set the status)."""
+    marker = _refusal_path(os.getpid())
+    if not marker.exists():
+        return
+    reason = marker.read_text(errors="replace")
+    marker.unlink(missing_ok=True)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.write(f"error: the scorer refused to start: {reason}\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
+# A marker left under this pid by an earlier process is not ours (pids are reused); the
+# server imports this module before it starts its workers, so none has written one yet.
+_refusal_path(os.getpid()).unlink(missing_ok=True)
+atexit.register(exit_if_refused)  # acts only in the process a worker named as refused
 _settings = get_settings()  # BentoML takes the configuration when this module is imported
 use_request_timeout()  # and builds its app from what its modules hold then
 
@@ -157,12 +198,10 @@ class FraudScorer:
         try:
             self.core = ScoringCore(settings, prediction_log)
         except NotReady as exc:
-            # Refuse to start: BentoML would restart this worker forever, never ready, so
-            # stop the whole server with the reason instead.
             log.critical("cannot start the scorer: %s", exc)
             prediction_log.close()
             self.spool.release()
-            os.kill(os.getppid(), signal.SIGTERM)
+            refuse_to_start(str(exc))
             raise
         self.core.follow_champion()
         _scorers.append(self.core)  # for /readyz's details

@@ -4,8 +4,10 @@ Services are found or started, never faked:
 - Redis: ``FRAUDOPS_TEST_REDIS_URL``; else, with ``CI=true``, 127.0.0.1:6379; else a
   throwaway ``redis-server`` on a free port for the session (a user's Redis is never
   flushed).
-- PostgreSQL: ``FRAUDOPS_TEST_POSTGRES_URL`` or postgresql://postgres@127.0.0.1:5432/test;
-  each session creates its own database and drops it at the end.
+- PostgreSQL: ``FRAUDOPS_TEST_DATABASE_URL`` (alias ``FRAUDOPS_TEST_POSTGRES_URL``); else,
+  with ``CI=true``, postgresql://postgres@127.0.0.1:5432/test; else the PostgreSQL tests skip
+  saying why. Each test creates a database of its own and drops it (a user's databases are
+  never touched).
 Outside CI a missing service skips the tests that need it (listed at the end of the run);
 with ``CI=true`` it is a failure.
 """
@@ -21,6 +23,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -28,7 +31,7 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 _unavailable: dict[str, str] = {}
 
 
-def service_missing(name: str, reason: str) -> None:
+def service_missing(name: str, reason: str) -> NoReturn:
     """Skip (locally) or fail (in CI) because a service the test needs is not there."""
     _unavailable[name] = reason
     if IN_CI:
@@ -152,13 +155,34 @@ def redis_url(redis_server: str) -> Iterator[str]:
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------
+CI_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+NO_POSTGRES = (
+    "set FRAUDOPS_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test) "
+    "to a server where the tests may create and drop databases; outside CI they never use "
+    "one you did not name"
+)
+
+
+def postgres_test_url(environ: dict[str, str] | os._Environ[str]) -> str | None:
+    """The PostgreSQL server the tests may use: ``FRAUDOPS_TEST_DATABASE_URL`` (or its older
+    name ``FRAUDOPS_TEST_POSTGRES_URL``); with ``CI=true`` the machine's 127.0.0.1:5432;
+    otherwise none, so that a user's own server is never touched."""
+    url = environ.get("FRAUDOPS_TEST_DATABASE_URL") or environ.get("FRAUDOPS_TEST_POSTGRES_URL")
+    if url is None and environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        url = CI_POSTGRES_URL
+    if url is not None and url.startswith("postgresql://"):  # the driver the project uses
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> str:
+    """A PostgreSQL server where each test creates a database of its own and drops it."""
     import sqlalchemy as sa
 
-    url = os.environ.get(
-        "FRAUDOPS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    )
+    url = postgres_test_url(os.environ)
+    if url is None:
+        service_missing("postgresql", NO_POSTGRES)
     try:
         engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
         with engine.connect() as conn:

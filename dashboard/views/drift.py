@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 
@@ -52,12 +53,14 @@ figure.add_hline(y=limits.alert_drift_share, line_dash="dot",
                  annotation_text="drift share alert")  # fmt: skip
 figure.add_hline(y=limits.alert_score_drift, line_dash="dash",
                  annotation_text="score drift alert")  # fmt: skip
-st.plotly_chart(figure, key="trend")
+st.plotly_chart(data.time_axis(figure, trend["window_end"]), key="trend")
 
 per_feature = data.feature_drift(f)
 if not per_feature.empty:
     grid = per_feature.pivot_table(index="feature", columns="window_end", values="score")
     grid = grid.loc[grid.max(axis=1).sort_values(ascending=False).index]
+    # runs as labels, not a time axis (one run would get sub-millisecond ticks)
+    grid.columns = pd.to_datetime(grid.columns).strftime("%Y-%m-%d %H:%M")
     heatmap = px.imshow(
         grid, aspect="auto", color_continuous_scale="OrRd",
         title=f"Per-feature drift score ({limits.drift_method}; drifted at "

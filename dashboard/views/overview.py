@@ -47,11 +47,11 @@ bucket = data.bucketed(frame, f.freq)
 unit = "hour" if f.freq == "h" else "day"
 volume = frame.groupby([bucket, "decision"]).size().rename("predictions").reset_index()
 st.plotly_chart(
-    px.bar(
+    data.time_axis(px.bar(
         volume, x="event_timestamp", y="predictions", color="decision",
         color_discrete_map=data.DECISION_COLORS, title=f"Predictions per {unit} by decision",
         labels={"event_timestamp": ""},
-    ),
+    ), volume["event_timestamp"]),
     key="volume",
 )  # fmt: skip
 
@@ -65,8 +65,9 @@ latency = (
     .melt(id_vars="event_timestamp", var_name="percentile", value_name="latency_ms")
 )
 left.plotly_chart(
-    px.line(latency, x="event_timestamp", y="latency_ms", color="percentile",
-            title=f"Scoring latency per {unit} (ms)", labels={"event_timestamp": ""}),
+    data.time_axis(px.line(latency, x="event_timestamp", y="latency_ms", color="percentile",
+                           markers=True, title=f"Scoring latency per {unit} (ms)",
+                           labels={"event_timestamp": ""}), latency["event_timestamp"]),
     key="latency",
 )  # fmt: skip
 
@@ -81,7 +82,7 @@ else:
         labels={"event_timestamp": "", "mean": "fraud rate", "size": "labelled"},
     )  # fmt: skip
     figure.update_yaxes(tickformat=".1%")
-    right.plotly_chart(figure, key="fraud_rate")
+    right.plotly_chart(data.time_axis(figure, rate["event_timestamp"]), key="fraud_rate")
 
 by_version = frame.groupby("model_version").agg(
     predictions=("decision", "size"),

@@ -45,8 +45,9 @@ quantiles["series"] = (
     + (quantiles["quantile"] * 100).round().astype(int).astype(str)
 )
 st.plotly_chart(
-    px.line(quantiles, x="event_timestamp", y="fraud_probability", color="series",
-            title=f"Score quantiles per {unit}", labels={"event_timestamp": ""}),
+    data.time_axis(px.line(quantiles, x="event_timestamp", y="fraud_probability", color="series",
+                           markers=True, title=f"Score quantiles per {unit}",
+                           labels={"event_timestamp": ""}), quantiles["event_timestamp"]),
     key="quantiles",
 )  # fmt: skip
 

@@ -307,9 +307,10 @@ def test_bad_labels_are_named_and_nothing_is_written(
     with pytest.raises(ValidationFailed) as caught:
         ingest_labels(settings, path)
     message = str(caught.value)
-    assert "chargebacks.csv, row 2, column 'is_fraud': expected a number, got 'yes'" in message
-    assert "row 3, column 'label_timestamp': expected an ISO 8601 timestamp" in message
-    assert "row 6, column 'transaction_id': expected one label per transaction" in message
+    # CSV rows are named by their line (the header is line 1)
+    assert "chargebacks.csv, line 3, column 'is_fraud': expected a number, got 'yes'" in message
+    assert "line 4, column 'label_timestamp': expected an ISO 8601 timestamp" in message
+    assert "line 7, column 'transaction_id': expected one label per transaction" in message
     # unknown ids and early labels are checked once the file itself is clean
     assert caught.value.total == 3
 
@@ -322,8 +323,10 @@ def test_bad_labels_are_named_and_nothing_is_written(
     with pytest.raises(ValidationFailed) as caught:
         ingest_labels(settings, path)
     message = str(caught.value)
-    assert "row 2, column 'transaction_id': expected a transaction in the offline store" in message
-    assert "row 3, column 'label_timestamp': expected a time at or after the transaction" in message
+    assert "line 3, column 'transaction_id': expected a transaction in the offline store" in message
+    assert "line 4, column 'label_timestamp': expected a time at or after the transaction" in (
+        message
+    )
     pd.testing.assert_frame_equal(pd.read_parquet(settings.transactions_path), before)
     assert _labels_table(settings).empty
 
@@ -351,7 +354,7 @@ def test_labels_of_only_unknown_transactions_are_named_not_a_crash(
     )
     with pytest.raises(ValidationFailed) as caught:
         ingest_labels(label_settings, path)
-    assert "row 1, column 'transaction_id': expected a transaction in the offline" in str(
+    assert "line 2, column 'transaction_id': expected a transaction in the offline" in str(
         caught.value
     )
     assert caught.value.total == 2

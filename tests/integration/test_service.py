@@ -4,6 +4,7 @@ cut; plus the API contract through the ASGI app in-process."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -188,7 +189,8 @@ def _features(engine: sa.Engine, customer: str) -> list[dict] | None:
         (lambda t: t.update(timestamp="2026-05-11T10:00:00"), "timestamp"),
         (lambda t: t.update(timestamp=1778493600), "timestamp"),
         (lambda t: t.update(amount=True), "amount"),
-        (lambda t: t.update(customer_id=17), "customer_id"),
+        (lambda t: t.update(amount="12.50"), "amount"),  # text, even a number's: as ingest
+        (lambda t: t.update(customer_id=17.0), "customer_id"),  # an integer is taken as text
         (lambda t: t.update(customer_id=""), "customer_id"),
     ],
 )
@@ -447,9 +449,28 @@ def test_contract_through_the_asgi_app(stack: Stack) -> None:
             assert ok.status_code == 200 and set(ok.json()) == SCORE_FIELDS
             assert client.post("/score", json={"transaction": transaction()}).status_code == 401
             bad = client.post(
-                "/score", json={"transaction": {**transaction(), "amount": 0}}, headers=AUTH
+                "/score", json={"transaction": {**transaction(), "amount": -1}}, headers=AUTH
             )
             assert bad.status_code == 400
+            # a card verification (amount 0), integer ids and fields the contract does not
+            # use: scored, and the extras kept with the logged prediction
+            extra = {"merchant": "ACME", "mcc": 5411}
+            verification = {**transaction(), "amount": 0, "customer_id": 596, **extra}
+            scored = client.post("/score", json={"transaction": verification}, headers=AUTH)
+            assert scored.status_code == 200, scored.text
+            schema = client.get("/docs.json").json()
+            assert "kept with the logged prediction" in json.dumps(schema)
+        engine = sa.create_engine(stack.values["FRAUDOPS_DATABASE_URL"])
+        try:
+            with engine.connect() as conn:
+                logged = conn.execute(
+                    sa.text("select customer_id, amount, extra from predictions "
+                            "where transaction_id = :t"), {"t": verification["transaction_id"]},
+                ).one()  # fmt: skip
+        finally:
+            engine.dispose()
+        assert logged[0] == "596" and logged[1] == 0.0
+        assert (json.loads(logged[2]) if isinstance(logged[2], str) else logged[2]) == extra
 
 
 def test_refuses_to_start_without_a_champion(tmp_path: Path) -> None:
@@ -476,3 +497,25 @@ def test_stale_batch_features_are_never_silent(stack: Stack) -> None:
     assert stale.json()["degraded"] is True
     assert stale.json()["degraded_reasons"] == ["stale_features: terminal_daily"]
     assert fresh.json()["degraded"] is False and fresh.json()["degraded_reasons"] == []
+
+
+def test_refusing_to_start_exits_non_zero_with_the_reason_on_stderr(tmp_path: Path) -> None:
+    """A supervisor (systemd, Kubernetes, docker compose) must see the failure: `bentoml
+    serve` exits with a non-zero status and says why on stderr, not only in a worker's log."""
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDOPS_")}
+    env["FRAUDOPS_DATA_DIR"] = str(tmp_path / "empty")
+    bentoml = Path(sys.executable).with_name("bentoml")
+    done = subprocess.run(
+        [str(bentoml), "serve", "--port", str(free_port()), "--host", "127.0.0.1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert (
+        "error: the scorer refused to start: no version of fraud-detector has alias @champion"
+        in done.stderr
+    )

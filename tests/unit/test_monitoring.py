@@ -218,3 +218,39 @@ def test_stale_batch_features_raise_an_alert_naming_the_view() -> None:
     assert (alert.value, alert.threshold) == (5 * 86400, 2 * 86400)
     (empty,) = freshness_alerts(store_freshness(budgets, {"terminal_daily": None}, now))
     assert "holds no row" in empty.message and empty.value == -1.0
+
+
+def test_a_window_without_predictions_says_which_days_have_some(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`fraudops monitor` on an empty window exits non-zero naming the days that have
+    predictions, and records no run."""
+    import sqlalchemy as sa
+    from typer.testing import CliRunner
+
+    from fraudops import monitoring
+    from fraudops.cli import app
+    from fraudops.db import create_db_engine, monitor_runs, predictions, upgrade
+
+    reference = monitoring.Reference("fraud-detector", "1", "run", ["tx_amount"], 0.3, 0.9, {},
+                                     pd.DataFrame())  # fmt: skip
+    monkeypatch.setattr(monitoring, "load_reference", lambda *_: reference)
+    url = settings.resolved_database_url
+    upgrade(url)
+    engine = create_db_engine(url)
+    at = datetime(2026, 5, 11, 10, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(predictions.insert(), [{
+            "prediction_id": f"p{i}", "transaction_id": f"t{i}",
+            "event_timestamp": at + timedelta(days=i), "scored_at": at, "customer_id": "c",
+            "terminal_id": "t", "amount": 1.0,
+            "features": {"tx_amount": 1.0}, "fraud_probability": 0.1, "decision": "approve",
+            "reasons": [], "model_version": "1", "latency_ms": 1.0, "degraded": False,
+            "source": "api",
+        } for i in range(2)])  # fmt: skip
+    result = CliRunner().invoke(app, ["monitor", "--start", "2026-06-01", "--no-workspace"],
+                                env={"COLUMNS": "300"})  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "error: no predictions in 2026-06-01 00:00 to 2026-06-02 00:00 UTC" in result.output
+    assert "predictions on 2 day(s): 2026-05-11, 2026-05-12 (UTC)" in result.output
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(monitor_runs)).scalar() == 0
+    engine.dispose()
