@@ -19,8 +19,8 @@ from fraudops.feature_build import build_customer_tables, build_from_offline_sto
 from fraudops.ingest import write_parquet_atomic
 from fraudops.model import PARALLEL_ROWS, FraudModel
 from fraudops.offline import offline_features
-from fraudops.online import assemble
-from fraudops.realtime import CustomerState
+from fraudops.online import activity_from, assemble, commits_of
+from fraudops.realtime import STATS, Before
 from fraudops.settings import get_settings
 from fraudops.simulator import simulate
 from fraudops.training import fit_model, plan_windows, split
@@ -61,14 +61,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
         get_settings.cache_clear()
 
 
-def scenario(trained: Trained, n: int = 60) -> list[tuple[CustomerState, pd.Series, float]]:
+def scenario(trained: Trained, n: int = 60) -> list[tuple[Before, pd.Series, float]]:
     """Customers with a history before the cut, each with a usual next transaction."""
     history = trained.tx[trained.tx[c.TIMESTAMP] < trained.cut]
     _, states = build_customer_tables(history)
     states = states[states["tx_count"] >= 10].sample(n, random_state=0)
     out = []
     for row in states.to_dict("records"):
-        state = CustomerState.from_row(row)
+        state = Before(  # what the state store returns before the customer's next transaction
+            len(row["history_time_us"]), np.asarray(row["history_time_us"], dtype=np.int64),
+            np.asarray(row["history_amount"], dtype=np.float64),
+            list(row["history_terminal_id"]), tuple(float(row[k]) for k in STATS),  # type: ignore[arg-type]
+        )  # fmt: skip
         usual_terminal = pd.Series(row["history_terminal_id"]).mode()[0]
         tx = pd.Series({
             c.TRANSACTION_ID: f"probe-{row[c.CUSTOMER_ID]}",
@@ -92,11 +96,10 @@ def terminal(risk: float = 0.0, volume: float = 5.0) -> dict[str, np.ndarray]:
     return values
 
 
-def score(
-    model: FraudModel, state: CustomerState, tx: pd.Series, batch: dict
-) -> tuple[float, float]:
+def score(model: FraudModel, state: Before, tx: pd.Series, batch: dict) -> tuple[float, float]:
     frame = pd.DataFrame([tx])
-    features = assemble(model.feature_names, frame, {tx[c.CUSTOMER_ID]: state}, batch).matrix
+    activity = activity_from([state], commits_of(frame))
+    features = assemble(model.feature_names, frame, activity, batch)
     return float(model.raw_score(features)[0]), float(model.predict_proba(features)[0])
 
 
