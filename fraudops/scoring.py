@@ -81,8 +81,8 @@ class ScoreResult:
         return self.__dict__.copy()
 
     def stored(self) -> dict[str, Any]:
-        """What a retry of the transaction gets back."""
-        return {k: v for k, v in self.__dict__.items() if k != "replayed"}
+        """What a retry of the transaction gets back (with its id)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("replayed", "transaction_id")}
 
 
 Outcome = ScoreResult | IdempotencyConflict | StillScoring
@@ -242,7 +242,7 @@ class ScoringCore:
             seqs = [o.seq if isinstance(o, Before) else None for o in scored.outcomes]
             for i, o in enumerate(scored.outcomes):
                 if isinstance(o, Replayed):
-                    outcomes[i] = ScoreResult(**o.result, replayed=True)
+                    outcomes[i] = ScoreResult(todo[i].transaction_id, **o.result, replayed=True)
                 elif isinstance(o, Conflict):
                     outcomes[i] = IdempotencyConflict(todo[i].transaction_id, o.fields)
                 elif isinstance(o, InFlight):
@@ -293,7 +293,7 @@ class ScoringCore:
             if first[t.transaction_id] != n and isinstance(answer, ScoreResult):
                 fields = _differing(transactions[first[t.transaction_id]], t)
                 answer = (IdempotencyConflict(t.transaction_id, fields) if fields
-                          else ScoreResult(**answer.stored(), replayed=True))  # fmt: skip
+                          else ScoreResult(t.transaction_id, **answer.stored(), replayed=True))  # fmt: skip
             answers.append(answer)  # type: ignore[arg-type]
         return answers
 
