@@ -273,9 +273,8 @@ class Settings(MonitorSettings):
         1,
         ge=1,
         description="BentoML worker processes of the scorer (`bentoml serve`). Each scores on "
-        "its own event loop and claims its own prediction spool; a customer's concurrent "
-        "transactions on two workers can miss each other in their real-time features "
-        "(README, 'Scale-out, honestly').",
+        "its own event loop and claims its own prediction spool; workers, replicas and "
+        "stream consumers share the real-time state exactly (docs/realtime-state.md).",
     )
     access_log: bool = Field(
         True,
