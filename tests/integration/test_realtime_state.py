@@ -200,3 +200,37 @@ def test_scripts_lost_by_the_server_are_loaded_again(client_factory: Any) -> Non
     else:
         client.script_flush()
     assert count_1h(store, commit("c1", 2)) == 1
+
+
+def test_a_cluster_node_killed_and_restarted_is_recovered_from_without_an_operator(
+    request: pytest.FixtureRequest,
+) -> None:
+    """The node holding a customer's slot dies: its commits fail (the scorer's degraded
+    mode), the others' go on; once it restarts (empty: no persistence here), the same
+    client commits there again, scripts loaded anew, with no operator's action."""
+    nodes = request.getfixturevalue("redis_cluster")
+    client = RedisCluster.from_url(nodes.url, socket_timeout=1, socket_connect_timeout=1)
+    client.flushall(target_nodes="primaries")
+    store = store_on(client)
+    node = client.get_node_from_key(store.customer_keys("victim")[0])
+    others = [f"other{i}" for i in range(40)]
+    elsewhere = next(o for o in others
+                     if client.get_node_from_key(store.customer_keys(o)[0]).port != node.port)  # fmt: skip
+    assert count_1h(store, commit("victim", 1)) == 0
+    nodes.kill(node.port)
+    try:
+        with pytest.raises((redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError)):
+            store.commit([commit("victim", 2)])
+        assert count_1h(store, commit(elsewhere, 1)) == 0  # the rest of the cluster serves
+    finally:
+        nodes.restart(node.port)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            assert count_1h(store, commit("victim", 3)) == 0  # its keys went with the node
+            break
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError,
+                redis.exceptions.ClusterError):  # fmt: skip
+            assert time.monotonic() < deadline, "the cluster did not recover in 30 s"
+            time.sleep(0.2)
+    assert count_1h(store, commit(elsewhere, 2, t=T0 + f.MICROS)) == 1
