@@ -101,7 +101,7 @@ def prepare(size: dict[str, int], seed: int) -> pd.DataFrame:
     from fraudops.feature_build import build_from_offline_store
     from fraudops.ingest import write_parquet_atomic
     from fraudops.promotion import promote
-    from fraudops.redis_fast import fast_materialize
+    from fraudops.materialize import materialize_once
     from fraudops.settings import get_settings
     from fraudops.simulator import simulate
     from fraudops.training import train
@@ -116,7 +116,7 @@ def prepare(size: dict[str, int], seed: int) -> pd.DataFrame:
     build_from_offline_store(settings)
     store = get_store()
     apply_definitions(store)
-    fast_materialize(store, end=cut.to_pydatetime())
+    materialize_once(end=cut.to_pydatetime())  # batch views and customer states
     train(settings)
     promote(settings)
     logger.info("prepared %d history rows and %d events from %s in %.1f s", len(history),

@@ -132,7 +132,8 @@ def _seq_text(seq: int) -> str:
 # _member) and the transaction's record (hash); on a single Redis also the id's claim.
 # ARGV: fingerprint, time (µs), amount (text, as Python writes it), terminal, sin and cos
 # of the hour angle, history span (µs), max history, record TTL (ms), lease (ms), owner (a token per call: a call sent again, after a script was missing, finds
-# its own commits and gets their answers again), the amount's bits in hex. Numbers given to redis.call are formatted with %.17g: Lua's own tostring
+# its own commits and gets their answers again), the time's and amount's bits in hex.
+# Numbers given to redis.call are formatted with %.17g: Lua's own tostring
 # keeps 14 digits, too few for a time in µs.
 _COMMIT = """
 local function num(x) return string.format('%.17g', x) end
@@ -140,12 +141,11 @@ local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local t = tonumber(ARGV[2])
 local function before(seq)
-  local rows = redis.call('ZRANGEBYSCORE', KEYS[2], num(t - tonumber(ARGV[7])), ARGV[2],
-                          'WITHSCORES')
+  local rows = redis.call('ZRANGEBYSCORE', KEYS[2], num(t - tonumber(ARGV[7])), ARGV[2])
   if seq == nil then return rows end
   local out = {}
-  for i = 1, #rows, 2 do
-    if rows[i] < seq then out[#out + 1] = rows[i]; out[#out + 1] = rows[i + 1] end
+  for i = 1, #rows do
+    if rows[i] < seq then out[#out + 1] = rows[i] end
   end
   return out
 end
@@ -189,7 +189,7 @@ mean = mean + delta / count
 m2 = m2 + delta * delta * n / count
 if t > last then last = t end
 local seq_text = string.format('%0' .. SEQ_DIGITS .. 'd', seq)
-redis.call('ZADD', KEYS[2], ARGV[2], seq_text .. ARGV[12] .. ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[2], seq_text .. ARGV[12] .. ARGV[4])  -- _member
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. num(last - tonumber(ARGV[7])))
 local size = redis.call('ZCARD', KEYS[2])
 if size > tonumber(ARGV[8]) then
@@ -245,23 +245,25 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _member(seq: int, amount: float, terminal_id: str) -> bytes:
-    """A history entry of the sorted set: the commit sequence number (fixed width, so that
-    entries of equal time sort in commit order), the amount's IEEE 754 bits in hex (exact,
-    and fixed width: the history is read back without parsing text) and the terminal."""
-    return _seq_text(seq).encode() + struct.pack(">d", amount).hex().encode() + terminal_id.encode()
+def _member(seq: int, time_us: int, amount: float, terminal_id: str) -> bytes:
+    """A history entry of the sorted set (scored by its time): the commit sequence number
+    (fixed width, so that entries of equal time sort in commit order), then the time's and
+    the amount's bits in hex (exact, fixed width: the history is read back without asking
+    Redis to format scores, nor Python to parse text) and the terminal."""
+    return (_seq_text(seq) + struct.pack(">q", time_us).hex()
+            + struct.pack(">d", amount).hex()).encode() + terminal_id.encode()  # fmt: skip
 
 
-def _history(rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """A ``ZRANGEBYSCORE ... WITHSCORES`` reply: times, amounts and terminals."""
-    members = rows[0::2]
+def _history(members: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A ``ZRANGEBYSCORE`` reply: times, amounts and terminals."""
     if not members:
         return np.zeros(0, dtype=np.int64), np.zeros(0), []
-    times = np.array(rows[1::2]).astype(np.float64).astype(np.int64)
-    cut = SEQ_DIGITS + 16
-    amounts = np.frombuffer(
-        bytes.fromhex(b"".join(m[SEQ_DIGITS:cut] for m in members).decode()), dtype=">f8"
-    ).astype(np.float64)
+    cut = SEQ_DIGITS + 32
+    fixed = np.frombuffer(
+        bytes.fromhex(b"".join(m[SEQ_DIGITS:cut] for m in members).decode()), dtype=">i8"
+    ).reshape(-1, 2)
+    times = fixed[:, 0].astype(np.int64)
+    amounts = fixed[:, 1].copy().view(">f8").astype(np.float64)
     tails = [m[cut:] for m in members]
     terminals = b"\x00".join(tails).decode().split("\x00")
     if len(terminals) != len(tails):  # an id holding a NUL
@@ -326,7 +328,8 @@ class RedisStateStore:
             self._commit.queue(pipe, keys, [
                 commit.fingerprint, commit.time_us, repr(float(commit.amount)),
                 commit.terminal_id, repr(sin), repr(cos), f.HISTORY_US, f.MAX_HISTORY,
-                self.ttl_ms, LEASE_MS, owner, struct.pack(">d", commit.amount).hex(),
+                self.ttl_ms, LEASE_MS, owner,
+                struct.pack(">q", commit.time_us).hex() + struct.pack(">d", commit.amount).hex(),
             ])  # fmt: skip
 
     def claim(self, commits: Sequence[Commit]) -> dict[int, Conflict]:
@@ -444,7 +447,7 @@ class RedisStateStore:
             for seq, (t, a, term) in enumerate(
                 zip(times, row["history_amount"], row["history_terminal_id"], strict=True)
             ):
-                history += [t, _member(seq, float(a), str(term))]
+                history += [t, _member(seq, t, float(a), str(term))]
             stats = [repr(float(row[name])) for name in STATS]
             batch.append((list(self.customer_keys(str(row["customer_id"]))),
                           [len(times), *stats, max(times, default=0), *history]))  # fmt: skip
