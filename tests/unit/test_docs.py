@@ -85,6 +85,11 @@ def known_variables() -> set[str]:
     return {name.upper() for name in Settings.model_fields}
 
 
+def is_test_setting(name: str, test_settings: str) -> bool:
+    """FRAUDOPS_TEST_*: excepted only when the test suite really reads it (its conftest)."""
+    return name.startswith(TEST_VARIABLE_PREFIX) and f"FRAUDOPS_{name}" in test_settings
+
+
 def unknown_variables(text: str, test_settings: str) -> list[str]:
     known = known_variables()
     unknown = []
@@ -93,10 +98,8 @@ def unknown_variables(text: str, test_settings: str) -> list[str]:
         if wildcard:  # FRAUDOPS_ALERT_*: some setting has that prefix
             if not any(k.startswith(f"{name}_") for k in known):
                 unknown.append(match.group(0))
-        elif name not in known:
-            # a test setting is excepted only when the test suite really reads it
-            if not (name.startswith(TEST_VARIABLE_PREFIX) and f"FRAUDOPS_{name}" in test_settings):
-                unknown.append(match.group(0))
+        elif name not in known and not is_test_setting(name, test_settings):
+            unknown.append(match.group(0))
     return unknown
 
 
