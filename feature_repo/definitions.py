@@ -4,7 +4,7 @@
     feast -c feature_repo materialize-incremental $(date -u +%Y-%m-%dT%H:%M:%S)
     feast -c feature_repo feature-views list
 
-How the views fit together (see README, "Feature store"):
+How the views fit together (see docs/feature-store.md):
 
 - ``terminal_daily``: batch features per terminal and day, from labels known at the start of
   the day; materialized to the online store on a schedule.

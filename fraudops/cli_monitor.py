@@ -62,7 +62,7 @@ def monitor(
     decision mix, latency, degraded share and, where labels have arrived, classification
     quality. Reports go under <data_dir>/reports/monitoring/, a summary and alerts to the
     database (dashboard), alerts also to the log and to FRAUDOPS_ALERT_WEBHOOK_URL.
-    Thresholds: FRAUDOPS_ALERT_* (README, 'Configuration'; `fraudops/settings.py`).
+    Thresholds: FRAUDOPS_ALERT_* (docs/configuration.md; `fraudops/settings.py`).
     """
     # fraudops.cli imports this module to register it: import it only once it is loaded.
     from fraudops.cli import _parse_every, console, fail

@@ -1,8 +1,8 @@
-"""Generated documentation: the README's configuration table comes from the settings
-class, so it cannot go stale.
+"""Generated documentation: the settings table of docs/configuration.md comes from the
+settings class, so it cannot go stale.
 
-    python -m fraudops.docs            # rewrite the table in README.md
-    python -m fraudops.docs --check    # exit 1 if README.md is out of date (a test does this)
+    python -m fraudops.docs            # rewrite the table in docs/configuration.md
+    python -m fraudops.docs --check    # exit 1 if the table is out of date (a test does this)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from fraudops.settings import Settings
 
 BEGIN = "<!-- settings-table:begin -->"
 END = "<!-- settings-table:end -->"
-README = Path(__file__).resolve().parents[1] / "README.md"
+CONFIGURATION_PAGE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
 
 def settings_table() -> str:
@@ -31,21 +31,21 @@ def settings_table() -> str:
     return "\n".join(rows)
 
 
-def render(readme: str) -> str:
-    before, rest = readme.split(BEGIN, 1)
+def render(page: str) -> str:
+    before, rest = page.split(BEGIN, 1)
     _, after = rest.split(END, 1)
     return f"{before}{BEGIN}\n{settings_table()}\n{END}{after}"
 
 
 def main(argv: list[str]) -> int:
-    text = README.read_text()
+    text = CONFIGURATION_PAGE.read_text()
     fresh = render(text)
     if "--check" in argv:
         if fresh != text:
-            print("README.md's settings table is stale: run `python -m fraudops.docs`")
+            print("docs/configuration.md's settings table is stale: run `python -m fraudops.docs`")
             return 1
         return 0
-    README.write_text(fresh)
+    CONFIGURATION_PAGE.write_text(fresh)
     return 0
 
 

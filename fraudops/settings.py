@@ -257,7 +257,7 @@ class Settings(MonitorSettings):
         le=60,
         description="How long the prediction log gathers records before writing them, in one "
         "COPY or INSERT. Short, the database's work comes in small, even slices, which kept "
-        "the scorer's p99 down where PostgreSQL shares its machine (README, 'Benchmarks'); "
+        "the scorer's p99 down where PostgreSQL shares its machine (docs/benchmarks.md); "
         "longer, fewer transactions for a busy or distant database. Records wait in memory "
         "meanwhile, and go to the spool if the database is down.",
     )
@@ -280,14 +280,14 @@ class Settings(MonitorSettings):
         True,
         description="BentoML's access log: a line per HTTP request. Every scored transaction "
         "is in the prediction log anyway; off, the worker serves 9-16 % more requests per "
-        "second at concurrency 16 (README, 'Benchmarks'). Request metrics stay either way.",
+        "second at concurrency 16 (docs/benchmarks.md). Request metrics stay either way.",
     )
     trace_requests: bool = Field(
         False,
         description="Record an OpenTelemetry span for every /score and /score_batch request, "
         "as BentoML does by default. Off, those routes are left out of tracing (and their "
         "access-log lines carry no trace id), which halves the framework's CPU per request "
-        "(README, 'Benchmarks'); turn it on when BentoML's `tracing` exports spans.",
+        "(docs/benchmarks.md); turn it on when BentoML's `tracing` exports spans.",
     )
     @field_validator("freshness_budgets", mode="before")
     @classmethod

@@ -386,7 +386,7 @@ def where_to_look(data: Path, tracking_uri: str) -> list[str]:
         f"dashboard:     {env} uv run streamlit run dashboard/app.py",
         f"MLflow UI:     {mlflow}",
         f"Evidently UI:  uv run evidently ui --workspace {data}/evidently",
-        f"scoring API:   {env} uv run bentoml serve   (then see README, 'Scoring API')",
+        f"scoring API:   {env} uv run bentoml serve   (then see docs/scoring-api.md)",
     ]
 
 

@@ -76,10 +76,10 @@ def test_env_example_names_only_known_settings() -> None:
     assert set(names) <= known, set(names) - known
 
 
-def test_readme_settings_table_is_generated_from_the_settings_class() -> None:
-    from fraudops.docs import README, render
+def test_configuration_page_settings_table_is_generated_from_the_settings_class() -> None:
+    from fraudops.docs import CONFIGURATION_PAGE, render
 
-    text = README.read_text()
+    text = CONFIGURATION_PAGE.read_text()
     assert render(text) == text, "run `python -m fraudops.docs` to regenerate the table"
 
 
