@@ -20,10 +20,6 @@ RUN uv sync --frozen --no-dev
 ENV PATH=/app/.venv/bin:$PATH FRAUDOPS_DATA_DIR=/data
 RUN useradd --create-home --uid 1000 fraudops && mkdir -p /data && chown fraudops /data
 USER fraudops
-# The scorer's numba kernels, compiled into the image (in ~/.cache/numba: /app is not this
-# user's to write), so that a container starts by loading them (about 1 s) rather than
-# compiling them (about 5 s, in every worker).
-RUN python -c "from fraudops import kernels; kernels.warm_up()"
 VOLUME ["/data"]
 EXPOSE 3000 8501 5000
 CMD ["bentoml", "serve", "--host", "0.0.0.0", "--port", "3000"]

@@ -30,13 +30,12 @@ scoring a claimed event the consumer looks its prediction id up in the log: an e
 was scored and logged but not acknowledged is published from its logged record instead
 of being scored again, so the customer's real-time state does not count it twice.
 
-Ordering. Features are computed as of each event's timestamp (event time). One consumer
-scores each customer's events in order (a batch is ordered by time per customer). With
-several consumers, a per-customer lease in Redis (``<prefix>:lease:customer:<id>``) keeps
-two consumers from updating one customer's state at once (a lost update would drop a
-transaction from the state); an event whose customer is leased elsewhere waits for the
-next batch. Across consumers an event can still be scored just after a later event of the
-same customer; its windows only count earlier events (by event time), as offline.
+Ordering. Features are computed as of each event's timestamp (event time). Each event's
+transaction is committed to its customer's real-time state exactly once, by one atomic
+step in Redis (:mod:`fraudops.realtime`), whichever consumer or HTTP worker gets there
+first: consumers need no lease. A redelivered event, or one sent over HTTP too, gets its
+first result back; one still being scored elsewhere waits for the next batch; one whose
+``transaction_id`` was used with other values is dead-lettered.
 """
 
 from __future__ import annotations
@@ -609,18 +608,6 @@ class StreamConsumer:
             log.info("%d redelivered events were scored before: publishing their logged "
                      "results", len(found))  # fmt: skip
         return found
-
-    def _lease(self, events: list[Event]) -> tuple[list[Event], list[Event]]:
-        """Events whose customers we lease now, and those another consumer holds."""
-        if not events:
-            return [], []
-        customers = list(dict.fromkeys(e.tx.customer_id for e in events))
-        keys = [self.names.lease(customer) for customer in customers]
-        got = self._acquire(keys=keys, args=[self.consumer, self.lease_ms])
-        held = {customer for customer, ok in zip(customers, got, strict=True) if ok}
-        leased = [e for e in events if e.tx.customer_id in held]
-        waiting = [e for e in events if e.tx.customer_id not in held]
-        return leased, waiting
 
     def _publish_previous(self, keep: Collection[str] = ()) -> None:
         """Publish and acknowledge the batch scored before, once its records are durable

@@ -67,19 +67,6 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     get_settings.cache_clear()
 
 
-@pytest.fixture(params=["compiled", "numpy"])
-def compiled_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
-    """The compiled kernels (fraudops.kernels) on, then off (the numpy functions)."""
-    from fraudops import kernels
-    from fraudops.settings import get_settings
-
-    monkeypatch.setenv("FRAUDOPS_COMPILED", str(request.param == "compiled").lower())
-    get_settings.cache_clear()
-    assert kernels.available() == (request.param == "compiled")
-    yield request.param
-    get_settings.cache_clear()
-
-
 # --- Redis ------------------------------------------------------------------------------
 def _redis_answers(url: str) -> bool:
     import redis
