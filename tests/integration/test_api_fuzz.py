@@ -81,7 +81,10 @@ def api_schema(server: Server) -> schemathesis.BaseSchema:
 def test_no_request_gets_a_server_error(
     api_schema: schemathesis.BaseSchema, server: Server, mode: GenerationMode
 ) -> None:
+    # /readyz answers 503 by design while the batch features are stale, as they are here
+    # (the stack's history ended months ago): its own tests are in test_service.py
     operations = [result.ok() for result in api_schema.get_all_operations()]
+    operations = [op for op in operations if op.path != "/readyz"]
     assert {op.path for op in operations} >= {"/score", "/score_batch", "/admin/status"}
     failures: dict[str, str] = {}
     for operation in operations:
