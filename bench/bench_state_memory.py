@@ -5,7 +5,8 @@
 Commits 30 days of a Handbook-like customer (``--per-day`` transactions a day, default
 3.5: the Handbook's simulator gives 1-7) through the state store, keeps each result for
 retries as the scorer does (a result of the size the API returns for a review, with three
-reasons, for one transaction in seven; approvals carry none), then reads ``MEMORY USAGE`` of the customer's keys: its state (history and
+reasons, for one transaction in seven; approvals carry none), then reads ``MEMORY USAGE``
+of the customer's keys: its state (history and
 statistics) and the records kept for retries (``FRAUDOPS_IDEMPOTENCY_TTL_SECONDS``,
 default the 7-day label delay). The floor is the same history as raw bytes (8-byte time,
 8-byte amount, terminal id), measured in the same run. Writes
@@ -62,21 +63,29 @@ def main() -> None:
         for k in range(args.customers):
             times = np.sort(rng.integers(T0, T0 + days * f.DAY_US, per_customer))
             commits = [
-                Commit(f"tx-{k:05d}-{i:06d}", f"C{k:06d}", f"T{rng.integers(0, 10_000):06d}",
-                       round(float(rng.gamma(2, 30)), 2), int(t))
+                Commit(
+                    f"tx-{k:05d}-{i:06d}",
+                    f"C{k:06d}",
+                    f"T{rng.integers(0, 10_000):06d}",
+                    round(float(rng.gamma(2, 30)), 2),
+                    int(t),
+                )
                 for i, t in enumerate(times)
-            ]  # fmt: skip
+            ]
             store.commit(commits)
             approve = {**RESULT, "decision": "approve", "reasons": []}
-            store.save_results((c, RESULT if i % 7 == 0 else approve)  # reviews: 1 in 7
-                               for i, c in enumerate(commits))  # fmt: skip
+            store.save_results(
+                (c, RESULT if i % 7 == 0 else approve)  # reviews: 1 in 7
+                for i, c in enumerate(commits)
+            )
         state = [store.state_bytes(f"C{k:06d}") for k in range(args.customers)]
         records = []
         for k in range(args.customers):
             keys = client.keys(f"fraudops:{{c:C{k:06d}}}:tx:*")
             claims = [store.claim_key(key.decode().rsplit(":tx:", 1)[1]) for key in keys]
-            records.append(sum(int(client.memory_usage(key, samples=0) or 0)
-                               for key in [*keys, *claims]))  # fmt: skip
+            records.append(
+                sum(int(client.memory_usage(key, samples=0) or 0) for key in [*keys, *claims])
+            )
         raw = per_customer * (8 + 8 + 7)
         kept_days = 7
         result = {
@@ -93,8 +102,14 @@ def main() -> None:
             "note": "retry records live for FRAUDOPS_IDEMPOTENCY_TTL_SECONDS (default 7 days); "
             "the 30-day figure keeps all, the 'kept' figure scales it to 7 days",
         }
-        per_million = (result["state_bytes_per_customer_median"]
-                       + result["retry_records_bytes_per_customer_kept"]) * 1e6 / 2**30  # fmt: skip
+        per_million = (
+            (
+                result["state_bytes_per_customer_median"]
+                + result["retry_records_bytes_per_customer_kept"]
+            )
+            * 1e6
+            / 2**30
+        )
         result["gib_per_million_customers"] = round(per_million, 2)
     finally:
         client.flushdb()

@@ -100,8 +100,8 @@ def prepare(size: dict[str, int], seed: int) -> pd.DataFrame:
     from fraudops.feast_store import apply_definitions, get_store
     from fraudops.feature_build import build_from_offline_store
     from fraudops.ingest import write_parquet_atomic
-    from fraudops.promotion import promote
     from fraudops.materialize import materialize_once
+    from fraudops.promotion import promote
     from fraudops.settings import get_settings
     from fraudops.simulator import simulate
     from fraudops.training import train

@@ -64,8 +64,8 @@ def build_customer_tables(
     from where that build left them: their transactions in ``tx`` must all come after it
     (the nightly job rebuilds a customer with a late transaction from scratch)."""
     if tx.empty:
-        columns = [c.TRANSACTION_ID, c.CUSTOMER_ID, EVENT_TIMESTAMP, *f.CUSTOMER_ACTIVITY_FEATURES]
-        return (pd.DataFrame(columns=columns),
+        names = [c.TRANSACTION_ID, c.CUSTOMER_ID, EVENT_TIMESTAMP, *f.CUSTOMER_ACTIVITY_FEATURES]
+        return (pd.DataFrame(columns=names),
                 pd.DataFrame(columns=[c.CUSTOMER_ID, EVENT_TIMESTAMP, *STATE_FIELDS]))  # fmt: skip
     tx, bounds = _sorted_by_customer(tx)
     customer_ids = tx[c.CUSTOMER_ID].to_numpy()
@@ -96,18 +96,20 @@ def build_customer_tables(
     amount = np.zeros(len(time_us))
     terminal = np.empty(len(time_us), dtype=object)
     time_us[queries], amount[queries], terminal[queries] = new_t, new_a, new_term
-    for g in np.flatnonzero(old_sizes):
-        at = slice(starts[g], starts[g] + old_sizes[g])
-        time_us[at] = np.asarray(old[g]["history_time_us"], dtype=np.int64)
-        amount[at] = np.asarray(old[g]["history_amount"], dtype=np.float64)
-        terminal[at] = np.asarray(old[g]["history_terminal_id"], dtype=object)
+    for g in np.flatnonzero(old_sizes).tolist():
+        at = slice(int(starts[g]), int(starts[g] + old_sizes[g]))
+        state = old[g]
+        assert state is not None
+        time_us[at] = np.asarray(state["history_time_us"], dtype=np.int64)
+        amount[at] = np.asarray(state["history_amount"], dtype=np.float64)
+        terminal[at] = np.array(list(state["history_terminal_id"]), dtype=object)
     group = np.repeat(np.arange(count), total)
     columns = f.customer_activity(time_us, amount, terminal, group, queries, before)
 
     state_rows: list[dict] = []
     timestamps = tx[c.TIMESTAMP]
     for g in range(count):
-        lo, hi = starts[g], starts[g] + total[g]
+        lo, hi = int(starts[g]), int(starts[g] + total[g])
         t, a, term = time_us[lo:hi], amount[lo:hi], terminal[lo:hi]
         keep = t >= t.max() - f.HISTORY_US
         keep[: max(0, len(t) - f.MAX_HISTORY)] = False

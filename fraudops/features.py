@@ -15,7 +15,6 @@ before the transaction (``[t - w, t)``), so a transaction never sees itself.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,15 +39,21 @@ MISSING_FEATURE_VALUE = 0.0  # currency units: z-scores of customers with near-c
 
 REQUEST_FEATURES = ("tx_amount", "tx_amount_log", "tx_hour", "tx_is_night", "tx_is_weekend")
 CUSTOMER_ACTIVITY_FEATURES = (
-    *(f"customer_{stat}_{w}" for w in CUSTOMER_LONG_WINDOWS
-      for stat in ("tx_count", "amount_avg", "amount_std")),
-    *(f"customer_{stat}_{w}" for w in CUSTOMER_SHORT_WINDOWS
-      for stat in ("tx_count", "amount_sum", "amount_avg", "terminal_count")),
+    *(
+        f"customer_{stat}_{w}"
+        for w in CUSTOMER_LONG_WINDOWS
+        for stat in ("tx_count", "amount_avg", "amount_std")
+    ),
+    *(
+        f"customer_{stat}_{w}"
+        for w in CUSTOMER_SHORT_WINDOWS
+        for stat in ("tx_count", "amount_sum", "amount_avg", "terminal_count")
+    ),
     "customer_amount_zscore",
     "customer_hour_deviation",
     "customer_seconds_since_last_tx",
     "customer_terminal_is_new",
-)  # fmt: skip
+)
 TERMINAL_FEATURES = (
     *(f"terminal_tx_count_{w}" for w in TERMINAL_WINDOW_DAYS),
     *(f"terminal_risk_{w}" for w in TERMINAL_WINDOW_DAYS),
@@ -260,13 +265,14 @@ def customer_activity(
     n_all = (his - los).astype(np.float64)
     totals = _segment_sums(h_amount, los.ravel(), his.ravel()).reshape(los.shape)
     longs = len(CUSTOMER_LONG_WINDOWS)
-    squares = _segment_sums(
-        h_amount * h_amount, los[:longs].ravel(), his[:longs].ravel()
-    ).reshape(longs, -1)
+    squares = _segment_sums(h_amount * h_amount, los[:longs].ravel(), his[:longs].ravel()).reshape(
+        longs, -1
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         means = np.where(n_all > 0, totals / n_all, 0.0)
-        var = np.where(n_all[:longs] > 0,
-                       np.maximum(squares / n_all[:longs] - means[:longs] ** 2, 0.0), 0.0)  # fmt: skip
+        var = np.where(
+            n_all[:longs] > 0, np.maximum(squares / n_all[:longs] - means[:longs] ** 2, 0.0), 0.0
+        )
     # terminals as (customer, terminal) codes: "the same terminal" means for this customer
     terminal_codes = pd.factorize(np.asarray(terminal, dtype=object))[0]
     prev_same = _previous_same(h_g * (int(terminal_codes.max(initial=0)) + 2) + terminal_codes)
@@ -306,9 +312,13 @@ def customer_activity(
 def customer_defaults(n: int) -> dict[str, np.ndarray]:
     """Features of a customer with no history: what unknown customers are scored with."""
     return customer_activity(
-        np.zeros(n, dtype=np.int64), np.zeros(n), np.full(n, "", dtype=object),
-        np.arange(n), np.arange(n), RunningStats(*(np.zeros(n) for _ in range(5))),
-    )  # fmt: skip
+        np.zeros(n, dtype=np.int64),
+        np.zeros(n),
+        np.full(n, "", dtype=object),
+        np.arange(n),
+        np.arange(n),
+        RunningStats(*(np.zeros(n) for _ in range(5))),
+    )
 
 
 # --- terminal features ---------------------------------------------------------------------

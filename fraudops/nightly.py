@@ -115,7 +115,7 @@ def read_logged(engine: sa.Engine, since: datetime | None) -> pd.DataFrame:
     has_seq = COMMIT_SEQ in log_columns(engine)
     columns = [predictions.c[name] for name in wanted]
     if has_seq:
-        columns.append(sa.column(COMMIT_SEQ))
+        columns.append(predictions.c[COMMIT_SEQ])
     query = sa.select(*columns).select_from(predictions)
     if since is not None:
         query = query.where(predictions.c.scored_at >= since)  # indexed: read by time

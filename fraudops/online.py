@@ -28,7 +28,14 @@ from feast import FeatureService, FeatureStore, FeatureView, OnDemandFeatureView
 from fraudops import contract as c
 from fraudops import features as f
 from fraudops.feast_store import service_feature_names
-from fraudops.freshness import NO_ROW, Staleness, last_known_values, stale_rows, staleness, view_budgets
+from fraudops.freshness import (
+    NO_ROW,
+    Staleness,
+    last_known_values,
+    stale_rows,
+    staleness,
+    view_budgets,
+)
 from fraudops.realtime import (
     Before,
     Commit,
@@ -60,9 +67,15 @@ def time_us_of(tx: Columns) -> np.ndarray:
 def commits_of(tx: Columns) -> list[Commit]:
     return [
         Commit(str(i), str(cu), str(te), float(a), int(t))
-        for i, cu, te, a, t in zip(tx[c.TRANSACTION_ID], tx[c.CUSTOMER_ID], tx[c.TERMINAL_ID],
-                                   tx[c.AMOUNT], time_us_of(tx), strict=True)
-    ]  # fmt: skip
+        for i, cu, te, a, t in zip(
+            tx[c.TRANSACTION_ID],
+            tx[c.CUSTOMER_ID],
+            tx[c.TERMINAL_ID],
+            tx[c.AMOUNT],
+            time_us_of(tx),
+            strict=True,
+        )
+    ]
 
 
 @dataclass
@@ -98,7 +111,7 @@ def activity_from(befores: Sequence[Before], commits: Sequence[Commit]) -> dict[
         dtype=object,
     )
     group = np.repeat(np.arange(len(befores)), sizes)
-    prior = f.RunningStats(*(np.array(column) for column in zip(*(b.stats for b in befores))))
+    prior = f.RunningStats(*(np.array([b.stats[k] for b in befores]) for k in range(5)))
     return f.customer_activity(time_us, amount, terminal, group, ends - 1, prior)
 
 
@@ -142,7 +155,9 @@ def redis_client(settings: Settings, timeout: float | None = None) -> Any:
 
 
 class OnlineFeatures:
-    def __init__(self, store: FeatureStore, service: FeatureService, settings: Settings | None = None):
+    def __init__(
+        self, store: FeatureStore, service: FeatureService, settings: Settings | None = None
+    ):
         self.store = store
         self.service = service
         self.settings = settings or get_settings()
@@ -165,10 +180,13 @@ class OnlineFeatures:
                     f"view {projection.name} of {service.name} has features FraudOps cannot "
                     f"compute online: {sorted(unknown)}"
                 )
-        self.budgets = view_budgets([view for view, _ in self.lookups],
-                                    self.settings.freshness_budgets)  # fmt: skip
+        self.budgets = view_budgets(
+            [view for view, _ in self.lookups], self.settings.freshness_budgets
+        )
         self.redis = self.settings.online_store == "redis"
-        client = redis_client(self.settings, self.settings.redis_timeout_seconds) if self.redis else None
+        client = (
+            redis_client(self.settings, self.settings.redis_timeout_seconds) if self.redis else None
+        )
         self.state = state_store(self.settings, client)
         self._reader = _BatchReader(store, self.lookups, client) if self.redis else None
 
@@ -184,15 +202,21 @@ class OnlineFeatures:
         commits = commits_of(tx)
         time_us = time_us_of(tx)
         outcomes, looked_up, written = self.commit_and_read(tx, commits, time_us)
-        rows = np.array([i for i, o in enumerate(outcomes) if isinstance(o, Before)], dtype=np.int64)
+        rows = np.array(
+            [i for i, o in enumerate(outcomes) if isinstance(o, Before)], dtype=np.int64
+        )
         if len(rows) == 0:
-            return ScoredFeatures(outcomes, commits, np.zeros((0, len(self.names))), rows, self.names)
-        stale = staleness(self.budgets, {view: w[rows] for view, w in written.items()},
-                          time_us[rows])  # fmt: skip
+            return ScoredFeatures(
+                outcomes, commits, np.zeros((0, len(self.names))), rows, self.names
+            )
+        stale = staleness(
+            self.budgets, {view: w[rows] for view, w in written.items()}, time_us[rows]
+        )
         picked = {name: np.asarray(column)[rows] for name, column in _columns(tx, time_us).items()}
         activity = activity_from([outcomes[i] for i in rows], [commits[i] for i in rows])  # type: ignore[misc]
-        matrix = assemble(self.names, picked, activity,
-                          {name: values[rows] for name, values in looked_up.items()})  # fmt: skip
+        matrix = assemble(
+            self.names, picked, activity, {name: values[rows] for name, values in looked_up.items()}
+        )
         return ScoredFeatures(outcomes, commits, matrix, rows, self.names, stale)
 
     def commit_and_read(
@@ -214,9 +238,14 @@ class OnlineFeatures:
         """Model inputs when the online store cannot be read: the request's own features,
         an unknown customer's activity and missing batch features (degraded mode)."""
         rows = len(tx[c.TRANSACTION_ID])
-        missing = {name: np.full(rows, f.MISSING_FEATURE_VALUE)
-                   for _, names in self.lookups for name in names}  # fmt: skip
-        return assemble(self.names, _columns(tx, time_us_of(tx)), f.customer_defaults(rows), missing)
+        missing = {
+            name: np.full(rows, f.MISSING_FEATURE_VALUE)
+            for _, names in self.lookups
+            for name in names
+        }
+        return assemble(
+            self.names, _columns(tx, time_us_of(tx)), f.customer_defaults(rows), missing
+        )
 
     def _lookup(
         self, tx: Columns, time_us: np.ndarray
@@ -232,14 +261,18 @@ class OnlineFeatures:
                 entity_rows=[{key: value} for value in tx[key]],
             ).to_dict(include_event_timestamps=True)
             # Feast gives the epoch (0) for an entity without a row
-            stamps = np.array([np.nan if not v else v for v in response[f"{features[0]}__ts"]],
-                              dtype=np.float64)  # fmt: skip
+            stamps = np.array(
+                [v or np.nan for v in response[f"{features[0]}__ts"]], dtype=np.float64
+            )
             values = np.column_stack(
-                [np.array([np.nan if v is None else v for v in response[name]], float)
-                 for name in features]
-            )  # fmt: skip
-            columns, written[view.name] = _batch_values(view, values, stamps, time_us,
-                                                        self.budgets.get(view.name))  # fmt: skip
+                [
+                    np.array([np.nan if v is None else v for v in response[name]], float)
+                    for name in features
+                ]
+            )
+            columns, written[view.name] = _batch_values(
+                view, values, stamps, time_us, self.budgets.get(view.name)
+            )
             out.update(zip(features, columns.T, strict=True))
         return out, written
 
@@ -281,7 +314,9 @@ class _BatchReader:
     """Batch views' features from Feast's Redis layout (``HMGET`` of the entity's hash),
     queued on the state commits' pipeline (see :class:`fraudops.redis_fast.FeastRedisLayout`)."""
 
-    def __init__(self, store: FeatureStore, lookups: list[tuple[FeatureView, list[str]]], client: Any):
+    def __init__(
+        self, store: FeatureStore, lookups: list[tuple[FeatureView, list[str]]], client: Any
+    ):
         from fraudops.redis_fast import FeastRedisLayout, _decode_timestamp, _decoder
 
         self.layout = FeastRedisLayout.from_store(store)
@@ -293,14 +328,21 @@ class _BatchReader:
             name = self.layout.view_name(view)
             types = {field.name: field.dtype.to_value_type() for field in view.features}
             fields = [self.layout.feature_field(name, feat) for feat in features]
-            self._plans.append((view.entity_columns[0].name, view.entity_columns[0].dtype.to_value_type(),
-                                [*fields, self.layout.timestamp_field(name)],
-                                [_decoder(types[feat]) for feat in features]))  # fmt: skip
+            self._plans.append(
+                (
+                    view.entity_columns[0].name,
+                    view.entity_columns[0].dtype.to_value_type(),
+                    [*fields, self.layout.timestamp_field(name)],
+                    [_decoder(types[feat]) for feat in features],
+                )
+            )
 
     def queue(self, pipe: Any, keys: Mapping[str, list[Any]]) -> int:
         queued = 0
         for join_key, value_type, fields, _ in self._plans:
-            for key in self.layout.entity_keys(join_key, [str(v) for v in keys[join_key]], value_type):
+            for key in self.layout.entity_keys(
+                join_key, [str(v) for v in keys[join_key]], value_type
+            ):
                 pipe.hmget(key, fields)
                 queued += 1
         return queued
@@ -315,20 +357,27 @@ class _BatchReader:
         out: dict[str, np.ndarray] = {}
         written: dict[str, np.ndarray] = {}
         at = 0
-        for (view, features), (join_key, _, _, decoders) in zip(self.lookups, self._plans, strict=True):
+        for (view, features), (join_key, _, _, decoders) in zip(
+            self.lookups, self._plans, strict=True
+        ):
             rows = len(keys[join_key])
             view_replies = replies[at : at + rows]
             at += rows
             for reply in view_replies:
                 if isinstance(reply, Exception):
                     raise reply
-            stamps = np.array([self._decode_timestamp(r[-1]) or np.nan for r in view_replies],
-                              dtype=np.float64)  # fmt: skip
+            stamps = np.array(
+                [self._decode_timestamp(r[-1]) or np.nan for r in view_replies], dtype=np.float64
+            )
             values = np.array(
-                [[np.nan if v is None else v for v in (decode(r[k]) for r in view_replies)]
-                 for k, decode in enumerate(decoders)], dtype=np.float64,
-            ).T.reshape(rows, len(features))  # fmt: skip
-            columns, written[view.name] = _batch_values(view, values, stamps, time_us,
-                                                        budgets.get(view.name))  # fmt: skip
+                [
+                    [np.nan if v is None else v for v in (decode(r[k]) for r in view_replies)]
+                    for k, decode in enumerate(decoders)
+                ],
+                dtype=np.float64,
+            ).T.reshape(rows, len(features))
+            columns, written[view.name] = _batch_values(
+                view, values, stamps, time_us, budgets.get(view.name)
+            )
             out.update(zip(features, columns.T, strict=True))
         return out, written

@@ -64,15 +64,17 @@ class Commit:
 
     @property
     def fingerprint(self) -> str:
-        return "\x1f".join((self.customer_id, self.terminal_id, repr(self.amount),
-                            str(self.time_us)))  # fmt: skip
+        return "\x1f".join(
+            (self.customer_id, self.terminal_id, repr(self.amount), str(self.time_us))
+        )
 
     def differs_from(self, fingerprint: str) -> list[str]:
         """The request fields in which ``fingerprint`` (another request's) differs."""
         theirs = fingerprint.split("\x1f")
         ours = self.fingerprint.split("\x1f")
-        return [name for name, a, b in zip(FINGERPRINT_FIELDS, ours, theirs, strict=False)
-                if a != b]  # fmt: skip
+        return [
+            name for name, a, b in zip(FINGERPRINT_FIELDS, ours, theirs, strict=False) if a != b
+        ]
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,9 @@ def _seq_text(seq: int) -> str:
 # KEYS: the customer's statistics (hash), history (sorted set by time; members from
 # _member) and the transaction's record (hash); on a single Redis also the id's claim.
 # ARGV: fingerprint, time (µs), amount (text, as Python writes it), terminal, sin and cos
-# of the hour angle, history span (µs), max history, record TTL (ms), lease (ms), owner (a token per call: a call sent again, after a script was missing, finds
-# its own commits and gets their answers again), the time's and amount's bits in hex.
+# of the hour angle, history span (µs), max history, record TTL (ms), lease (ms), owner
+# (a token per call: a call sent again, after a script was missing, finds its own commits
+# and gets their answers again), the time's and amount's bits in hex.
 # Numbers given to redis.call are formatted with %.17g: Lua's own tostring
 # keeps 14 digits, too few for a time in µs.
 _COMMIT = """
@@ -169,8 +172,10 @@ if record then
   local rest = string.sub(record, colon + size + 1)
   if fingerprint ~= ARGV[1] then return {'conflict', fingerprint} end
   if string.sub(record, 1, 1) == 'D' then return {'done', rest} end
-  local seq, lease = string.sub(rest, 1, SEQ_DIGITS), tonumber(string.sub(rest, SEQ_DIGITS + 1, SEQ_DIGITS + 15))
-  local owner, stats = string.sub(rest, SEQ_DIGITS + 16, SEQ_DIGITS + 31), string.sub(rest, SEQ_DIGITS + 32)
+  local seq = string.sub(rest, 1, SEQ_DIGITS)
+  local lease = tonumber(string.sub(rest, SEQ_DIGITS + 1, SEQ_DIGITS + 15))
+  local owner = string.sub(rest, SEQ_DIGITS + 16, SEQ_DIGITS + 31)
+  local stats = string.sub(rest, SEQ_DIGITS + 32)
   if lease > now_ms and owner ~= ARGV[11] then return {'pending'} end
   redis.call('SET', KEYS[3], pending(seq, stats), 'KEEPTTL')
   return {'new', seq, stats, before(seq)}
@@ -250,8 +255,9 @@ def _member(seq: int, time_us: int, amount: float, terminal_id: str) -> bytes:
     (fixed width, so that entries of equal time sort in commit order), then the time's and
     the amount's bits in hex (exact, fixed width: the history is read back without asking
     Redis to format scores, nor Python to parse text) and the terminal."""
-    return (_seq_text(seq) + struct.pack(">q", time_us).hex()
-            + struct.pack(">d", amount).hex()).encode() + terminal_id.encode()  # fmt: skip
+    return (
+        _seq_text(seq) + struct.pack(">q", time_us).hex() + struct.pack(">d", amount).hex()
+    ).encode() + terminal_id.encode()
 
 
 def _history(members: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -325,20 +331,38 @@ class RedisStateStore:
             if not self.cluster:
                 keys.append(self.claim_key(commit.transaction_id))
             sin, cos = _hour_terms(commit.time_us)
-            self._commit.queue(pipe, keys, [
-                commit.fingerprint, commit.time_us, repr(float(commit.amount)),
-                commit.terminal_id, repr(sin), repr(cos), f.HISTORY_US, f.MAX_HISTORY,
-                self.ttl_ms, LEASE_MS, owner,
-                struct.pack(">q", commit.time_us).hex() + struct.pack(">d", commit.amount).hex(),
-            ])  # fmt: skip
+            self._commit.queue(
+                pipe,
+                keys,
+                [
+                    commit.fingerprint,
+                    commit.time_us,
+                    repr(float(commit.amount)),
+                    commit.terminal_id,
+                    repr(sin),
+                    repr(cos),
+                    f.HISTORY_US,
+                    f.MAX_HISTORY,
+                    self.ttl_ms,
+                    LEASE_MS,
+                    owner,
+                    struct.pack(">q", commit.time_us).hex()
+                    + struct.pack(">d", commit.amount).hex(),
+                ],
+            )
 
     def claim(self, commits: Sequence[Commit]) -> dict[int, Conflict]:
         """Cluster only: claim each transaction id for its request (``SET NX``); the
         commits whose id another request holds, by position."""
         pipe = self.client.pipeline(transaction=False)
         for commit in commits:
-            pipe.set(self.claim_key(commit.transaction_id), commit.fingerprint, nx=True,
-                     get=True, px=self.ttl_ms)  # fmt: skip
+            pipe.set(
+                self.claim_key(commit.transaction_id),
+                commit.fingerprint,
+                nx=True,
+                get=True,
+                px=self.ttl_ms,
+            )
         conflicts = {}
         for i, (commit, held) in enumerate(zip(commits, pipe.execute(), strict=True)):
             if held is not None and _text(held) != commit.fingerprint:
@@ -353,8 +377,15 @@ class RedisStateStore:
             kind = _text(reply[0])
             if kind == "new":
                 times, amounts, terminals = _history(reply[3])
-                out.append(Before(int(_text(reply[1])), times, amounts, terminals,
-                                  _parse_stats(_text(reply[2]))))  # fmt: skip
+                out.append(
+                    Before(
+                        int(_text(reply[1])),
+                        times,
+                        amounts,
+                        terminals,
+                        _parse_stats(_text(reply[2])),
+                    )
+                )
             elif kind == "done":
                 out.append(Replayed(json.loads(reply[1])))
             elif kind == "pending":
@@ -409,8 +440,11 @@ class RedisStateStore:
 
     def _queue_saves(self, pipe: Any, items: Sequence[tuple[Commit, dict[str, Any]]]) -> None:
         for commit, result in items:
-            self._save.queue(pipe, [self.record_key(commit)],
-                             [commit.fingerprint, json.dumps(result, separators=(",", ":"))])  # fmt: skip
+            self._save.queue(
+                pipe,
+                [self.record_key(commit)],
+                [commit.fingerprint, json.dumps(result, separators=(",", ":"))],
+            )
 
     @staticmethod
     def _check(replies: Sequence[Any]) -> None:
@@ -449,16 +483,22 @@ class RedisStateStore:
             ):
                 history += [t, _member(seq, t, float(a), str(term))]
             stats = [repr(float(row[name])) for name in STATS]
-            batch.append((list(self.customer_keys(str(row["customer_id"]))),
-                          [len(times), *stats, max(times, default=0), *history]))  # fmt: skip
+            batch.append(
+                (
+                    list(self.customer_keys(str(row["customer_id"]))),
+                    [len(times), *stats, max(times, default=0), *history],
+                )
+            )
             if len(batch) == 1000:
                 seeded += flush()
         return seeded + (flush() if batch else 0)
 
     def state_bytes(self, customer_id: str) -> int:
         """Memory the customer's state takes in Redis (``MEMORY USAGE``), records aside."""
-        return sum(int(self.client.memory_usage(key, samples=0) or 0)
-                   for key in self.customer_keys(customer_id))  # fmt: skip
+        return sum(
+            int(self.client.memory_usage(key, samples=0) or 0)
+            for key in self.customer_keys(customer_id)
+        )
 
 
 # --- SQLite (the embedded default) -----------------------------------------------------------
@@ -523,15 +563,20 @@ class SqliteStateStore:
         return [r for r in rows if seq is None or r[1] < seq]
 
     def _answer(self, seq: int, stats: str, rows: list[Any]) -> Before:
-        return Before(seq, np.array([r[0] for r in rows], dtype=np.int64),
-                      np.array([r[2] for r in rows], dtype=np.float64), [r[3] for r in rows],
-                      _parse_stats(stats))  # fmt: skip
+        return Before(
+            seq,
+            np.array([r[0] for r in rows], dtype=np.int64),
+            np.array([r[2] for r in rows], dtype=np.float64),
+            [r[3] for r in rows],
+            _parse_stats(stats),
+        )
 
     def _commit_one(self, db: sqlite3.Connection, commit: Commit, now_ms: int) -> Outcome:
         record = db.execute(
             "select fingerprint, seq, stats, result, lease_ms from scored_transaction"
-            " where transaction_id = ? and expires_ms >= ?", (commit.transaction_id, now_ms),
-        ).fetchone()  # fmt: skip
+            " where transaction_id = ? and expires_ms >= ?",
+            (commit.transaction_id, now_ms),
+        ).fetchone()
         if record is not None:
             fingerprint, seq, stats, result, lease = record
             if fingerprint != commit.fingerprint:
@@ -540,13 +585,16 @@ class SqliteStateStore:
                 return Replayed(json.loads(result))
             if lease > now_ms:
                 return InFlight()
-            db.execute("update scored_transaction set lease_ms = ? where transaction_id = ?",
-                       (now_ms + LEASE_MS, commit.transaction_id))  # fmt: skip
+            db.execute(
+                "update scored_transaction set lease_ms = ? where transaction_id = ?",
+                (now_ms + LEASE_MS, commit.transaction_id),
+            )
             return self._answer(seq, stats, self._before(db, commit, seq))
         state = db.execute(
             "select seq, count, amount_mean, amount_m2, hour_sin_sum, hour_cos_sum, last_time_us"
-            " from customer_state where customer_id = ?", (commit.customer_id,),
-        ).fetchone()  # fmt: skip
+            " from customer_state where customer_id = ?",
+            (commit.customer_id,),
+        ).fetchone()
         seq, n, mean, m2, sin, cos, last = state or (0, 0.0, 0.0, 0.0, 0.0, 0.0, commit.time_us)
         prior = _stats_text((n, mean, m2, sin, cos))
         rows = self._before(db, commit, None)
@@ -562,22 +610,32 @@ class SqliteStateStore:
             "insert into customer_history values (?, ?, ?, ?, ?)",
             (commit.customer_id, commit.time_us, seq, x, commit.terminal_id),
         )
-        db.execute("delete from customer_history where customer_id = ? and time_us < ?",
-                   (commit.customer_id, last - f.HISTORY_US))  # fmt: skip
+        db.execute(
+            "delete from customer_history where customer_id = ? and time_us < ?",
+            (commit.customer_id, last - f.HISTORY_US),
+        )
         db.execute(
             "delete from customer_history where customer_id = ? and rowid not in (select rowid"
             " from customer_history where customer_id = ? order by time_us desc, seq desc"
-            " limit ?)", (commit.customer_id, commit.customer_id, f.MAX_HISTORY),
-        )  # fmt: skip
+            " limit ?)",
+            (commit.customer_id, commit.customer_id, f.MAX_HISTORY),
+        )
         db.execute(
             "insert or replace into customer_state values (?, ?, ?, ?, ?, ?, ?, ?)",
             (commit.customer_id, seq + 1, count, mean, m2, sin + hour_sin, cos + hour_cos, last),
         )
         db.execute(
             "insert or replace into scored_transaction values (?, ?, ?, ?, ?, ?, null, ?)",
-            (commit.transaction_id, commit.customer_id, commit.fingerprint, seq, prior,
-             now_ms + LEASE_MS, now_ms + self.ttl_ms),
-        )  # fmt: skip
+            (
+                commit.transaction_id,
+                commit.customer_id,
+                commit.fingerprint,
+                seq,
+                prior,
+                now_ms + LEASE_MS,
+                now_ms + self.ttl_ms,
+            ),
+        )
         return self._answer(seq, prior, rows)
 
     def keep(self, items: Iterable[tuple[Commit, dict[str, Any]]]) -> None:
@@ -595,8 +653,11 @@ class SqliteStateStore:
                 db.execute(
                     "update scored_transaction set result = ?, stats = null, lease_ms = null"
                     " where transaction_id = ? and fingerprint = ? and result is null",
-                    (json.dumps(result, separators=(",", ":")), commit.transaction_id,
-                     commit.fingerprint),
+                    (
+                        json.dumps(result, separators=(",", ":")),
+                        commit.transaction_id,
+                        commit.fingerprint,
+                    ),
                 )
             db.execute("commit")
         except BaseException:
@@ -620,10 +681,18 @@ class SqliteStateStore:
                     seeded += 1
                     db.executemany(
                         "insert into customer_history values (?, ?, ?, ?, ?)",
-                        [(customer, t, seq, float(a), str(term)) for seq, (t, a, term) in
-                         enumerate(zip(times, row["history_amount"],
-                                       row["history_terminal_id"], strict=True))],
-                    )  # fmt: skip
+                        [
+                            (customer, t, seq, float(a), str(term))
+                            for seq, (t, a, term) in enumerate(
+                                zip(
+                                    times,
+                                    row["history_amount"],
+                                    row["history_terminal_id"],
+                                    strict=True,
+                                )
+                            )
+                        ],
+                    )
             db.execute("commit")
         except BaseException:
             db.execute("rollback")

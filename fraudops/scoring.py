@@ -284,7 +284,7 @@ class ScoringCore:
                 log_via(records(picked, new, matrix, loaded.online.names, source, ids,
                                 [seqs[i] for i in rows.tolist()]))  # fmt: skip
             if not degraded:
-                kept = [(scored.commits[i], outcomes[i]) for i in rows.tolist()]  # type: ignore[union-attr]
+                kept = [(scored.commits[i], cast(ScoreResult, outcomes[i])) for i in rows.tolist()]  # type: ignore[union-attr]
                 self._keep_results(kept, defer_keep)
         by_id = {todo[i].transaction_id: outcomes[i] for i in range(len(todo))}
         answers: list[Outcome] = []
@@ -292,8 +292,10 @@ class ScoringCore:
             answer = by_id[t.transaction_id]
             if first[t.transaction_id] != n and isinstance(answer, ScoreResult):
                 fields = _differing(transactions[first[t.transaction_id]], t)
-                answer = (IdempotencyConflict(t.transaction_id, fields) if fields
-                          else ScoreResult(t.transaction_id, **answer.stored(), replayed=True))  # fmt: skip
+                if fields:
+                    answer = IdempotencyConflict(t.transaction_id, fields)
+                else:
+                    answer = ScoreResult(t.transaction_id, **answer.stored(), replayed=True)
             answers.append(answer)  # type: ignore[arg-type]
         return answers
 

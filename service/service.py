@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import gc
-from functools import partial
 import logging
 import os
 import signal
@@ -22,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from functools import partial
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any

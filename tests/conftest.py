@@ -84,11 +84,21 @@ def start_redis_server(*args: str) -> tuple[subprocess.Popen[bytes], int]:
         service_missing("redis", "redis-server is not installed (apt install redis-server)")
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         *args],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            *args,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     deadline = time.monotonic() + 10
     while not _redis_answers(f"redis://127.0.0.1:{port}"):
         if time.monotonic() > deadline or proc.poll() is not None:
@@ -238,11 +248,28 @@ def _cluster_node(port: int, directory: Path) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server")
     assert binary is not None
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
-         "--cluster-node-timeout", "1000", "--dir", str(directory)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            f"nodes-{port}.conf",
+            "--cluster-node-timeout",
+            "1000",
+            "--dir",
+            str(directory),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while not _redis_answers(f"redis://127.0.0.1:{port}"):
         if time.monotonic() > deadline or proc.poll() is not None:
@@ -257,23 +284,37 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     """A real 3-master Redis Cluster started from ``redis-server`` on spare ports (and
     ``redis-cli --cluster create``), removed after the session."""
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        service_missing("redis-cluster", "redis-server and redis-cli are needed (apt install redis)")
+        service_missing(
+            "redis-cluster", "redis-server and redis-cli are needed (apt install redis)"
+        )
     directory = tmp_path_factory.mktemp("redis-cluster")
     ports = _cluster_ports(3)
     procs = {port: _cluster_node(port, directory) for port in ports}
     nodes = RedisClusterNodes(f"redis://127.0.0.1:{ports[0]}", ports, procs, directory)
     try:
         created = subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if created.returncode != 0:
             service_missing("redis-cluster", f"redis-cli --cluster create failed: {created.stdout}")
         deadline = time.monotonic() + 30
         while True:
-            info = subprocess.run(["redis-cli", "-p", str(ports[0]), "cluster", "info"],
-                                  capture_output=True, text=True).stdout  # fmt: skip
+            info = subprocess.run(
+                ["redis-cli", "-p", str(ports[0]), "cluster", "info"],
+                capture_output=True,
+                text=True,
+            ).stdout
             if "cluster_state:ok" in info:
                 break
             if time.monotonic() > deadline:

@@ -61,8 +61,10 @@ def prepare_trained_environment(values: dict[str, str], seed: int = 5) -> pd.Dat
         apply_definitions(store)
         end = tx[c.TIMESTAMP].max().floor("D") + timedelta(days=1, seconds=1)
         # as `fraudops materialize` does: batch views, readiness's marker, customer states
-        materialize_once(end=end.to_pydatetime(),
-                         start=(tx[c.TIMESTAMP].min() - timedelta(days=1)).to_pydatetime())  # fmt: skip
+        materialize_once(
+            end=end.to_pydatetime(),
+            start=(tx[c.TIMESTAMP].min() - timedelta(days=1)).to_pydatetime(),
+        )
         train(settings, train_start=TRAIN_START, train_days=7, delay_days=7, test_days=7)
         promote(settings)
     return tx
@@ -92,8 +94,11 @@ def bentoml_serve(values: dict[str, str], log_path: Path, timeout: float = 90) -
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [str(bentoml), "serve", "--port", str(port), "--host", "127.0.0.1"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     try:
         deadline = time.monotonic() + timeout

@@ -12,7 +12,7 @@ process: about a minute."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +48,8 @@ def test_a_week_through_the_api_with_only_the_nightly_job(tmp_path: Path) -> Non
     from fraudops.freshness import staleness, view_budgets
     from fraudops.ingest import write_parquet_atomic
     from fraudops.labels import ingest_labels
-    from fraudops.monitoring import check_feature_freshness
     from fraudops.materialize import materialize_once
+    from fraudops.monitoring import check_feature_freshness
     from fraudops.nightly import run_nightly
     from fraudops.offline import offline_features
     from fraudops.promotion import promote

@@ -38,8 +38,9 @@ AT = "2026-05-11T10:00:00Z"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, redis_server: str,
-            postgres_server: str) -> Iterator[dict[str, str]]:  # fmt: skip
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: str, postgres_server: str
+) -> Iterator[dict[str, str]]:
     """A trained, promoted model and its feature tables, logging to a PostgreSQL database
     of its own."""
     name = f"fraudops_once_{uuid.uuid4().hex[:8]}"
@@ -74,14 +75,18 @@ class Topology:
     stream_key: str
     engine: sa.Engine
 
-    def post(self, replica: int, path: str, body: dict, client: httpx.Client | None = None) -> httpx.Response:
+    def post(
+        self, replica: int, path: str, body: dict, client: httpx.Client | None = None
+    ) -> httpx.Response:
         headers = {"authorization": f"Bearer {API_KEY}"}
         send = client or httpx
         return send.post(self.replicas[replica].url + path, json=body, headers=headers, timeout=30)
 
     def logged(self, customer: str) -> list[dict[str, Any]]:
-        query = sa.text("select transaction_id, features, commit_seq, source from predictions "
-                        "where customer_id = :c")  # fmt: skip
+        query = sa.text(
+            "select transaction_id, features, commit_seq, source from predictions "
+            "where customer_id = :c"
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(query, {"c": customer}).mappings().all()
         return [dict(row) for row in rows]
@@ -96,8 +101,11 @@ class Topology:
 
 
 @pytest.fixture(scope="module", params=["single", "cluster"])
-def topology(request: pytest.FixtureRequest, trained: dict[str, str],
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:  # fmt: skip
+def topology(
+    request: pytest.FixtureRequest,
+    trained: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Topology]:
     from fraudops.materialize import materialize_once
     from fraudops.stream import StreamNames, stream_client
 
@@ -120,10 +128,19 @@ def topology(request: pytest.FixtureRequest, trained: dict[str, str],
     env.update(values)
     with logs.joinpath("stream.log").open("w") as out:
         consumer = subprocess.Popen(
-            [str(Path(sys.executable).with_name("fraudops")), "stream", "--consumer", "c1",
-             "--max-wait-ms", "5"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                str(Path(sys.executable).with_name("fraudops")),
+                "stream",
+                "--consumer",
+                "c1",
+                "--max-wait-ms",
+                "5",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     engine = sa.create_engine(values["FRAUDOPS_DATABASE_URL"])
     try:
         with (
@@ -138,8 +155,13 @@ def topology(request: pytest.FixtureRequest, trained: dict[str, str],
 
 
 def transaction(customer: str, n: int, at: str = AT, amount: float = 5.0) -> dict[str, Any]:
-    return {"transaction_id": f"{customer}-{n}", "timestamp": at, "customer_id": customer,
-            "terminal_id": f"t_{n % 7:05d}", "amount": amount}  # fmt: skip
+    return {
+        "transaction_id": f"{customer}-{n}",
+        "timestamp": at,
+        "customer_id": customer,
+        "terminal_id": f"t_{n % 7:05d}",
+        "amount": amount,
+    }
 
 
 def test_fifty_concurrent_transactions_of_one_customer_count_each_once(topology: Topology) -> None:
@@ -150,16 +172,18 @@ def test_fifty_concurrent_transactions_of_one_customer_count_each_once(topology:
         start = threading.Barrier(50)
         errors: list[str] = []
 
-        def send(n: int) -> None:
+        def send(n: int, customer: str = customer, start: threading.Barrier = start) -> None:
             tx = transaction(customer, n)
             with httpx.Client() as client:
                 start.wait()
                 if n % 3 == 2:  # a third through the stream
-                    topology.stream_client.xadd(topology.stream_key, {"transaction": json.dumps(tx)})
+                    topology.stream_client.xadd(
+                        topology.stream_key, {"transaction": json.dumps(tx)}
+                    )
                     return
                 response = topology.post(n % 2, "/score", {"transaction": tx}, client)
                 if response.status_code != 200:
-                    errors.append(response.text)
+                    errors.append(response.text)  # noqa: B023 (joined before the next round)
 
         threads = [threading.Thread(target=send, args=(n,)) for n in range(50)]
         for thread in threads:
@@ -174,7 +198,11 @@ def test_fifty_concurrent_transactions_of_one_customer_count_each_once(topology:
         assert {r["source"] for r in rows} == {"http", "stream"}
         later = transaction(customer, 99, at="2026-05-11T10:30:00Z")
         assert topology.post(1, "/score", {"transaction": later}).status_code == 200
-        (row,) = [r for r in topology.wait_logged(customer, 51) if r["transaction_id"] == later["transaction_id"]]
+        (row,) = [
+            r
+            for r in topology.wait_logged(customer, 51)
+            if r["transaction_id"] == later["transaction_id"]
+        ]
         assert row["features"]["customer_tx_count_1h"] == 50
 
 

@@ -51,8 +51,11 @@ def client_factory(request: pytest.FixtureRequest) -> Iterator[Any]:
             return RedisCluster.from_url(url)
 
     admin = make()
-    flush = (lambda: admin.flushall(target_nodes="primaries")) if (
-        request.param == "cluster") else admin.flushdb  # fmt: skip
+    flush = (
+        (lambda: admin.flushall(target_nodes="primaries"))
+        if (request.param == "cluster")
+        else admin.flushdb
+    )
     flush()
     yield make
     flush()
@@ -82,9 +85,9 @@ def test_concurrent_burst_of_one_customer_counts_each_once(client_factory: Any) 
         counts: list[float] = []
         start = threading.Barrier(50)
 
-        def one(i: int) -> None:
+        def one(i: int, customer: str = customer, start: threading.Barrier = start) -> None:
             start.wait()
-            counts.append(count_1h(stores[i], commit(customer, i)))
+            counts.append(count_1h(stores[i], commit(customer, i)))  # noqa: B023 (joined below)
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
         for thread in threads:
@@ -159,18 +162,27 @@ def test_state_of_30_days_equals_the_offline_build_and_its_size(client_factory: 
     tx = tx.sort_values([c.TIMESTAMP, c.TRANSACTION_ID]).reset_index(drop=True)
     store = store_on(client_factory())
     rows = []
-    for k in (Commit(r.transaction_id, r.customer_id, r.terminal_id, float(r.amount),
-                     int(pd.Timestamp(r.timestamp).value // 1000))
-              for r in tx.itertuples()):  # fmt: skip
+    for k in (
+        Commit(
+            r.transaction_id,
+            r.customer_id,
+            r.terminal_id,
+            float(r.amount),
+            int(pd.Timestamp(r.timestamp).value // 1000),
+        )
+        for r in tx.itertuples()
+    ):
         (before,), _ = store.commit([k])
         rows.append(activity_from([before], [k]))  # type: ignore[list-item]
-    online = pd.DataFrame({name: np.concatenate([r[name] for r in rows])
-                           for name in f.CUSTOMER_ACTIVITY_FEATURES})  # fmt: skip
+    online = pd.DataFrame(
+        {name: np.concatenate([r[name] for r in rows]) for name in f.CUSTOMER_ACTIVITY_FEATURES}
+    )
     offline, _ = build_customer_tables(tx)
     offline = offline.set_index(c.TRANSACTION_ID).loc[tx[c.TRANSACTION_ID]]
     for name in f.CUSTOMER_ACTIVITY_FEATURES:
-        np.testing.assert_allclose(online[name], offline[name].to_numpy(), rtol=1e-9,
-                                   atol=1e-9, err_msg=name)  # fmt: skip
+        np.testing.assert_allclose(
+            online[name], offline[name].to_numpy(), rtol=1e-9, atol=1e-9, err_msg=name
+        )
     busiest = tx[c.CUSTOMER_ID].value_counts()
     size = store.state_bytes(busiest.index[0])
     assert 0 < size < 200 * busiest.iloc[0]  # bytes per customer, for the docs
@@ -179,9 +191,16 @@ def test_state_of_30_days_equals_the_offline_build_and_its_size(client_factory: 
 def test_seed_gives_only_unknown_customers_their_batch_state(client_factory: Any) -> None:
     store = store_on(client_factory())
     store.commit([commit("known", 1)])
-    row = {"history_time_us": [T0 - 5 * f.MICROS, T0 - f.MICROS], "history_amount": [3.0, 4.0],
-           "history_terminal_id": ["a", "b"], "tx_count": 9, "amount_mean": 12.0,
-           "amount_m2": 2.0, "hour_sin_sum": 0.5, "hour_cos_sum": 0.25}  # fmt: skip
+    row = {
+        "history_time_us": [T0 - 5 * f.MICROS, T0 - f.MICROS],
+        "history_amount": [3.0, 4.0],
+        "history_terminal_id": ["a", "b"],
+        "tx_count": 9,
+        "amount_mean": 12.0,
+        "amount_m2": 2.0,
+        "hour_sin_sum": 0.5,
+        "hour_cos_sum": 0.25,
+    }
     assert store.seed([{**row, "customer_id": "known"}, {**row, "customer_id": "new"}]) == 1
     (before,), _ = store.commit([commit("new", 7)])
     assert isinstance(before, Before)
@@ -214,12 +233,15 @@ def test_a_cluster_node_killed_and_restarted_is_recovered_from_without_an_operat
     store = store_on(client)
     node = client.get_node_from_key(store.customer_keys("victim")[0])
     others = [f"other{i}" for i in range(40)]
-    elsewhere = next(o for o in others
-                     if client.get_node_from_key(store.customer_keys(o)[0]).port != node.port)  # fmt: skip
+    elsewhere = next(
+        o for o in others if client.get_node_from_key(store.customer_keys(o)[0]).port != node.port
+    )
     assert count_1h(store, commit("victim", 1)) == 0
     nodes.kill(node.port)
     try:
-        with pytest.raises((redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError)):
+        with pytest.raises(
+            (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError)
+        ):
             store.commit([commit("victim", 2)])
         assert count_1h(store, commit(elsewhere, 1)) == 0  # the rest of the cluster serves
     finally:
@@ -229,8 +251,12 @@ def test_a_cluster_node_killed_and_restarted_is_recovered_from_without_an_operat
         try:
             assert count_1h(store, commit("victim", 3)) == 0  # its keys went with the node
             break
-        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError,
-                redis.exceptions.ClusterError):  # fmt: skip
+        except (
+            redis.ConnectionError,
+            redis.TimeoutError,
+            redis.exceptions.ClusterDownError,
+            redis.exceptions.ClusterError,
+        ):
             assert time.monotonic() < deadline, "the cluster did not recover in 30 s"
             time.sleep(0.2)
     assert count_1h(store, commit(elsewhere, 2, t=T0 + f.MICROS)) == 1

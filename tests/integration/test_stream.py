@@ -24,8 +24,8 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from fraudops.materialize import seed_customer_states
 from fraudops import contract as c
+from fraudops.materialize import seed_customer_states
 from fraudops.scoring import ScoringCore
 from fraudops.stream import (
     SCORE_FIELDS,
