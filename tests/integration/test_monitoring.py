@@ -44,7 +44,6 @@ def log_predictions(settings: Settings, tx: pd.DataFrame, seed: int = 0) -> int:
     from fraudops import registry
     from fraudops.feast_store import feature_service, get_store
     from fraudops.offline import offline_features
-    from fraudops.online import ScoredFeatures
     from fraudops.scoring import explain
 
     client = registry.configure(settings)
@@ -56,7 +55,7 @@ def log_predictions(settings: Settings, tx: pd.DataFrame, seed: int = 0) -> int:
     matrix = frame[model.feature_names].to_numpy(dtype=np.float64)
     probability = model.predict_proba(matrix)
     decisions = model.decide(probability)
-    reasons = explain(model, ScoredFeatures(matrix, model.feature_names, {}), decisions)
+    reasons = explain(model, matrix, model.feature_names, decisions)
     latency = np.random.default_rng(seed).gamma(2.0, 3.0, len(frame))  # a few ms, as served
     scored_at = datetime.now(UTC)
     rows = [
