@@ -234,6 +234,17 @@ class OnlineFeatures:
         outcomes, _ = self.state.commit(commits)
         return outcomes, *self._lookup(tx, time_us)
 
+    def read_batch_features(self, tx: Columns) -> dict[str, np.ndarray]:
+        """The batch views' features of transactions, committing nothing (warm-up, tools)."""
+        time_us = time_us_of(tx)
+        if self._reader is not None:
+            reader = self._reader
+            keys = {key: list(tx[key]) for key in reader.join_keys}
+            pipe = reader.client.pipeline(transaction=False)
+            reader.queue(pipe, keys)
+            return reader.values(pipe.execute(), keys, time_us, self.budgets)[0]
+        return self._lookup(tx, time_us)[0]
+
     def defaults(self, tx: Columns) -> np.ndarray:
         """Model inputs when the online store cannot be read: the request's own features,
         an unknown customer's activity and missing batch features (degraded mode)."""
@@ -319,6 +330,7 @@ class _BatchReader:
     ):
         from fraudops.redis_fast import FeastRedisLayout, _decode_timestamp, _decoder
 
+        self.client = client
         self.layout = FeastRedisLayout.from_store(store)
         self.lookups = lookups
         self.join_keys = list(dict.fromkeys(view.entity_columns[0].name for view, _ in lookups))

@@ -172,6 +172,30 @@ class ScoringCore:
         thread.start()
         return thread
 
+    def warm_up(self) -> None:
+        """Run every step of a request once, changing nothing, before saying ready: the
+        first request would otherwise pay for imports, caches and connections (measured:
+        about 90 ms). The model predicts and explains a row, the feature maths runs on a
+        made-up history, and the online store is read for an unknown terminal."""
+        loaded = self.current
+        online = loaded.online
+        probe = {
+            c.TRANSACTION_ID: np.array(["warm-up"], dtype=object),
+            "time_us": np.array([0], dtype=np.int64),
+            c.CUSTOMER_ID: np.array(["warm-up"], dtype=object),
+            c.TERMINAL_ID: np.array(["warm-up"], dtype=object),
+            c.AMOUNT: np.array([1.0]),
+        }
+        matrix = online.defaults(probe)
+        loaded.model.predict_proba(matrix)
+        explain(loaded.model, matrix, online.names, np.array(["review"]))
+        try:
+            online.read_batch_features(probe)
+        except Exception as exc:
+            if not is_store_outage(exc):
+                raise
+            log.warning("online store unreachable at start-up: %s", exc)
+
     def status(self) -> dict[str, Any]:
         """What readiness checks and dashboards want to know about the scorer."""
         loaded = self.current

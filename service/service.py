@@ -203,6 +203,7 @@ class FraudScorer:
             self.spool.release()
             refuse_to_start(str(exc))
             raise
+        self.core.warm_up()  # ready means warm: the first request pays for nothing extra
         self.core.follow_champion()
         _scorers.append(self.core)  # for /readyz's details
         # concurrent /score requests are scored together (see Coalescer)

@@ -641,3 +641,16 @@ def test_a_batch_that_failed_after_its_state_write_is_scored_once_later(stack: S
         logged = stack.logged(sent["customer_id"])
         assert logged["transaction_id"].tolist() == [sent["transaction_id"]]
         assert logged["features"][0]["customer_tx_count_30d"] == 0
+
+
+def test_warm_up_runs_a_request_without_committing_anything(stack: Stack) -> None:
+    """The scorer warms itself before saying ready; the probe leaves no state behind."""
+    from fraudops.contract import Transaction
+    from fraudops.realtime import Before
+    from fraudops.scoring import commits_for
+
+    stack.core.warm_up()
+    probe = Transaction(transaction_id="warm-up", timestamp=DAY, customer_id="warm-up",
+                        terminal_id="warm-up", amount=1.0)  # fmt: skip
+    (before,), _ = stack.core.current.online.state.commit(commits_for([probe]))
+    assert isinstance(before, Before) and before.seq == 0 and len(before.time_us) == 0
