@@ -263,6 +263,7 @@ class ScoringCore:
             "degraded": self.degraded_since is not None,
             "prediction_log_backlog": self.prediction_log.backlog() if self.prediction_log else 0,
             "prediction_log_database_up": getattr(self.prediction_log, "database_up", None),
+            "shadow_log_backlog": self.shadow_log.backlog() if self.shadow_log else 0,
         }
 
     def close(self) -> None:
