@@ -736,6 +736,10 @@ def shadow_versus(off_runs: list[dict[str, Any]], on_runs: list[dict[str, Any]])
         "throughput_ratio": round(ratio, 3),
         "p50_ratio": round(on["p50_ms"] / off["p50_ms"], 3),
         "p99_ratio": round(on["p99_ms"] / off["p99_ms"], 3),
+        # CPU per request is steadier than throughput when other work shares the machine
+        "server_cpu_per_request_ratio": round(
+            on["server_cpu_ms_per_request"] / off["server_cpu_ms_per_request"], 3
+        ),
         "per_round_throughput_ratio": [
             round(b["requests_per_s"] / a["requests_per_s"], 3)
             for a, b in zip(off_runs, on_runs, strict=True)
