@@ -6,6 +6,7 @@ dropped)::
 
     python bench/bench_service.py [--quick] [--out bench/results/service.json]
     python bench/bench_service.py --scorer-root /tmp/fraudops-copy   # measure a change first
+    python bench/bench_service.py --shadow [--quick]   # shadow scoring on against off
 
 1. A full stack as users run it (``tests.integration.conftest.prepare_trained_environment``):
    simulated data, features materialized into Redis, a LightGBM model trained, registered
@@ -28,6 +29,12 @@ dropped)::
    request.
 4. ``/score_batch`` with 1,000-transaction batches from 1 and 2 client threads:
    transactions/s, goal at least 5,000.
+
+``--shadow`` measures instead the scorer with ``FRAUDOPS_SHADOW=true`` (a second model,
+trained with another seed, registered as @challenger) against the same scorer without, at
+concurrency 16 unless ``--concurrency`` says otherwise, rounds alternated; goal: throughput
+with shadow at least 80 % of without (``SHADOW_GOAL``). Written to
+``bench/results/service_shadow.json``.
 
 Also reported: the server's CPU time per request (steadier than latency when other work
 shares the machine), the load generator's own CPU, Little's law as a check of the latency
@@ -86,6 +93,8 @@ GOALS = {"p50_ratio_max": 1.3, "p99_ratio_max": 1.5, "throughput_ratio_min": 0.7
 # each; medians over rounds, so a burst of other load on the machine hits one round. The
 # ratios of each round to the no-op round before it are reported too: how much the verdict
 # depends on the round.
+SHADOW_GOAL = {"throughput_ratio_min": 0.8}
+SHADOW_OUT = REPO / "bench" / "results" / "service_shadow.json"
 FULL = {"warmup_s": 3, "rounds": 5, "round_s": 5, "batches": 20}
 QUICK = {"warmup_s": 2, "rounds": 1, "round_s": 5, "batches": 5}
 # The stack is tests.integration.conftest.prepare_trained_environment's: 300 customers,
@@ -204,7 +213,9 @@ def wait_for_log_backlog(server: Server, timeout: float = 120) -> dict[str, Any]
     while True:
         status = httpx.post(f"{server.url}/admin/status", json={}, headers=auth(), timeout=30)
         status.raise_for_status()
-        backlog = status.json()["prediction_log_backlog"]
+        backlog = status.json()["prediction_log_backlog"] + status.json().get(
+            "shadow_log_backlog", 0
+        )
         if backlog == 0 or time.monotonic() - started > timeout:
             return {"backlog_after_run": backlog,
                     "drain_seconds": round(time.monotonic() - started, 2)}  # fmt: skip
@@ -636,6 +647,130 @@ def run_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     }
 
 
+def run_shadow_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    """``--shadow``: the scorer with shadow scoring against the same scorer without, on
+    one stack with a challenger beside the champion."""
+    import redis
+
+    from fraudops.settings import get_settings
+    from fraudops.training import train
+    from tests.integration.conftest import (
+        TRAIN_START,
+        environment,
+        prepare_trained_environment,
+    )
+
+    sizes = QUICK if args.quick else FULL
+    client = redis.Redis.from_url(args.redis_url)
+    client.flushdb()
+    try:
+        with prediction_database(args.database) as (db_url, db_description):
+            values = {
+                "FRAUDOPS_DATA_DIR": str(scratch / "data"),
+                "FRAUDOPS_ONLINE_STORE": "redis",
+                "FRAUDOPS_REDIS_URL": args.redis_url,
+                "FRAUDOPS_API_KEY": API_KEY,
+                **({"FRAUDOPS_DATABASE_URL": db_url} if db_url else {}),
+            }
+            logger.info("preparing the stack: simulate, build, materialize, train, promote")
+            started = time.perf_counter()
+            tx = prepare_trained_environment(values, seed=SEED)
+            logger.info("training a second model as @challenger")
+            with environment(values):
+                report = train(get_settings(), train_start=TRAIN_START, train_days=7,
+                               delay_days=7, test_days=7, seed=SEED + 1)  # fmt: skip
+                challenger = report.model_version
+            stream = Stream(tx[c.TIMESTAMP].max(), scratch / "stream.tsv")
+            cloned = clone_customer_states(values)
+            prepared_s = time.perf_counter() - started
+            shadow_values = {**values, "FRAUDOPS_SHADOW": "true"}
+            with (
+                bentoml_serve(
+                    "scorer", SCORER_TARGET, args.scorer_root, values, scratch / "scorer.log"
+                ) as off,
+                bentoml_serve(
+                    "shadow", SCORER_TARGET, args.scorer_root, shadow_values,
+                    scratch / "shadow.log",
+                ) as on,
+            ):  # fmt: skip
+                first = check_answers(off, stream.transaction(0, "check"))
+                check_answers(on, stream.transaction(1, "check"))
+                stream.advance(2)
+                single: dict[str, Any] = {}
+                for concurrency in args.concurrency:
+                    rounds = alternate([off, on], concurrency, stream, sizes, off, also=on)
+                    level: dict[str, Any] = {n: summarize(runs) for n, runs in rounds.items()}
+                    level["shadow_vs_off"] = shadow_versus(rounds["scorer"], rounds["shadow"])
+                    single[f"concurrency_{concurrency}"] = level
+                wait_for_log_backlog(on)
+            time.sleep(1.0)  # the log writers' last flush at shutdown
+            logged = shadow_rows(values)
+    finally:
+        client.flushdb()
+    return {
+        "setup": {
+            "prepare_seconds": round(prepared_s, 1),
+            "online_store": f"Redis {args.redis_url} (fast path, Feast's key format)",
+            "prediction_log": db_description,
+            "model_version": first["model_version"],
+            "challenger_version": challenger,
+            "scorer_root": str(args.scorer_root),
+            "load": {**stream.describe(), "clone_states_written": cloned},
+            "score_runs": f"per service and concurrency: {sizes['warmup_s']} s warm-up, then "
+            f"{sizes['rounds']} x {sizes['round_s']} s alternated (shadow off, shadow on); "
+            "medians over rounds; each run sends transactions later than the previous one's",
+        },
+        "single": single,
+        "logged": logged,
+    }
+
+
+def shadow_versus(off_runs: list[dict[str, Any]], on_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    off, on = summarize(off_runs), summarize(on_runs)
+    ratio = on["requests_per_s"] / off["requests_per_s"]
+    checks = {
+        "throughput": ratio >= SHADOW_GOAL["throughput_ratio_min"],
+        "no_failed_requests": off["failed"] == 0 and on["failed"] == 0,
+    }
+    return {
+        "throughput_ratio": round(ratio, 3),
+        "p50_ratio": round(on["p50_ms"] / off["p50_ms"], 3),
+        "p99_ratio": round(on["p99_ms"] / off["p99_ms"], 3),
+        # CPU per request is steadier than throughput when other work shares the machine
+        "server_cpu_per_request_ratio": round(
+            on["server_cpu_ms_per_request"] / off["server_cpu_ms_per_request"], 3
+        ),
+        "per_round_throughput_ratio": [
+            round(b["requests_per_s"] / a["requests_per_s"], 3)
+            for a, b in zip(off_runs, on_runs, strict=True)
+        ],
+        "passed": checks,
+        "within_goal": all(checks.values()),
+    }
+
+
+def shadow_rows(values: dict[str, str]) -> dict[str, int]:
+    """Prediction and shadow rows of the shadow scorer's transactions (one each)."""
+    import sqlalchemy as sa
+
+    from tests.integration.conftest import environment
+
+    with environment(values):
+        from fraudops.settings import get_settings
+
+        engine = sa.create_engine(get_settings().resolved_database_url)
+    counts = {}
+    try:
+        with engine.connect() as conn:
+            for table in ("predictions", "shadow_predictions"):
+                counts[table] = int(conn.execute(sa.text(
+                    f"select count(*) from {table} where transaction_id like 'bench-shadow-%'"
+                )).scalar_one())  # fmt: skip
+    finally:
+        engine.dispose()
+    return counts
+
+
 def measure_single(
     noop: Server,
     scorer: Server,
@@ -677,20 +812,24 @@ def alternate(
     stream: Stream,
     sizes: dict[str, int],
     scorer: Server | None,
+    also: Server | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """After a warm-up each, ``rounds`` runs of every server in turn (so all see the same
-    machine state); only the scorer's runs move the stream's cursor."""
+    machine state); only the scorer's runs (and ``also``'s) move the stream's cursor."""
     rounds: dict[str, list[dict[str, Any]]] = {server.name: [] for server in servers}
     for server in servers:
         logger.info("%s c=%d: warm-up %d s", server.name, concurrency, sizes["warmup_s"])
-        run_load(server, concurrency, sizes["warmup_s"], stream, "warm", server is scorer)
-    if scorer is not None:
-        wait_for_log_backlog(scorer)
+        scoring = server is scorer or server is also
+        run_load(server, concurrency, sizes["warmup_s"], stream, f"{server.name}-warm", scoring)
+    for server in (scorer, also):
+        if server is not None:
+            wait_for_log_backlog(server)
     for r in range(sizes["rounds"]):
         for server in servers:
             tag = f"{server.name}-c{concurrency}-r{r}"
-            result = run_load(server, concurrency, sizes["round_s"], stream, tag, server is scorer)
-            if server is scorer:  # its log inserts belong to its own run
+            scoring = server is scorer or server is also
+            result = run_load(server, concurrency, sizes["round_s"], stream, tag, scoring)
+            if scoring:  # its log inserts belong to its own run
                 result["prediction_log"] = wait_for_log_backlog(server)
             shown = ("requests_per_s", "p50_ms", "p99_ms", "failed")
             logger.info("%s: %s", tag, {k: result[k] for k in shown})
@@ -775,7 +914,17 @@ def main() -> None:
         help="also measure the floors with one Redis round trip and one prediction, at "
         "concurrency 1 (about 90 s)",
     )  # fmt: skip
+    parser.add_argument(
+        "--shadow", action="store_true",
+        help="instead: the scorer with FRAUDOPS_SHADOW=true (and a challenger) against "
+        f"without, at concurrency 16 by default; written to {SHADOW_OUT.relative_to(REPO)}",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.shadow:
+        if args.concurrency == list(CONCURRENCIES):
+            args.concurrency = [16]
+        if args.out == DEFAULT_OUT:
+            args.out = SHADOW_OUT
     args.concurrency = tuple(args.concurrency)
     args.scorer_root = args.scorer_root.resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -787,7 +936,21 @@ def main() -> None:
     info = machine()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_service_") as scratch:
-        measured = run_benchmark(args, Path(scratch))
+        if args.shadow:
+            measured = run_shadow_benchmark(args, Path(scratch))
+        else:
+            measured = run_benchmark(args, Path(scratch))
+    if args.shadow:
+        verdicts = [level["shadow_vs_off"] for level in measured["single"].values()]
+        write_result(args, {
+            "benchmark": "service_shadow", "quick": args.quick,
+            "run_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "total_seconds": round(time.perf_counter() - started, 1),
+            "command": " ".join(["python", *sys.argv]), "goals": copy.deepcopy(SHADOW_GOAL),
+            **measured, "all_within_goal": all(v["within_goal"] for v in verdicts),
+            "machine": info,
+        })  # fmt: skip
+        return
     single_ok = all(level["scorer_vs_noop"]["within_goal"] for level in measured["single"].values())
     result = {
         "benchmark": "service",
@@ -800,6 +963,10 @@ def main() -> None:
         "all_within_goal": single_ok and measured["batch"]["within_goal"],
         "machine": info,
     }
+    write_result(args, result)
+
+
+def write_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
     text = json.dumps(result, indent=2)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

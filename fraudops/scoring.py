@@ -2,9 +2,12 @@
 online features through the feature service, the ``@champion`` model, decisions, reasons,
 real-time state updates and the prediction log.
 
-A request takes the current model once (an immutable :class:`LoadedModel`), so a
-promotion swaps models atomically between requests and every response names the version
-that scored it.
+A request takes the current model once (an immutable :class:`LoadedModel`, with the
+``@challenger`` it is paired with), so a promotion swaps models atomically between requests
+and every response names the version that scored it. With ``FRAUDOPS_SHADOW`` the
+challenger also scores every transaction scored now, on the champion's features, into
+``shadow_predictions``; with ``FRAUDOPS_CHALLENGER_SHARE`` it decides for that share of
+customers (:mod:`fraudops.routing`). See docs/model-lifecycle.md.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -28,7 +31,9 @@ from fraudops.feast_store import feature_service, get_store, service_feature_nam
 from fraudops.freshness import apply_stale_policy
 from fraudops.model import FraudModel
 from fraudops.online import OnlineFeatures
+from fraudops.prediction_log import shadow_records
 from fraudops.realtime import Before, Conflict, InFlight, Replayed
+from fraudops.routing import challenger_mask
 from fraudops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,11 +63,36 @@ class StillScoring(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Challenger:
+    """The ``@challenger`` beside a champion whose features it takes (same names)."""
+
+    model: FraudModel
+    version: str
+
+
+@dataclass(frozen=True)
 class LoadedModel:
     model: FraudModel
     version: str
     online: OnlineFeatures
     loaded_at: float = field(default_factory=time.time)
+    challenger: Challenger | None = None  # only for shadow or A/B, and not the champion
+
+
+@dataclass(frozen=True)
+class ShadowWork:
+    """The other model's results to log for rows the deciding model scored now: the
+    challenger's, computed from ``matrix`` later (``probability`` None), or the champion's
+    for rows the challenger decided (A/B), known already."""
+
+    model: FraudModel
+    version: str
+    matrix: np.ndarray
+    stale: np.ndarray
+    prediction_ids: list[str]
+    transaction_ids: list[str]
+    probability: np.ndarray | None = None
+    decisions: np.ndarray | None = None
 
 
 @dataclass
@@ -89,14 +119,23 @@ Outcome = ScoreResult | IdempotencyConflict | StillScoring
 
 
 class ScoringCore:
-    def __init__(self, settings: Settings, prediction_log: Any | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        prediction_log: Any | None = None,
+        shadow_log: Any | None = None,
+    ):
         self.settings = settings
         self.client = registry.configure(settings)
         self.store = get_store()
         self.prediction_log = prediction_log
+        self.shadow_log = shadow_log  # settings.shadow: the challenger's results go here
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.current: LoadedModel = self._load_champion()
+        self._challenger_loaded: tuple[str, FraudModel] | None = None
+        self._warned_features: set[tuple[str, str]] = set()
+        self._shadow_pending: list[ShadowWork] = []  # defer_shadow: for flush_shadow
+        self.current: LoadedModel = self._with_challenger(self._load_champion())
         self.degraded_since: float | None = None
         self._next_store_try = 0.0  # monotonic time of the next try while degraded
         self.listeners: list[Callable[[dict[str, Any]], None]] = []  # called with status()
@@ -141,17 +180,55 @@ class ScoringCore:
         return None if mv is None else str(mv.version)
 
     def reload(self) -> tuple[bool, str]:
-        """Load the current @champion if it changed; the old model serves until then."""
+        """Load the current @champion if it changed, and the @challenger paired with it
+        (shadow or A/B); the old pair serves until then."""
         with self._lock:
             version = self.champion_version()
             if version is None:
                 raise NotReady(f"no version of {self.settings.model_name} has alias @champion")
             if version == self.current.version:
+                self.current = self._with_challenger(self.current)
                 return False, version
             found = registry.load_version(self.client, self.settings.model_name, version)
-            self.current = self._prepare(found.model, found.version)
+            self.current = self._with_challenger(self._prepare(found.model, found.version))
             log.info("now scoring with %s version %s", self.settings.model_name, version)
             return True, version
+
+    def _with_challenger(self, loaded: LoadedModel) -> LoadedModel:
+        """``loaded`` paired with the current @challenger, when shadow scoring or A/B asks
+        for one. None when there is none, it is the champion, or its features differ from
+        the champion's (warned once per pair). A challenger that cannot be loaded leaves
+        the pair as it was (logged; tried again at the next check)."""
+        if not self.settings.shadow and self.settings.challenger_share <= 0:
+            return loaded
+        name = self.settings.model_name
+        try:
+            mv = registry.version_for(self.client, name, registry.CHALLENGER)
+            version = None if mv is None else str(mv.version)
+            if version is None or version == loaded.version:
+                return replace(loaded, challenger=None) if loaded.challenger else loaded
+            if loaded.challenger is not None and loaded.challenger.version == version:
+                return loaded
+            if self._challenger_loaded is None or self._challenger_loaded[0] != version:
+                model = registry.load_version(self.client, name, version).model
+                model.prepare_explanations()  # A/B: its reasons, not on the event loop
+                self._challenger_loaded = (version, model)
+        except Exception as exc:  # the champion goes on scoring, with the pair it had
+            kept = loaded.challenger.version if loaded.challenger else "none"
+            log.warning("challenger check failed, keeping %s: %s", kept, exc)
+            return loaded
+        model = self._challenger_loaded[1]
+        if model.feature_names != loaded.model.feature_names:
+            if (loaded.version, version) not in self._warned_features:
+                self._warned_features.add((loaded.version, version))
+                log.warning(
+                    "challenger version %s expects features %s, champion version %s scores "
+                    "with %s: no shadow scoring or A/B until they agree",
+                    version, model.feature_names, loaded.version, loaded.model.feature_names,
+                )  # fmt: skip
+            return replace(loaded, challenger=None) if loaded.challenger else loaded
+        log.info("challenger: %s version %s beside champion %s", name, version, loaded.version)
+        return replace(loaded, challenger=Challenger(model, version))
 
     def follow_champion(self) -> threading.Thread:
         """Poll the alias in the background (whoever moves it: CLI, UI, API)."""
@@ -203,18 +280,23 @@ class ScoringCore:
         return {
             "model_name": self.settings.model_name,
             "model_version": loaded.version,
+            "challenger_version": loaded.challenger.version if loaded.challenger else None,
             "model_loaded_at": datetime.fromtimestamp(loaded.loaded_at, UTC).isoformat(),
             "feature_service": loaded.model.metadata.feature_service,
             "feature_freshness_seconds": freshness,
             "degraded": self.degraded_since is not None,
             "prediction_log_backlog": self.prediction_log.backlog() if self.prediction_log else 0,
             "prediction_log_database_up": getattr(self.prediction_log, "database_up", None),
+            "shadow_log_backlog": self.shadow_log.backlog() if self.shadow_log else 0,
         }
 
     def close(self) -> None:
         self._stop.set()
+        self.flush_shadow()
         if self.prediction_log is not None:
             self.prediction_log.close()
+        if self.shadow_log is not None:
+            self.shadow_log.close()
 
     # --- scoring --------------------------------------------------------------------------
     def score(
@@ -224,6 +306,8 @@ class ScoringCore:
         prediction_ids: list[str] | None = None,
         log_via: Callable[[list[dict[str, Any]]], object] | None = None,
         defer_keep: bool = False,
+        shadow_via: Callable[[list[dict[str, Any]]], object] | None = None,
+        defer_shadow: bool = False,
     ) -> list[Outcome]:
         """Score transactions, exactly once each, and log those scored now.
 
@@ -237,7 +321,9 @@ class ScoringCore:
         thread (the stream consumer makes them durable itself before it acknowledges).
         ``defer_keep``: the results are kept for retries with the next round trip to the
         store, or by :meth:`flush_kept` (the HTTP coalescer's choice), not before
-        returning."""
+        returning. Shadow results (``settings.shadow``) go to ``shadow_via`` (default: the
+        shadow log's writer thread); ``defer_shadow`` leaves the challenger's scoring to
+        :meth:`flush_shadow`, after the answers are on their way (the HTTP scorer)."""
         started = time.perf_counter()
         loaded = self.current
         model = loaded.model
@@ -283,12 +369,32 @@ class ScoringCore:
             decisions = model.decide(
                 probability, self.settings.review_threshold, self.settings.block_threshold
             )
-            decisions = apply_stale_policy(decisions, row_degraded, self.settings.degraded_policy)
-            reasons = explain(model, matrix, loaded.online.names, decisions)
+            challenger = loaded.challenger
+            share = self.settings.challenger_share
+            ab = (challenger_mask(tx[c.CUSTOMER_ID][rows].tolist(), share)
+                  if challenger is not None and share > 0 else None)  # fmt: skip
+            if ab is not None and ab.any():  # the challenger decides for these customers
+                assert challenger is not None
+                policy = self.settings.degraded_policy
+                champion_result = (
+                    probability[ab],
+                    apply_stale_policy(decisions[ab], row_degraded[ab], policy),
+                )
+                probability, decisions, reasons = self._challenger_decides(
+                    model, challenger, ab, matrix, probability, decisions, row_degraded,
+                    loaded.online.names,
+                )  # fmt: skip
+            else:
+                ab = None
+                decisions = apply_stale_policy(
+                    decisions, row_degraded, self.settings.degraded_policy
+                )
+                reasons = explain(model, matrix, loaded.online.names, decisions)
             latency_ms = (time.perf_counter() - started) * 1000
             for k, i in enumerate(rows.tolist()):
+                version = loaded.version if ab is None or not ab[k] else challenger.version  # type: ignore[union-attr]
                 result = ScoreResult(todo[i].transaction_id, float(probability[k]),
-                                     str(decisions[k]), reasons[k], loaded.version,
+                                     str(decisions[k]), reasons[k], version,
                                      bool(row_degraded[k]), latency_ms,
                                      degraded_reasons=list(why[k]))  # fmt: skip
                 outcomes[i] = result
@@ -297,6 +403,7 @@ class ScoringCore:
             # finished by the next request with its id (same features, same log record id)
             if log_via is None and self.prediction_log is not None:
                 log_via = self.prediction_log.submit
+            ids: list[str] | None = None
             if log_via is not None:
                 picked = [todo[i] for i in rows.tolist()]
                 if prediction_ids:
@@ -310,6 +417,23 @@ class ScoringCore:
             if not degraded:
                 kept = [(scored.commits[i], cast(ScoreResult, outcomes[i])) for i in rows.tolist()]  # type: ignore[union-attr]
                 self._keep_results(kept, defer_keep)
+            if (self.settings.shadow and challenger is not None and ids is not None
+                    and (shadow_via is not None or self.shadow_log is not None)):  # fmt: skip
+                # each row's other model: the challenger, or the champion where it decided
+                tids = [r.transaction_id for r in new]
+                if ab is None:
+                    work = [ShadowWork(challenger.model, challenger.version, matrix,
+                                       row_degraded, ids, tids)]  # fmt: skip
+                else:
+                    work = [ShadowWork(challenger.model, challenger.version, matrix[~ab],
+                                       row_degraded[~ab], _pick(ids, ~ab), _pick(tids, ~ab)),
+                            ShadowWork(model, loaded.version, matrix[ab], row_degraded[ab],
+                                       _pick(ids, ab), _pick(tids, ab),
+                                       *champion_result)]  # fmt: skip
+                if defer_shadow:
+                    self._shadow_pending.extend(work)
+                else:
+                    self._log_shadow(work, shadow_via)
         by_id = {todo[i].transaction_id: outcomes[i] for i in range(len(todo))}
         answers: list[Outcome] = []
         for n, t in enumerate(transactions):
@@ -322,6 +446,68 @@ class ScoringCore:
                     answer = ScoreResult(t.transaction_id, **answer.stored(), replayed=True)
             answers.append(answer)  # type: ignore[arg-type]
         return answers
+
+    def _challenger_decides(
+        self,
+        champion: FraudModel,
+        challenger: Challenger,
+        ab: np.ndarray,
+        matrix: np.ndarray,
+        probability: np.ndarray,
+        decisions: np.ndarray,
+        stale: np.ndarray,
+        names: list[str],
+    ) -> tuple[np.ndarray, np.ndarray, list[list[dict[str, Any]]]]:
+        """Probabilities, decisions and reasons with the challenger's for the rows in
+        ``ab`` (its own thresholds, unless the settings fix them)."""
+        review, block = self.settings.review_threshold, self.settings.block_threshold
+        theirs = np.zeros_like(probability)
+        theirs[ab] = challenger.model.predict_proba(matrix[ab])
+        probability = np.where(ab, theirs, probability)
+        decisions = np.where(ab, challenger.model.decide(probability, review, block), decisions)
+        decisions = apply_stale_policy(decisions, stale, self.settings.degraded_policy)
+        # each model explains its own rows (explain skips approvals)
+        reasons = explain(champion, matrix, names, np.where(ab, "approve", decisions))
+        picked = np.flatnonzero(ab)
+        for k, why in zip(picked.tolist(),
+                          explain(challenger.model, matrix[ab], names, decisions[ab]),
+                          strict=True):  # fmt: skip
+            reasons[k] = why
+        return probability, decisions, reasons
+
+    def flush_shadow(self) -> None:
+        """Score and log the shadow work left by ``defer_shadow``. Never raises: a shadow
+        failure is logged and fails no request."""
+        pending, self._shadow_pending = self._shadow_pending, []
+        if not pending:
+            return
+        try:
+            self._log_shadow(pending, None)
+        except Exception:
+            log.exception("shadow scoring of %d transactions failed",
+                          sum(len(w.transaction_ids) for w in pending))  # fmt: skip
+
+    def _log_shadow(
+        self, work: list[ShadowWork], via: Callable[[list[dict[str, Any]]], object] | None
+    ) -> None:
+        if via is None:
+            if self.shadow_log is None:
+                return
+            via = self.shadow_log.submit
+        review, block = self.settings.review_threshold, self.settings.block_threshold
+        rows: list[dict[str, Any]] = []
+        for w in work:
+            if not w.transaction_ids:
+                continue
+            probability, decisions = w.probability, w.decisions
+            if probability is None:
+                probability = w.model.predict_proba(w.matrix)
+                decisions = apply_stale_policy(w.model.decide(probability, review, block),
+                                               w.stale, self.settings.degraded_policy)  # fmt: skip
+            rows += shadow_records(w.prediction_ids, w.transaction_ids, w.version,
+                                   probability, decisions)  # fmt: skip
+        if rows:
+            via(rows)
 
     def _keep_results(self, items: list[tuple[Any, ScoreResult]], defer: bool) -> None:
         """Store the results for retries. If this fails, the transactions stay committed
@@ -587,6 +773,10 @@ def explain(
             if a != 0  # a feature that moved nothing is no reason
         ]
     return reasons
+
+
+def _pick(values: list[str], mask: np.ndarray) -> list[str]:
+    return [v for v, keep in zip(values, mask.tolist(), strict=True) if keep]
 
 
 def _differing(first: Transaction, again: Transaction) -> list[str]:

@@ -379,6 +379,7 @@ class StreamConsumer:
         self._acquire = client.register_script(_ACQUIRE)
         self._publisher = ScriptSender(client, _PUBLISH)
         self._deferred: list[Event] = []
+        self._shadow_rows: list[dict[str, Any]] = []  # the batch's, with its records
         # a scored batch whose records are being written; one thread writes them
         self._unpublished: Unpublished | None = None
         self._log_writer = ThreadPoolExecutor(1, thread_name_prefix="stream-log")
@@ -550,12 +551,13 @@ class StreamConsumer:
         to_score = [e for e in valid if e.entry_id not in logged]
         records: list[dict[str, Any]] = []
         deferred: list[Event] = []
+        self._shadow_rows = []
         results = self._score(to_score, poison, records, deferred)
         results.update(logged)
         leased: list[Event] = []  # customer leases are gone: the state store is exact
 
         done = [e for e in valid if e.entry_id in results]
-        log_write = self._log_writer.submit(self.prediction_log.write_now, records) if (
+        log_write = self._log_writer.submit(self._write_logs, records, self._shadow_rows) if (
             records) else None  # fmt: skip
         # the previous batch: its records are durable by now (they were written while this
         # batch was scored), so it is published; its leases that this batch holds stay
@@ -574,6 +576,17 @@ class StreamConsumer:
         self.stats.deferred += len(deferred)
         self.stats.deleted += len(deleted)
         return len(done) + len(poison) + len(deleted)
+
+    def _write_logs(self, records: list[dict[str, Any]], shadow: list[dict[str, Any]]) -> None:
+        """The batch's prediction records, then its shadow results (FRAUDOPS_SHADOW), both
+        durable before the batch is acknowledged. A shadow write that fails is logged and
+        holds nothing up: the answers are the champion's."""
+        self.prediction_log.write_now(records)
+        if shadow and self.core.shadow_log is not None:
+            try:
+                self.core.shadow_log.write_now(shadow)
+            except Exception as exc:
+                log.warning("%d shadow results not logged: %s", len(shadow), _short(exc))
 
     def _already_logged(self, events: list[Event]) -> dict[str, ScoreResult]:
         """Results of redelivered events whose prediction is in the log already."""
@@ -691,6 +704,7 @@ class StreamConsumer:
             source=SOURCE,
             prediction_ids=[prediction_id(e.entry_id) for e in events],
             log_via=records.extend,
+            shadow_via=self._shadow_rows.extend,
         )
         results: dict[str, ScoreResult] = {}
         for event, outcome in zip(events, outcomes, strict=True):
@@ -781,7 +795,7 @@ def run_consumer(
     """Build the scoring core (loads @champion, follows it), consume until ``stop``, then
     close the prediction log (drains it). ``freeze``: the process is only this consumer
     (the CLI), so start-up objects can leave the garbage collector's reach."""
-    from fraudops.prediction_log import PredictionLog
+    from fraudops.prediction_log import SHADOW_SPOOL_STEM, PredictionLog, open_shadow_log
     from fraudops.scoring import ScoringCore, freeze_startup_heap
 
     consumer = consumer or default_consumer_name()
@@ -790,10 +804,18 @@ def run_consumer(
     prediction_log = PredictionLog(
         settings.resolved_database_url, spool, flush_interval=settings.log_flush_seconds
     ).start()
+    shadow_log = None
+    if settings.shadow:  # one shadow spool per consumer name too
+        shadow_spool = spool.with_name(f"stream-{_safe(consumer)}-{SHADOW_SPOOL_STEM}.jsonl")
+        shadow_log = open_shadow_log(
+            settings.resolved_database_url, shadow_spool, flush_interval=settings.log_flush_seconds
+        )
     try:
-        core = ScoringCore(settings, prediction_log)
+        core = ScoringCore(settings, prediction_log, shadow_log)
     except Exception:
         prediction_log.close()
+        if shadow_log is not None:
+            shadow_log.close()
         raise
     names = StreamNames.from_settings(settings, stream)
     client = stream_client(settings, names)

@@ -11,6 +11,7 @@ consumer shares.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import gc
 import logging
@@ -183,7 +184,12 @@ use_request_timeout()  # and builds its app from what its modules hold then
 )
 class FraudScorer:
     def __init__(self) -> None:
-        from fraudops.prediction_log import PredictionLog, claim_spool
+        from fraudops.prediction_log import (
+            SHADOW_SPOOL_STEM,
+            PredictionLog,
+            claim_spool,
+            open_shadow_log,
+        )
         from fraudops.scoring import Coalescer, NotReady, ScoringCore, freeze_startup_heap
 
         show_operational_logs()
@@ -195,21 +201,33 @@ class FraudScorer:
             settings.resolved_database_url, self.spool.path,
             flush_interval=settings.log_flush_seconds,
         ).start()  # fmt: skip
+        self.shadow_spool = shadow_log = None
+        if settings.shadow:  # the challenger's results, beside the champion's
+            self.shadow_spool = claim_spool(settings.data_dir / "spool", SHADOW_SPOOL_STEM)
+            shadow_log = open_shadow_log(
+                settings.resolved_database_url, self.shadow_spool.path,
+                flush_interval=settings.log_flush_seconds,
+            )  # fmt: skip
         try:
-            self.core = ScoringCore(settings, prediction_log)
+            self.core = ScoringCore(settings, prediction_log, shadow_log)
         except NotReady as exc:
             log.critical("cannot start the scorer: %s", exc)
             prediction_log.close()
             self.spool.release()
+            if shadow_log is not None and self.shadow_spool is not None:
+                shadow_log.close()
+                self.shadow_spool.release()
             refuse_to_start(str(exc))
             raise
         self.core.warm_up()  # ready means warm: the first request pays for nothing extra
         self.core.follow_champion()
         _scorers.append(self.core)  # for /readyz's details
         # concurrent /score requests are scored together (see Coalescer)
-        # results kept for retries ride on the next round trip, or follow 2 ms later
+        # results kept for retries ride on the next round trip, or follow 2 ms later, with
+        # the shadow scoring (FRAUDOPS_SHADOW): after the answers are on their way
         self.coalescer = Coalescer(
-            partial(self.core.score, defer_keep=True), after_batch=self.core.flush_kept
+            partial(self.core.score, defer_keep=True, defer_shadow=True),
+            after_batch=self._after_batch,
         )
         self.metrics = _Metrics()
         self.metrics.status(status_with_freshness(self.core))  # model version, freshness now
@@ -225,8 +243,16 @@ class FraudScorer:
         try:
             self.core.close()
             self.spool.release()
+            if self.shadow_spool is not None:
+                self.shadow_spool.release()
         finally:
             gc.unfreeze()  # see freeze_startup_heap
+
+    def _after_batch(self) -> None:
+        try:
+            self.core.flush_kept()
+        finally:
+            self.core.flush_shadow()  # logs its own failures: never a request's
 
     def __is_ready__(self) -> bool:
         return self.core.current is not None
@@ -266,10 +292,13 @@ class FraudScorer:
         without that one to read their results)."""
         from fraudops.scoring import score_batch_until_done
 
+        score = partial(self.core.score, defer_shadow=True)
         try:
-            results = await score_batch_until_done(self.core.score, transactions)
+            results = await score_batch_until_done(score, transactions)
         except ValueError as exc:  # IdempotencyConflict
             raise BentoMLException(str(exc), error_code=HTTPStatus.CONFLICT) from exc
+        finally:  # the shadow scoring once the answer is on its way
+            asyncio.get_running_loop().call_soon(self.core.flush_shadow)
         self.metrics.scored([r for r in results if not r.replayed])
         return BatchScores(results=[_score(r) for r in results])
 
