@@ -223,7 +223,7 @@ class FraudScorer:
         self.core.follow_champion()
         _scorers.append(self.core)  # for /readyz's details
         # concurrent /score requests are scored together (see Coalescer)
-        # results kept for retries ride on the next round trip, or follow 2 ms later, with
+        # results kept for retries ride on the next round trip, or follow 50 ms later, with
         # the shadow scoring (FRAUDOPS_SHADOW): after the answers are on their way
         self.coalescer = Coalescer(
             partial(self.core.score, defer_keep=True, defer_shadow=True),
