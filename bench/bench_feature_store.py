@@ -49,13 +49,25 @@ MATERIALIZE_GOAL_ROWS_PER_S = 50_000
 BUILD_GOAL_SECONDS = 120.0
 DAY0 = pd.Timestamp("2026-04-01", tz="UTC")
 FULL = {
-    "read_calls": 2_000, "read_warmup": 200, "read_customers": 2_000, "read_terminals": 5_000,
-    "entities": 200_000, "customers": 5_000, "terminals": 10_000, "days": 183,
-}  # fmt: skip
+    "read_calls": 2_000,
+    "read_warmup": 200,
+    "read_customers": 2_000,
+    "read_terminals": 5_000,
+    "entities": 200_000,
+    "customers": 5_000,
+    "terminals": 10_000,
+    "days": 183,
+}
 QUICK = {
-    "read_calls": 300, "read_warmup": 50, "read_customers": 300, "read_terminals": 500,
-    "entities": 20_000, "customers": 500, "terminals": 1_000, "days": 30,
-}  # fmt: skip
+    "read_calls": 300,
+    "read_warmup": 50,
+    "read_customers": 300,
+    "read_terminals": 500,
+    "entities": 20_000,
+    "customers": 500,
+    "terminals": 1_000,
+    "days": 30,
+}
 
 
 def configure_environment(data_dir: Path, redis_url: str) -> None:

@@ -83,8 +83,13 @@ def bench_monitor(data_dir: Path, sizes: dict[str, int]) -> dict[str, Any]:
     environment(data_dir)
     settings = get_settings()
     started = time.perf_counter()
-    tx = simulate(customers=sizes["customers"], terminals=sizes["terminals"], days=SIM_DAYS,
-                  start_date=SIM_START, seed=7)  # fmt: skip
+    tx = simulate(
+        customers=sizes["customers"],
+        terminals=sizes["terminals"],
+        days=SIM_DAYS,
+        start_date=SIM_START,
+        seed=7,
+    )
     write_parquet_atomic(tx, settings.transactions_path)
     build_from_offline_store(settings)
     apply_definitions(get_store())
@@ -100,8 +105,12 @@ def bench_monitor(data_dir: Path, sizes: dict[str, int]) -> dict[str, Any]:
 
     marks: list[tuple[str, float]] = []
     t0 = time.perf_counter()
-    result = monitor(settings, day, workspace=data_dir / "evidently",
-                     stage=lambda text: marks.append((text, time.perf_counter())))  # fmt: skip
+    result = monitor(
+        settings,
+        day,
+        workspace=data_dir / "evidently",
+        stage=lambda text: marks.append((text, time.perf_counter())),
+    )
     total = time.perf_counter() - t0
     stages = {}
     for (text, at), (_, after) in zip(marks, [*marks[1:], ("end", t0 + total)], strict=True):
@@ -185,8 +194,10 @@ def bench_dashboard(data_dir: Path, sizes: dict[str, int], repeats: int = 3) -> 
             if title == "Overview":  # the whole log is on the page, not the default week
                 shown = {m.label: m.value for m in at.metric}["Predictions"]
                 assert shown == f"{sizes['predictions']:,}", shown
-        pages[title] = {"cold_seconds": round(statistics.median(cold), 3),
-                        "warm_seconds": round(statistics.median(warm), 3)}  # fmt: skip
+        pages[title] = {
+            "cold_seconds": round(statistics.median(cold), 3),
+            "warm_seconds": round(statistics.median(warm), 3),
+        }
         logger.info("%s: cold %.2f s, warm %.2f s", title, *pages[title].values())
     floor_s = statistics.median(floor() for _ in range(repeats))
     slowest = max(p["cold_seconds"] for p in pages.values())
@@ -225,8 +236,9 @@ def main() -> None:
         if args.only in (None, "dashboard"):
             result["dashboard"] = bench_dashboard(Path(tmp) / "dashboard", sizes)
     result["total_seconds"] = round(time.perf_counter() - started, 1)
-    result["pass"] = all(part["pass"] for key, part in result.items()
-                         if key in ("monitor", "dashboard"))  # fmt: skip
+    result["pass"] = all(
+        part["pass"] for key, part in result.items() if key in ("monitor", "dashboard")
+    )
     result["machine"] = {
         "platform": platform.platform(),
         "cpus": os.cpu_count(),

@@ -48,10 +48,20 @@ def free_port() -> int:
 def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
-         "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     import redis
 
     deadline = time.monotonic() + 10
@@ -106,14 +116,32 @@ def log_day(url: str, tx: pd.DataFrame) -> None:
     scored_at = datetime.now(UTC)
     features = {f"feature_{i}": 0.5 for i in range(32)}
     rows = [
-        {"prediction_id": uuid.uuid4().hex, "transaction_id": tid, "event_timestamp": ts,
-         "scored_at": scored_at, "customer_id": cid, "terminal_id": term, "amount": float(amount),
-         "features": features, "fraud_probability": 0.01, "decision": "approve", "reasons": [],
-         "model_version": "1", "latency_ms": 1.0, "degraded": False, "source": "http"}
+        {
+            "prediction_id": uuid.uuid4().hex,
+            "transaction_id": tid,
+            "event_timestamp": ts,
+            "scored_at": scored_at,
+            "customer_id": cid,
+            "terminal_id": term,
+            "amount": float(amount),
+            "features": features,
+            "fraud_probability": 0.01,
+            "decision": "approve",
+            "reasons": [],
+            "model_version": "1",
+            "latency_ms": 1.0,
+            "degraded": False,
+            "source": "http",
+        }
         for tid, ts, cid, term, amount in zip(
-            tx["transaction_id"], [t.to_pydatetime() for t in tx["timestamp"]], tx["customer_id"],
-            tx["terminal_id"], tx["amount"], strict=True)
-    ]  # fmt: skip
+            tx["transaction_id"],
+            [t.to_pydatetime() for t in tx["timestamp"]],
+            tx["customer_id"],
+            tx["terminal_id"],
+            tx["amount"],
+            strict=True,
+        )
+    ]
     for start in range(0, len(rows), 1000):
         insert_ignoring_duplicates(engine, predictions, rows[start : start + 1000])
     engine.dispose()
@@ -130,10 +158,13 @@ def main() -> None:
     log_url, database = postgres_database()
     tmp = Path(tempfile.mkdtemp(prefix="bench_nightly_"))
     try:
-        os.environ.update({
-            "FRAUDOPS_DATA_DIR": str(tmp / "data"), "FRAUDOPS_ONLINE_STORE": "redis",
-            "FRAUDOPS_REDIS_URL": redis_url,
-        })  # fmt: skip
+        os.environ.update(
+            {
+                "FRAUDOPS_DATA_DIR": str(tmp / "data"),
+                "FRAUDOPS_ONLINE_STORE": "redis",
+                "FRAUDOPS_REDIS_URL": redis_url,
+            }
+        )
         if log_url:
             os.environ["FRAUDOPS_DATABASE_URL"] = log_url
         from fraudops.feast_store import apply_definitions, get_store
@@ -191,7 +222,7 @@ def main() -> None:
                 "platform": platform.platform(),
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
-            },  # fmt: skip
+            },
         }
         print(json.dumps(result, indent=2))
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -87,8 +87,12 @@ REFERENCES = {
 }
 CONCURRENCIES = (1, 16)
 BATCH_SIZE = 1_000
-GOALS = {"p50_ratio_max": 1.3, "p99_ratio_max": 1.5, "throughput_ratio_min": 0.75,
-         "batch_transactions_per_s_min": 5_000}  # fmt: skip
+GOALS = {
+    "p50_ratio_max": 1.3,
+    "p99_ratio_max": 1.5,
+    "throughput_ratio_min": 0.75,
+    "batch_transactions_per_s_min": 5_000,
+}
 # /score: after a warm-up, `rounds` alternations of no-op and scorer runs of `round_s`
 # each; medians over rounds, so a burst of other load on the machine hits one round. The
 # ratios of each round to the no-op round before it are reported too: how much the verdict
@@ -155,8 +159,11 @@ def bentoml_serve(
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [str(bentoml), "serve", target, "--port", str(port), "--host", "127.0.0.1"],
-            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     server = Server(name, f"http://127.0.0.1:{port}", process, log_path)
     try:
         deadline = time.monotonic() + timeout
@@ -217,8 +224,10 @@ def wait_for_log_backlog(server: Server, timeout: float = 120) -> dict[str, Any]
             "shadow_log_backlog", 0
         )
         if backlog == 0 or time.monotonic() - started > timeout:
-            return {"backlog_after_run": backlog,
-                    "drain_seconds": round(time.monotonic() - started, 2)}  # fmt: skip
+            return {
+                "backlog_after_run": backlog,
+                "drain_seconds": round(time.monotonic() - started, 2),
+            }
         time.sleep(0.2)
 
 
@@ -236,8 +245,9 @@ class Stream:
         from fraudops.simulator import simulate
 
         start = (after + pd.Timedelta(days=1)).date()
-        tx = simulate(customers=CUSTOMERS, terminals=TERMINALS, days=STREAM_DAYS, seed=SEED,
-                      start_date=start)  # fmt: skip
+        tx = simulate(
+            customers=CUSTOMERS, terminals=TERMINALS, days=STREAM_DAYS, seed=SEED, start_date=start
+        )
         self.epoch = (tx[c.TIMESTAMP].astype("int64") // 10**9).to_numpy()
         self.customer = tx[c.CUSTOMER_ID].to_numpy()
         self.terminal = tx[c.TERMINAL_ID].to_numpy()
@@ -257,9 +267,13 @@ class Stream:
         lap, i = divmod(original, len(self.epoch))
         at = datetime.fromtimestamp(int(self.epoch[i]) + lap * self.span, UTC)
         customer = str(self.customer[i]) + (f"-{clone:03d}" if clone else "")
-        return {"transaction_id": f"bench-{run}-{index}",
-                "timestamp": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "customer_id": customer,
-                "terminal_id": str(self.terminal[i]), "amount": float(self.amount[i])}  # fmt: skip
+        return {
+            "transaction_id": f"bench-{run}-{index}",
+            "timestamp": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "customer_id": customer,
+            "terminal_id": str(self.terminal[i]),
+            "amount": float(self.amount[i]),
+        }
 
     def advance(self, used: int) -> None:
         self.cursor += used
@@ -287,10 +301,12 @@ def clone_customer_states(values: dict[str, str]) -> int:
 
         states = pd.read_parquet(get_settings().offline_dir / "features" / "customer_state.parquet")
         clones = pd.concat(
-            [states.assign(**{c.CUSTOMER_ID: states[c.CUSTOMER_ID] + f"-{r:03d}"})
-             for r in range(1, CLONES)],
+            [
+                states.assign(**{c.CUSTOMER_ID: states[c.CUSTOMER_ID] + f"-{r:03d}"})
+                for r in range(1, CLONES)
+            ],
             ignore_index=True,
-        )  # fmt: skip
+        )
         return state_store(get_settings()).seed(clones.to_dict("records"))
 
 
@@ -304,8 +320,9 @@ def run_load(
 
     import numpy as np
 
-    job = LoadJob(server.url, concurrency, seconds, str(stream.path), stream.cursor,
-                  stream.span, run, API_KEY)  # fmt: skip
+    job = LoadJob(
+        server.url, concurrency, seconds, str(stream.path), stream.cursor, stream.span, run, API_KEY
+    )
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no shared GIL
     with context.Pool(1) as pool:
         cpu_before = server.worker_cpu_seconds()
@@ -543,11 +560,18 @@ def machine() -> dict[str, Any]:
     import lightgbm
     import pydantic
 
-    cpu_model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor(),
-    ) if Path("/proc/cpuinfo").exists() else platform.processor()  # fmt: skip
+    cpu_model = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
     return {
         "platform": platform.platform(),
         "cpu_model": cpu_model,
@@ -677,8 +701,14 @@ def run_shadow_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, A
             tx = prepare_trained_environment(values, seed=SEED)
             logger.info("training a second model as @challenger")
             with environment(values):
-                report = train(get_settings(), train_start=TRAIN_START, train_days=7,
-                               delay_days=7, test_days=7, seed=SEED + 1)  # fmt: skip
+                report = train(
+                    get_settings(),
+                    train_start=TRAIN_START,
+                    train_days=7,
+                    delay_days=7,
+                    test_days=7,
+                    seed=SEED + 1,
+                )
                 challenger = report.model_version
             stream = Stream(tx[c.TIMESTAMP].max(), scratch / "stream.tsv")
             cloned = clone_customer_states(values)
@@ -689,10 +719,13 @@ def run_shadow_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, A
                     "scorer", SCORER_TARGET, args.scorer_root, values, scratch / "scorer.log"
                 ) as off,
                 bentoml_serve(
-                    "shadow", SCORER_TARGET, args.scorer_root, shadow_values,
+                    "shadow",
+                    SCORER_TARGET,
+                    args.scorer_root,
+                    shadow_values,
                     scratch / "shadow.log",
                 ) as on,
-            ):  # fmt: skip
+            ):
                 first = check_answers(off, stream.transaction(0, "check"))
                 check_answers(on, stream.transaction(1, "check"))
                 stream.advance(2)
@@ -763,9 +796,14 @@ def shadow_rows(values: dict[str, str]) -> dict[str, int]:
     try:
         with engine.connect() as conn:
             for table in ("predictions", "shadow_predictions"):
-                counts[table] = int(conn.execute(sa.text(
-                    f"select count(*) from {table} where transaction_id like 'bench-shadow-%'"
-                )).scalar_one())  # fmt: skip
+                counts[table] = int(
+                    conn.execute(
+                        sa.text(
+                            f"select count(*) from {table} "
+                            "where transaction_id like 'bench-shadow-%'"
+                        )
+                    ).scalar_one()
+                )
     finally:
         engine.dispose()
     return counts
@@ -852,8 +890,14 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over rounds of the rates and percentiles; totals of counts; every round."""
     import numpy as np
 
-    medians = ("requests_per_s", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
-               "server_cpu_ms_per_request")  # fmt: skip
+    medians = (
+        "requests_per_s",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "mean_ms",
+        "server_cpu_ms_per_request",
+    )
     return {
         "concurrency": runs[0]["concurrency"],
         "rounds": len(runs),
@@ -877,8 +921,12 @@ def measure_batch(
             logger.info("%s %s: %d batches of %d", server.name, tag, sizes["batches"], BATCH_SIZE)
             run_batches(server, bodies[:1], 1)
             level[server.name] = run_batches(server, bodies[1:], concurrency)
-            logger.info("%s %s: %.0f transactions/s", server.name, tag,
-                        level[server.name]["transactions_per_s"])  # fmt: skip
+            logger.info(
+                "%s %s: %.0f transactions/s",
+                server.name,
+                tag,
+                level[server.name]["transactions_per_s"],
+            )
         stream.advance(len(bodies) * BATCH_SIZE)
         level["scorer"]["prediction_log"] = wait_for_log_backlog(scorer)
         out[f"concurrency_{concurrency}"] = level
@@ -897,28 +945,38 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file to write")
     parser.add_argument("--redis-url", default=REDIS_URL, help="a Redis DB this run may flush")
     parser.add_argument(
-        "--database", choices=("postgresql", "sqlite"), default="postgresql",
+        "--database",
+        choices=("postgresql", "sqlite"),
+        default="postgresql",
         help=f"prediction log: a new database on {POSTGRES_URL.split('@')[-1]} "
         "(FRAUDOPS_TEST_POSTGRES_URL), or the embedded SQLite default",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--scorer-root", type=Path, default=REPO,
+        "--scorer-root",
+        type=Path,
+        default=REPO,
         help="serve the scorer from this copy of the repository (to measure a change)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--concurrency", type=int, nargs="+", default=list(CONCURRENCIES),
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=list(CONCURRENCIES),
         help="connections for /score runs",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--references", action=argparse.BooleanOptionalAction, default=True,
+        "--references",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="also measure the floors with one Redis round trip and one prediction, at "
         "concurrency 1 (about 90 s)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--shadow", action="store_true",
+        "--shadow",
+        action="store_true",
         help="instead: the scorer with FRAUDOPS_SHADOW=true (and a challenger) against "
         f"without, at concurrency 16 by default; written to {SHADOW_OUT.relative_to(REPO)}",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     if args.shadow:
         if args.concurrency == list(CONCURRENCIES):
@@ -942,14 +1000,20 @@ def main() -> None:
             measured = run_benchmark(args, Path(scratch))
     if args.shadow:
         verdicts = [level["shadow_vs_off"] for level in measured["single"].values()]
-        write_result(args, {
-            "benchmark": "service_shadow", "quick": args.quick,
-            "run_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-            "total_seconds": round(time.perf_counter() - started, 1),
-            "command": " ".join(["python", *sys.argv]), "goals": copy.deepcopy(SHADOW_GOAL),
-            **measured, "all_within_goal": all(v["within_goal"] for v in verdicts),
-            "machine": info,
-        })  # fmt: skip
+        write_result(
+            args,
+            {
+                "benchmark": "service_shadow",
+                "quick": args.quick,
+                "run_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+                "total_seconds": round(time.perf_counter() - started, 1),
+                "command": " ".join(["python", *sys.argv]),
+                "goals": copy.deepcopy(SHADOW_GOAL),
+                **measured,
+                "all_within_goal": all(v["within_goal"] for v in verdicts),
+                "machine": info,
+            },
+        )
         return
     single_ok = all(level["scorer_vs_noop"]["within_goal"] for level in measured["single"].values())
     result = {

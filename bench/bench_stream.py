@@ -108,8 +108,9 @@ def prepare(size: dict[str, int], seed: int) -> pd.DataFrame:
 
     settings = get_settings()
     started = time.perf_counter()
-    tx = simulate(customers=size["customers"], terminals=size["terminals"], days=size["days"],
-                  seed=seed)  # fmt: skip
+    tx = simulate(
+        customers=size["customers"], terminals=size["terminals"], days=size["days"], seed=seed
+    )
     cut = tx[c.TIMESTAMP].max().floor("D") - pd.Timedelta(days=size["event_days"] - 1)
     history, events = tx[tx[c.TIMESTAMP] < cut], tx[tx[c.TIMESTAMP] >= cut]
     write_parquet_atomic(history, settings.transactions_path)
@@ -119,8 +120,13 @@ def prepare(size: dict[str, int], seed: int) -> pd.DataFrame:
     materialize_once(end=cut.to_pydatetime())  # batch views and customer states
     train(settings)
     promote(settings)
-    logger.info("prepared %d history rows and %d events from %s in %.1f s", len(history),
-                len(events), cut.date(), time.perf_counter() - started)  # fmt: skip
+    logger.info(
+        "prepared %d history rows and %d events from %s in %.1f s",
+        len(history),
+        len(events),
+        cut.date(),
+        time.perf_counter() - started,
+    )
     return events[list(c.TRANSACTION_COLUMNS)].reset_index(drop=True)
 
 
@@ -149,8 +155,12 @@ def floor(client: Any, events: list[dict], batch_size: int) -> dict[str, Any]:
         done += len(ids)
     seconds = time.perf_counter() - started
     client.delete(key)
-    return {"what": "XREADGROUP + XACK in batches, no parsing or scoring", "events": done,
-            "seconds": round(seconds, 3), "events_per_s": round(done / seconds, 1)}  # fmt: skip
+    return {
+        "what": "XREADGROUP + XACK in batches, no parsing or scoring",
+        "events": done,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(done / seconds, 1),
+    }
 
 
 # --- 2. plumbing ----------------------------------------------------------------------------
@@ -168,8 +178,10 @@ class _ConstantCore:
         from fraudops.scoring import ScoreResult
 
         log_via([])
-        return [ScoreResult(t.transaction_id, 0.01, "approve", [], "constant", False, 0.0)
-                for t in transactions]  # fmt: skip
+        return [
+            ScoreResult(t.transaction_id, 0.01, "approve", [], "constant", False, 0.0)
+            for t in transactions
+        ]
 
 
 def plumbing(client: Any, events: list[dict], batch_size: int, max_wait_ms: int) -> dict:
@@ -178,8 +190,14 @@ def plumbing(client: Any, events: list[dict], batch_size: int, max_wait_ms: int)
 
     names = StreamNames.under(f"{PREFIX}-plumbing")
     fill_stream(client, names.transactions, events)
-    consumer = StreamConsumer(_ConstantCore(), client, names, consumer="plumbing-1",  # type: ignore[arg-type]
-                              batch_size=batch_size, max_wait_ms=max_wait_ms)  # fmt: skip
+    consumer = StreamConsumer(
+        _ConstantCore(),
+        client,
+        names,
+        consumer="plumbing-1",  # type: ignore[arg-type]
+        batch_size=batch_size,
+        max_wait_ms=max_wait_ms,
+    )
     consumer.ensure_group()
     started = time.perf_counter()
     done = 0
@@ -188,19 +206,34 @@ def plumbing(client: Any, events: list[dict], batch_size: int, max_wait_ms: int)
     consumer.step()  # publishes the last batch
     seconds = time.perf_counter() - started
     client.delete(names.transactions, names.scores, names.alerts, names.deadletter)
-    return {"what": "StreamConsumer with a constant scorer: parse, publish, lease, ack",
-            "events": done, "seconds": round(seconds, 3),
-            "events_per_s": round(done / seconds, 1)}  # fmt: skip
+    return {
+        "what": "StreamConsumer with a constant scorer: parse, publish, lease, ack",
+        "events": done,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(done / seconds, 1),
+    }
 
 
 # --- 3 and 4. the consumer process ----------------------------------------------------------
 def start_consumer(values: dict[str, str], log_path: Path, batch_size: int, max_wait_ms: int):  # type: ignore[no-untyped-def]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDOPS_")} | values
-    args = ["stream", "--consumer", "bench-1", "--batch-size", str(batch_size),
-            "--max-wait-ms", str(max_wait_ms)]  # fmt: skip
+    args = [
+        "stream",
+        "--consumer",
+        "bench-1",
+        "--batch-size",
+        str(batch_size),
+        "--max-wait-ms",
+        str(max_wait_ms),
+    ]
     with log_path.open("w") as log:
-        return subprocess.Popen([sys.executable, "-c", CONSUMER, *args], cwd=REPO, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-c", CONSUMER, *args],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def wait_until_consuming(client: Any, process: subprocess.Popen, log_path: Path) -> float:
@@ -211,8 +244,9 @@ def wait_until_consuming(client: Any, process: subprocess.Popen, log_path: Path)
     key = f"{PREFIX}:transactions"
     while time.perf_counter() - started < 180:
         if process.poll() is not None:
-            raise RuntimeError(f"consumer exited ({process.returncode}):\n"
-                               f"{log_path.read_text()[-3000:]}")  # fmt: skip
+            raise RuntimeError(
+                f"consumer exited ({process.returncode}):\n{log_path.read_text()[-3000:]}"
+            )
         with contextlib.suppress(redis.ResponseError):  # no stream or group yet
             if any(c["name"] == "bench-1" for c in client.xinfo_consumers(key, "scorers")):
                 return time.perf_counter() - started
@@ -239,11 +273,14 @@ def drain_backlog(client: Any, process: subprocess.Popen, scores: str, events: i
     cpu = _cpu_seconds(process.pid) - cpu_first
     return {
         "what": "backlog XADDed before the consumer started; first .. last score",
-        "events": events, "scored": done, "timed_events": done - first_done,
-        "seconds": round(seconds, 3), "events_per_s": round((done - first_done) / seconds, 1),
+        "events": events,
+        "scored": done,
+        "timed_events": done - first_done,
+        "seconds": round(seconds, 3),
+        "events_per_s": round((done - first_done) / seconds, 1),
         "consumer_cpu_seconds": round(cpu, 2),
         "consumer_cpu_us_per_event": round(cpu / (done - first_done) * 1e6, 1),
-    }  # fmt: skip
+    }
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -274,10 +311,23 @@ def start_profiler(py_spy: str, pid: int, out: Path) -> subprocess.Popen:
     if "/tmp/pyspy" in py_spy:  # installed with pip --target: its package dir on the path
         env["PYTHONPATH"] = "/tmp/pyspy"
     return subprocess.Popen(
-        [py_spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-         "--output", str(out), "--nonblocking"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-    )  # fmt: skip
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
 
 
 def profile(py_spy: str, pid: int, tmp: Path, client: Any, names: Any, events: list) -> dict:
@@ -292,9 +342,12 @@ def profile(py_spy: str, pid: int, tmp: Path, client: Any, names: Any, events: l
     _, errors = profiler.communicate(timeout=60)
     if not out.exists():
         return {"skipped": f"py-spy failed: {errors.decode(errors='replace')[-500:]}"}
-    return {"events": run["sent"], "scored": run["scored"],
-            "events_per_s_while_sampled": round(run["scored"] / run["total_seconds"], 1),
-            **summarize_profile(out)}  # fmt: skip
+    return {
+        "events": run["sent"],
+        "scored": run["scored"],
+        "events_per_s_while_sampled": round(run["scored"] / run["total_seconds"], 1),
+        **summarize_profile(out),
+    }
 
 
 def summarize_profile(path: Path, top: int = 25) -> dict[str, Any]:
@@ -336,9 +389,12 @@ def logged_rows(settings: Any) -> dict[str, int]:
     engine = sa.create_engine(settings.resolved_database_url)
     try:
         with engine.connect() as conn:
-            rows, distinct = conn.execute(sa.text(
-                "select count(*), count(distinct transaction_id) from predictions "
-                "where source = 'stream'")).one()  # fmt: skip
+            rows, distinct = conn.execute(
+                sa.text(
+                    "select count(*), count(distinct transaction_id) from predictions "
+                    "where source = 'stream'"
+                )
+            ).one()
     finally:
         engine.dispose()
     return {"rows": int(rows), "distinct_transactions": int(distinct)}
@@ -383,21 +439,31 @@ def main() -> None:
             n = min(size["events"], len(all_events))
             burst, rest = all_events[:n], all_events[n:]
             result: dict[str, Any] = {
-                "benchmark": "stream", "quick": args.quick,
+                "benchmark": "stream",
+                "quick": args.quick,
                 "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-                            "python": platform.python_version(),
-                            "redis": client.info("server")["redis_version"]},
-                "data": {**{k: size[k] for k in ("customers", "terminals", "days")},
-                         "held_out_days": size["event_days"], "held_out_events": len(events),
-                         "distinct_customers_per_batch": _customers_per_batch(
-                             events, args.batch_size)},
-                "consumer": {"batch_size": args.batch_size, "max_wait_ms": args.max_wait_ms,
-                             "prediction_log": "postgresql" if args.database_url and
-                             "postgres" in args.database_url else "sqlite",
-                             "online_store": "redis (fast path)"},
-            }  # fmt: skip
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+                    "python": platform.python_version(),
+                    "redis": client.info("server")["redis_version"],
+                },
+                "data": {
+                    **{k: size[k] for k in ("customers", "terminals", "days")},
+                    "held_out_days": size["event_days"],
+                    "held_out_events": len(events),
+                    "distinct_customers_per_batch": _customers_per_batch(events, args.batch_size),
+                },
+                "consumer": {
+                    "batch_size": args.batch_size,
+                    "max_wait_ms": args.max_wait_ms,
+                    "prediction_log": "postgresql"
+                    if args.database_url and "postgres" in args.database_url
+                    else "sqlite",
+                    "online_store": "redis (fast path)",
+                },
+            }
             logger.info("floor: read + ack %d events", n)
             result["floor"] = floor(client, burst, args.batch_size)
             logger.info("floor: %.0f events/s", result["floor"]["events_per_s"])
@@ -419,26 +485,30 @@ def main() -> None:
                 result["throughput"] = {
                     **drained,
                     "ratio_to_floor": round(throughput / result["floor"]["events_per_s"], 4),
-                    "ratio_to_plumbing": round(
-                        throughput / result["plumbing"]["events_per_s"], 4),
+                    "ratio_to_plumbing": round(throughput / result["plumbing"]["events_per_s"], 4),
                     "goal_events_per_s": GOAL_EVENTS_PER_S,
                     "meets_goal": throughput >= GOAL_EVENTS_PER_S,
-                }  # fmt: skip
-                logger.info("throughput: %.0f events/s (%.1f%% of the floor)", throughput,
-                            100 * result["throughput"]["ratio_to_floor"])  # fmt: skip
+                }
+                logger.info(
+                    "throughput: %.0f events/s (%.1f%% of the floor)",
+                    throughput,
+                    100 * result["throughput"]["ratio_to_floor"],
+                )
 
                 logger.info("live: %d events XADDed as fast as possible", len(live_events))
-                run = replay_stream(live_events, client, names, batch=1_000,
-                                    timeout=600).as_dict()  # fmt: skip
+                run = replay_stream(live_events, client, names, batch=1_000, timeout=600).as_dict()
                 result["live"] = {
                     "what": "XADD as fast as possible while consuming; first XADD .. last "
-                            "score read back (load generator on the same cores)",
-                    "events": run["sent"], "scored": run["scored"], "missing": run["missing"],
-                    "errors": run["errors"], "seconds": run["total_seconds"],
+                    "score read back (load generator on the same cores)",
+                    "events": run["sent"],
+                    "scored": run["scored"],
+                    "missing": run["missing"],
+                    "errors": run["errors"],
+                    "seconds": run["total_seconds"],
                     "events_per_s": round(run["scored"] / run["total_seconds"], 1),
                     "latency_under_saturation_ms": run["latency_ms"],
                     "decisions": run["decisions"],
-                }  # fmt: skip
+                }
                 logger.info("live: %.0f events/s", result["live"]["events_per_s"])
 
                 rate = round(min(GOAL_EVENTS_PER_S, 0.7 * result["live"]["events_per_s"]), -1)
@@ -447,27 +517,33 @@ def main() -> None:
                 run = replay_stream(paced, client, names, rate=rate, timeout=120).as_dict()
                 result["latency"] = {
                     "what": "steady rate; event-to-score = XADD to score read back",
-                    "rate_target": rate, "rate_achieved": run["rate_achieved"],
-                    "events": run["sent"], "scored": run["scored"],
-                    "missing": run["missing"], "latency_ms": run["latency_ms"],
-                }  # fmt: skip
+                    "rate_target": rate,
+                    "rate_achieved": run["rate_achieved"],
+                    "events": run["sent"],
+                    "scored": run["scored"],
+                    "missing": run["missing"],
+                    "latency_ms": run["latency_ms"],
+                }
                 py_spy = find_py_spy(args.py_spy)
                 wanted = args.profile or not result["throughput"]["meets_goal"]
                 extra = rest[len(paced) : len(paced) + args.profile_events]
                 if wanted and py_spy and extra:
-                    result["profile"] = profile(py_spy, process.pid, Path(tmp), client, names,
-                                                extra)  # fmt: skip
+                    result["profile"] = profile(
+                        py_spy, process.pid, Path(tmp), client, names, extra
+                    )
                 elif wanted:
-                    result["profile"] = {"skipped": "py-spy not found" if not py_spy
-                                         else "no held-out events left"}  # fmt: skip
+                    result["profile"] = {
+                        "skipped": "py-spy not found" if not py_spy else "no held-out events left"
+                    }
             finally:
                 result["shutdown"] = stop_consumer(process)
             result["prediction_log"] = logged_rows(get_settings())
             result["prediction_log"]["expected"] = (
-                result["throughput"]["scored"] + result["live"]["scored"]
+                result["throughput"]["scored"]
+                + result["live"]["scored"]
                 + result["latency"]["scored"]
                 + result.get("profile", {}).get("scored", 0)
-            )  # fmt: skip
+            )
         finally:
             client.flushdb()
     result["total_seconds"] = round(time.perf_counter() - started, 1)

@@ -19,8 +19,9 @@ st.set_page_config(page_title="FraudOps", page_icon=":material/shield:", layout=
 pages = st.navigation(
     {
         "Traffic": [
-            st.Page("views/overview.py", title="Overview", icon=":material/monitoring:",
-                    default=True),
+            st.Page(
+                "views/overview.py", title="Overview", icon=":material/monitoring:", default=True
+            ),
             st.Page("views/scores.py", title="Scores", icon=":material/bar_chart:"),
         ],
         "Model health": [
@@ -32,6 +33,6 @@ pages = st.navigation(
             st.Page("views/alerts.py", title="Alerts", icon=":material/notifications:"),
         ],
     }
-)  # fmt: skip
+)
 st.session_state["filters"] = data.sidebar()
 pages.run()

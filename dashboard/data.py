@@ -98,9 +98,11 @@ def sidebar() -> Filters:
         "Model versions", versions, placeholder="All versions", key="model_versions"
     )
     st.sidebar.text_input(
-        "Your name", value=_default_analyst(), key="analyst",
+        "Your name",
+        value=_default_analyst(),
+        key="analyst",
         help="Recorded with the labels you give and the alerts you acknowledge.",
-    )  # fmt: skip
+    )
     st.sidebar.caption(f"Data refreshes every {TTL} s.")
     if st.sidebar.button("Refresh now", icon=":material/refresh:"):
         clear_caches()
@@ -178,8 +180,9 @@ def bounds() -> tuple[datetime | None, datetime | None, list[str]]:
     """First and last event time in the log, and the model versions that scored."""
     p = db.predictions.c
     with engine().connect() as conn:
-        first, last = conn.execute(sa.select(sa.func.min(p.event_timestamp),
-                                             sa.func.max(p.event_timestamp))).one()  # fmt: skip
+        first, last = conn.execute(
+            sa.select(sa.func.min(p.event_timestamp), sa.func.max(p.event_timestamp))
+        ).one()
         versions = conn.execute(sa.select(p.model_version).distinct()).scalars().all()
     return (
         _as_utc(first),
@@ -195,9 +198,14 @@ def predictions(f: Filters) -> pd.DataFrame:
     p, lab = db.predictions.c, db.labels.c
     labelled = db.predictions.outerjoin(db.labels, p.transaction_id == lab.transaction_id)
     query = sa.select(
-        p.event_timestamp, p.fraud_probability, p.decision, p.model_version,
-        p.latency_ms, p.degraded, lab.is_fraud,
-    ).select_from(labelled)  # fmt: skip
+        p.event_timestamp,
+        p.fraud_probability,
+        p.decision,
+        p.model_version,
+        p.latency_ms,
+        p.degraded,
+        lab.is_fraud,
+    ).select_from(labelled)
     query = _window(query, p.event_timestamp, f)
     if f.versions:
         query = query.where(p.model_version.in_(f.versions))
@@ -221,7 +229,7 @@ def review_queue(f: Filters) -> pd.DataFrame:
             p.fraud_probability,
             p.model_version,
             p.reasons,
-        )  # fmt: skip
+        )
         .select_from(db.predictions.outerjoin(db.labels, p.transaction_id == lab.transaction_id))
         .where(p.decision == "review", lab.transaction_id.is_(None))
         .order_by(p.fraud_probability.desc())
@@ -296,9 +304,15 @@ def monitor_runs(f: Filters) -> pd.DataFrame:
 def feature_drift(f: Filters) -> pd.DataFrame:
     fd, runs = db.feature_drift.c, db.monitor_runs.c
     query = sa.select(
-        fd.run_id, fd.feature, fd.window_end, fd.score, fd.threshold, fd.drifted,
-        fd.counted, runs.model_version,
-    ).select_from(db.feature_drift.join(db.monitor_runs, fd.run_id == runs.run_id))  # fmt: skip
+        fd.run_id,
+        fd.feature,
+        fd.window_end,
+        fd.score,
+        fd.threshold,
+        fd.drifted,
+        fd.counted,
+        runs.model_version,
+    ).select_from(db.feature_drift.join(db.monitor_runs, fd.run_id == runs.run_id))
     query = query.where(runs.window_start < f.end, runs.window_end > f.start)
     if f.versions:
         query = query.where(runs.model_version.in_(f.versions))

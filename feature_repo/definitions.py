@@ -136,8 +136,12 @@ customer_state = FeatureView(
     entities=[customer],
     ttl=timedelta(0),
     schema=[
-        Field(name="history_time_us", dtype=Array(Int64), description="Times (µs) of the "
-              "customer's transactions in the last 30 days, oldest first."),
+        Field(
+            name="history_time_us",
+            dtype=Array(Int64),
+            description="Times (µs) of the "
+            "customer's transactions in the last 30 days, oldest first.",
+        ),
         Field(name="history_amount", dtype=Array(Float64), description="Their amounts."),
         Field(name="history_terminal_id", dtype=Array(String), description="Their terminals."),
         Field(name="tx_count", dtype=Int64, description="All-time transaction count."),
@@ -150,7 +154,7 @@ customer_state = FeatureView(
     online=False,  # the scorers keep it in FraudOps' own keys (fraudops.realtime), seeded
     # from this table by `fraudops materialize`: a blind overwrite by Feast would lose the
     # transactions scored since the batch build
-)  # fmt: skip
+)
 
 _TERMINAL_DESCRIPTIONS = {
     "tx_count": "Transactions at the terminal in the {d} before the start of the day.",

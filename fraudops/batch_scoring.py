@@ -63,8 +63,9 @@ def point_in_time_features(
     # a terminal's rows depend only on its own transactions and labels, so the grid is
     # built for the file's terminals alone; it runs to the day of the file's last one
     terminals = combined[combined[c.TERMINAL_ID].isin(tx[c.TERMINAL_ID].unique())]
-    daily = build_terminal_daily(terminals, settings.label_delay_days,
-                                 through=tx[c.TIMESTAMP].max())  # fmt: skip
+    daily = build_terminal_daily(
+        terminals, settings.label_delay_days, through=tx[c.TIMESTAMP].max()
+    )
     day = pd.DatetimeIndex(tx[c.TIMESTAMP]).floor("D")
     lookup = pd.DataFrame({c.TERMINAL_ID: tx[c.TERMINAL_ID].to_numpy(), EVENT_TIMESTAMP: day})
     lookup[EVENT_TIMESTAMP] = lookup[EVENT_TIMESTAMP].astype(daily[EVENT_TIMESTAMP].dtype)
@@ -105,9 +106,11 @@ def score_file(
         raise ValueError(f"--out must end in .csv or .parquet, got {out.name}")
     stage(f"validating {source.name}")
     tx = validate_transactions(
-        read_table(source), name=source.name,
-        label_delay=pd.Timedelta(days=settings.label_delay_days), in_file_order=True,
-    )  # fmt: skip
+        read_table(source),
+        name=source.name,
+        label_delay=pd.Timedelta(days=settings.label_delay_days),
+        in_file_order=True,
+    )
     if tx.empty:
         raise ValueError(f"{source} holds no transactions")
     stage(f"loading {model_uri}")

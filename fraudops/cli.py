@@ -184,10 +184,14 @@ def ingest(
     with console.status(f"validating {path}"):
         try:
             df = ingest_transactions(
-                path, settings.transactions_path, replace=replace,
-                label_delay_days=settings.label_delay_days, columns=mapping, timezone=zone,
+                path,
+                settings.transactions_path,
+                replace=replace,
+                label_delay_days=settings.label_delay_days,
+                columns=mapping,
+                timezone=zone,
                 reject_to=reject_to,
-            )  # fmt: skip
+            )
         except ValidationFailed as exc:
             raise fail(str(exc)) from None
     logging.getLogger(__name__).info(
@@ -385,10 +389,13 @@ def train(
             report = run_training(
                 settings,
                 train_start=train_start.date() if train_start else None,
-                train_days=train_days, delay_days=delay_days, test_days=test_days, seed=seed,
+                train_days=train_days,
+                delay_days=delay_days,
+                test_days=test_days,
+                seed=seed,
                 stage=lambda text: bar.update(task, description=text),
                 on_round=lambda n: bar.update(task, completed=n),
-            )  # fmt: skip
+            )
         except (FileNotFoundError, ValueError) as exc:
             raise fail(str(exc)) from None
     typer.echo(report_json(report))
@@ -416,8 +423,12 @@ def evaluate(
             metrics = evaluate_window(settings, model, start.date(), days)
     except (LookupError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
-    typer.echo(json.dumps({"model_uri": model_uri, "start": start.date().isoformat(), "days": days,
-                           **metrics}, indent=2))  # fmt: skip
+    typer.echo(
+        json.dumps(
+            {"model_uri": model_uri, "start": start.date().isoformat(), "days": days, **metrics},
+            indent=2,
+        )
+    )
 
 
 @app.command()
@@ -457,9 +468,12 @@ def promote(
     try:
         with stdout_for_results(), console.status("comparing @challenger with @champion"):
             result = run_promotion(
-                settings, force=force, start=start.date() if start else None, days=days,
+                settings,
+                force=force,
+                start=start.date() if start else None,
+                days=days,
                 evidence=evidence.value,
-            )  # fmt: skip
+            )
     except (LookupError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
     typer.echo(result.json())
@@ -477,10 +491,11 @@ def _unwrap(text: str | None) -> str | None:
         return text
     paragraphs = inspect.cleandoc(text).split("\n\n")
     return "\n\n".join(
-        p if all(line.lstrip().startswith("- ") for line in p.splitlines()) else
-        " ".join(line.strip() for line in p.splitlines())
+        p
+        if all(line.lstrip().startswith("- ") for line in p.splitlines())
+        else " ".join(line.strip() for line in p.splitlines())
         for p in paragraphs
-    )  # fmt: skip
+    )
 
 
 def _paragraph_help(group: typer.Typer) -> None:
@@ -517,8 +532,9 @@ def _usage_errors_as_errors() -> None:
             message = message[0].lower() + message[1:]
         ctx = getattr(exc, "ctx", None)
         hint = f"\n  see `{ctx.command_path} --help`" if ctx is not None else ""
-        console.print(f"[bold red]error:[/] {escape(message)}{hint}", highlight=False,
-                      soft_wrap=True)  # fmt: skip
+        console.print(
+            f"[bold red]error:[/] {escape(message)}{hint}", highlight=False, soft_wrap=True
+        )
 
     rich_utils.rich_format_error = show  # type: ignore[assignment]
 

@@ -75,9 +75,13 @@ def compare(
     try:
         with stdout_for_results(), console.status("comparing @challenger with @champion"):
             result = run_comparison(
-                get_settings(), begin, finish, resamples=resamples, seed=seed,
+                get_settings(),
+                begin,
+                finish,
+                resamples=resamples,
+                seed=seed,
                 record_to_mlflow=not no_record,
-            )  # fmt: skip
+            )
     except (LookupError, ValueError) as exc:
         raise fail(str(exc)) from None
     if as_json:
@@ -118,16 +122,23 @@ def score(
         task = bar.add_task("preparing", total=None)
         try:
             scored = score_file(
-                get_settings(), path, model_uri, out, with_features,
+                get_settings(),
+                path,
+                model_uri,
+                out,
+                with_features,
                 stage=lambda text: bar.update(task, description=text),
-            )  # fmt: skip
+            )
         except (ValidationFailed, LookupError, ValueError, FileNotFoundError) as exc:
             raise fail(str(exc)) from None
         bar.update(task, total=1, completed=1)
     log.info(
-        "scored %s transactions with v%s -> %s (%s)", f"{scored.rows:,}", scored.model_version,
-        scored.path, ", ".join(f"{d} {n:,}" for d, n in scored.decisions.items()),
-    )  # fmt: skip
+        "scored %s transactions with v%s -> %s (%s)",
+        f"{scored.rows:,}",
+        scored.model_version,
+        scored.path,
+        ", ".join(f"{d} {n:,}" for d, n in scored.decisions.items()),
+    )
 
 
 def retrain(
@@ -176,9 +187,11 @@ def retrain(
         task = bar.add_task("preparing", total=None)
         try:
             report = retrain_once(
-                get_settings(), auto_promote, evidence,  # type: ignore[arg-type]
+                get_settings(),
+                auto_promote,
+                evidence,  # type: ignore[arg-type]
                 stage=lambda text: bar.update(task, description=text),
-            )  # fmt: skip
+            )
         except (FileNotFoundError, ValueError, LookupError) as exc:
             raise fail(str(exc)) from None
     typer.echo(report.json())

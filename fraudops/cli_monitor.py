@@ -91,9 +91,12 @@ def monitor(
     with console.status(f"monitoring {span}") as status:
         try:
             result = run_monitor(
-                get_settings(), span, version=model_version, workspace=workspace,
+                get_settings(),
+                span,
+                version=model_version,
+                workspace=workspace,
                 stage=lambda text: status.update(text),
-            )  # fmt: skip
+            )
         except LookupError as exc:
             raise fail(str(exc)) from None
     typer.echo(result.json())
@@ -117,7 +120,7 @@ def labels_ingest(
         typer.Argument(
             help="Labels file (.csv or .parquet): transaction_id, is_fraud, label_timestamp."
         ),
-    ],  # fmt: skip
+    ],
     skip_unknown: Annotated[
         bool,
         typer.Option(
@@ -152,17 +155,23 @@ def labels_ingest(
     with console.status(f"validating {path}"):
         try:
             report = ingest_labels(
-                settings, path, skip_unknown=skip_unknown,
-                labelled_by=labelled_by or getpass.getuser(), columns=mapping, timezone=zone,
-            )  # fmt: skip
+                settings,
+                path,
+                skip_unknown=skip_unknown,
+                labelled_by=labelled_by or getpass.getuser(),
+                columns=mapping,
+                timezone=zone,
+            )
         except ValidationFailed as exc:
             raise fail(str(exc)) from None
     log.info(
         "recorded %s label(s) (%s fraud); %s row(s) of %s updated; run `fraudops features build` "
         "to use them",
-        f"{report.labels:,}", f"{report.frauds:,}", f"{report.offline_rows_updated:,}",
+        f"{report.labels:,}",
+        f"{report.frauds:,}",
+        f"{report.offline_rows_updated:,}",
         settings.transactions_path,
-    )  # fmt: skip
+    )
 
 
 @labels_app.command("sync")

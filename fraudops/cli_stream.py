@@ -97,17 +97,26 @@ def stream(
     def on_signal(signum: int, _frame: Any) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
-        log.info("%s: finishing the batch in hand, then stopping (again to abort)",
-                 signal.Signals(signum).name)  # fmt: skip
+        log.info(
+            "%s: finishing the batch in hand, then stopping (again to abort)",
+            signal.Signals(signum).name,
+        )
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         stats = run_consumer(
-            settings, stop, stream=source, group=group, consumer=consumer,
-            batch_size=batch_size, max_wait_ms=max_wait_ms,
-            claim_idle_ms=int(claim_idle * 1000), max_len=max_len or None, freeze=True,
-        )  # fmt: skip
+            settings,
+            stop,
+            stream=source,
+            group=group,
+            consumer=consumer,
+            batch_size=batch_size,
+            max_wait_ms=max_wait_ms,
+            claim_idle_ms=int(claim_idle * 1000),
+            max_len=max_len or None,
+            freeze=True,
+        )
     except NotReady as exc:
         raise fail(str(exc)) from None
     except _redis_errors() as exc:
@@ -231,19 +240,29 @@ def _replay_http(events, url, api_key, batch, rate, concurrency, timeout):  # ty
     try:
         ready = httpx.get(f"{url.rstrip('/')}/readyz", timeout=5)
     except httpx.HTTPError as exc:
-        raise fail(f"cannot reach the scoring API at {url} ({exc}): start it with "
-                   "`bentoml serve`, or pass --url") from None  # fmt: skip
+        raise fail(
+            f"cannot reach the scoring API at {url} ({exc}): start it with "
+            "`bentoml serve`, or pass --url"
+        ) from None
     if serving_on_stale_features(ready.status_code, ready.content):
         # a replay of history is scored on event time, where readiness reads the clock
-        log.warning("the scoring API says its features are stale by the clock: %s",
-                    ready.json()["stale_views"])  # fmt: skip
+        log.warning(
+            "the scoring API says its features are stale by the clock: %s",
+            ready.json()["stale_views"],
+        )
     elif ready.status_code != 200:
         raise fail(f"the scoring API at {url} is not ready (GET /readyz: {ready.status_code})")
     with _progress(len(events), "posting") as update:
         return replay_http(
-            events, url.rstrip("/"), api_key=api_key, batch=batch, rate=rate,
-            concurrency=concurrency, timeout=timeout, progress=update,
-        )  # fmt: skip
+            events,
+            url.rstrip("/"),
+            api_key=api_key,
+            batch=batch,
+            rate=rate,
+            concurrency=concurrency,
+            timeout=timeout,
+            progress=update,
+        )
 
 
 def _replay_stream(events, settings, source, batch, rate, timeout):  # type: ignore[no-untyped-def]
@@ -258,8 +277,11 @@ def _replay_stream(events, settings, source, batch, rate, timeout):  # type: ign
     try:
         client.ping()
         if not client.exists(names.transactions) or not client.xinfo_groups(names.transactions):
-            log.warning("no consumer group reads %s yet: start `fraudops stream`, or results "
-                        "will be missing after --timeout", names.transactions)  # fmt: skip
+            log.warning(
+                "no consumer group reads %s yet: start `fraudops stream`, or results "
+                "will be missing after --timeout",
+                names.transactions,
+            )
         with _progress(len(events), f"XADD {names.transactions}") as update:
             return replay_stream(
                 events, client, names, batch=batch, rate=rate, timeout=timeout, progress=update
@@ -306,14 +328,16 @@ def _print_summary(result: dict[str, Any]) -> None:
         ("scored", f"{result['scored']:,}"),
         ("errors", f"{result['errors']:,}"),
         ("missing", f"{result['missing']:,}"),
-        ("events/s (target / achieved)", f"{result['rate_target'] or 'max'} / "
-                                         f"{result['rate_achieved'] or '-'}"),
+        (
+            "events/s (target / achieved)",
+            f"{result['rate_target'] or 'max'} / {result['rate_achieved'] or '-'}",
+        ),
         ("seconds (sending / total)", f"{result['send_seconds']} / {result['total_seconds']}"),
         ("latency ms p50 / p95 / p99", f"{lat['p50']} / {lat['p95']} / {lat['p99']}"),
         *((f"decision: {name}", f"{count:,}") for name, count in result["decisions"].items()),
         ("degraded", f"{result['degraded']:,}"),
         ("model versions", ", ".join(f"{v}: {n:,}" for v, n in result["model_versions"].items())),
-    ]  # fmt: skip
+    ]
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)

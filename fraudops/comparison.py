@@ -52,11 +52,18 @@ EXAMPLES_PER_FLIP = 3
 _CHUNK_CELLS = 4_000_000  # bootstrap weights held at once (resamples x transactions)
 
 METRICS = ("roc_auc", "average_precision", "brier", f"card_precision_at_{CARD_K}")
-LABELS = {"roc_auc": "ROC AUC", "average_precision": "average precision",
-          "brier": "Brier (lower is better)",
-          f"card_precision_at_{CARD_K}": f"card precision@{CARD_K}"}  # fmt: skip
-HIGHER_IS_BETTER = {"roc_auc": True, "average_precision": True, "brier": False,
-                    f"card_precision_at_{CARD_K}": True}  # fmt: skip
+LABELS = {
+    "roc_auc": "ROC AUC",
+    "average_precision": "average precision",
+    "brier": "Brier (lower is better)",
+    f"card_precision_at_{CARD_K}": f"card precision@{CARD_K}",
+}
+HIGHER_IS_BETTER = {
+    "roc_auc": True,
+    "average_precision": True,
+    "brier": False,
+    f"card_precision_at_{CARD_K}": True,
+}
 
 
 # --- weighted metrics, one value per row of weights ------------------------------------------
@@ -217,9 +224,11 @@ def labelled_metrics(
         labelled = frame.assign(**{c.TIMESTAMP: frame["event_timestamp"]})
         full = evaluation.evaluate(labelled, s, k)
         points[role] = {
-            "roc_auc": full["roc_auc"], "average_precision": full["average_precision"],
-            "brier": full["brier"], cp_name: full[f"card_precision_at_{k}"],
-        }  # fmt: skip
+            "roc_auc": full["roc_auc"],
+            "average_precision": full["average_precision"],
+            "brier": full["brier"],
+            cp_name: full[f"card_precision_at_{k}"],
+        }
     for name in metric_fns:
         drawn = {role: np.concatenate(samples[role][name]) for role in scores}
         for role in scores:
@@ -380,8 +389,11 @@ def load_pairs(
                     sa.select(db.shadow_predictions.c.model_version).distinct()
                 ).scalars()
                 versions = sorted(map(str, held))
-            scope = f"v{challenger_version} against v{champion_version}" if champion_version \
-                else f"v{challenger_version}"  # fmt: skip
+            scope = (
+                f"v{challenger_version} against v{champion_version}"
+                if champion_version
+                else f"v{challenger_version}"
+            )
             raise LookupError(
                 f"no shadow results of {scope} from {start:%Y-%m-%d %H:%M} to "
                 f"{end:%Y-%m-%d %H:%M} (the log holds shadow results of "
@@ -409,8 +421,10 @@ def compare(
     name = settings.model_name
     challenger = registry.version_for(client, name, registry.CHALLENGER)
     if challenger is None:
-        raise LookupError(f"no version of {name} has alias @{registry.CHALLENGER}: run `fraudops "
-                          "train` (or `fraudops retrain`)")  # fmt: skip
+        raise LookupError(
+            f"no version of {name} has alias @{registry.CHALLENGER}: run `fraudops "
+            "train` (or `fraudops retrain`)"
+        )
     champion = registry.version_for(client, name, registry.CHAMPION)
     if champion is not None and str(champion.version) == str(challenger.version):
         raise LookupError(
@@ -418,9 +432,12 @@ def compare(
             "until a new version is trained"
         )
     pairs = load_pairs(
-        settings, start, end, str(challenger.version),
+        settings,
+        start,
+        end,
+        str(challenger.version),
         None if champion is None else str(champion.version),
-    )  # fmt: skip
+    )
     result = compare_pairs(pairs, start, end, resamples, seed)
     if record_to_mlflow:
         record(settings, client, result)
@@ -440,10 +457,12 @@ def summary_tags(result: Comparison) -> dict[str, str]:
         "live.score_rank_correlation": f"{result.score_rank_correlation:.4f}",
         "live.flips": json.dumps(result.flips),
         "live.decision_mix": json.dumps(
-            {role: {d: round(v, 4) for d, v in mix.items()}
-             for role, mix in result.decision_mix.items()}
+            {
+                role: {d: round(v, 4) for d, v in mix.items()}
+                for role, mix in result.decision_mix.items()
+            }
         ),
-    }  # fmt: skip
+    }
     for role, metrics in result.metrics.items():
         for name, estimate in metrics.items():
             tags[f"live.{role}.{name}"] = estimate.text(".4f")
@@ -459,13 +478,21 @@ def summary_metrics(result: Comparison) -> dict[str, float]:
         "score_rank_correlation": result.score_rank_correlation,
         "score_mean_abs_difference": result.score_mean_abs_difference,
         **{f"flips_{k.replace('->', '_to_')}": v for k, v in result.flips.items()},
-        **{f"{role}_{d}_share": v for role, mix in result.decision_mix.items()
-           for d, v in mix.items()},
-    }  # fmt: skip
+        **{
+            f"{role}_{d}_share": v
+            for role, mix in result.decision_mix.items()
+            for d, v in mix.items()
+        },
+    }
     for role, metrics in result.metrics.items():
         for name, e in metrics.items():
-            values.update({f"{role}_{name}": e.value, f"{role}_{name}_low": e.low,
-                           f"{role}_{name}_high": e.high})  # fmt: skip
+            values.update(
+                {
+                    f"{role}_{name}": e.value,
+                    f"{role}_{name}_low": e.low,
+                    f"{role}_{name}_high": e.high,
+                }
+            )
     return {k: float(v) for k, v in values.items() if np.isfinite(v)}
 
 
@@ -479,18 +506,31 @@ def record(settings: Any, client: Any, result: Comparison) -> str:
     experiment = registry.experiment_id(settings)
     run_name = f"live v{result.challenger_version} vs v{result.champion_version}"
     with mlflow.start_run(experiment_id=experiment, run_name=run_name) as run:
-        mlflow.set_tags({"fraudops.role": "live-comparison",
-                         "challenger_version": result.challenger_version,
-                         "champion_version": result.champion_version})  # fmt: skip
-        mlflow.log_params({"window_start": result.window_start, "window_end": result.window_end,
-                           "resamples": result.resamples, "seed": result.seed,
-                           "confidence": result.confidence})  # fmt: skip
+        mlflow.set_tags(
+            {
+                "fraudops.role": "live-comparison",
+                "challenger_version": result.challenger_version,
+                "champion_version": result.champion_version,
+            }
+        )
+        mlflow.log_params(
+            {
+                "window_start": result.window_start,
+                "window_end": result.window_end,
+                "resamples": result.resamples,
+                "seed": result.seed,
+                "confidence": result.confidence,
+            }
+        )
         mlflow.log_metrics(summary_metrics(result))
         mlflow.log_dict(json.loads(result.json()), "live_comparison.json")
-    registry.tag_version(client, settings.model_name, result.challenger_version,
-                         {**summary_tags(result), "live.run_id": run.info.run_id})  # fmt: skip
-    log.info("recorded the comparison on v%s (run %s)", result.challenger_version,
-             run.info.run_id)  # fmt: skip
+    registry.tag_version(
+        client,
+        settings.model_name,
+        result.challenger_version,
+        {**summary_tags(result), "live.run_id": run.info.run_id},
+    )
+    log.info("recorded the comparison on v%s (run %s)", result.challenger_version, run.info.run_id)
     return str(run.info.run_id)
 
 
@@ -517,8 +557,11 @@ def render(result: Comparison, console: Any) -> None:
     mix.add_column("champion", justify="right")
     mix.add_column("challenger", justify="right")
     for d in DECISIONS:
-        mix.add_row(d, f"{result.decision_mix['champion'][d]:.2%}",
-                    f"{result.decision_mix['challenger'][d]:.2%}")  # fmt: skip
+        mix.add_row(
+            d,
+            f"{result.decision_mix['champion'][d]:.2%}",
+            f"{result.decision_mix['challenger'][d]:.2%}",
+        )
     console.print(mix)
 
     if result.flips:
@@ -527,11 +570,19 @@ def render(result: Comparison, console: Any) -> None:
             flips.add_column(column)
         for key, count in sorted(result.flips.items(), key=lambda kv: -kv[1]):
             for i, ex in enumerate(result.flip_examples.get(key, [])):
-                label = "unknown" if ex["is_fraud"] is None else ("fraud" if ex["is_fraud"]
-                                                                  else "legitimate")  # fmt: skip
-                flips.add_row(key if i == 0 else "", f"{count:,}" if i == 0 else "",
-                              ex["transaction_id"], f"{ex['champion_probability']:.3f}",
-                              f"{ex['challenger_probability']:.3f}", label)  # fmt: skip
+                label = (
+                    "unknown"
+                    if ex["is_fraud"] is None
+                    else ("fraud" if ex["is_fraud"] else "legitimate")
+                )
+                flips.add_row(
+                    key if i == 0 else "",
+                    f"{count:,}" if i == 0 else "",
+                    ex["transaction_id"],
+                    f"{ex['champion_probability']:.3f}",
+                    f"{ex['challenger_probability']:.3f}",
+                    label,
+                )
         console.print(flips)
     else:
         console.print("No decision flips.")

@@ -110,10 +110,13 @@ Identifier = Annotated[
     str,
     Field(min_length=1, max_length=128),
     BeforeValidator(_id_text),
-    WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1, "maxLength": 128},
-                              {"type": "integer"}],
-                    "description": "Text; an integer is taken as its text."}),
-]  # fmt: skip
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "minLength": 1, "maxLength": 128}, {"type": "integer"}],
+            "description": "Text; an integer is taken as its text.",
+        }
+    ),
+]
 
 
 class Transaction(BaseModel):

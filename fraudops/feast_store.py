@@ -118,12 +118,23 @@ class FraudOpsOnlineStore(OnlineStore):
     def online_read(self, config, table, entity_keys, requested_features=None):  # type: ignore[no-untyped-def]
         return self.inner.online_read(self._config(config), table, entity_keys, requested_features)
 
-    def update(self, config, tables_to_delete, tables_to_keep, entities_to_delete,  # type: ignore[no-untyped-def]
-               entities_to_keep, partial):  # fmt: skip
+    def update(
+        self,
+        config,
+        tables_to_delete,
+        tables_to_keep,
+        entities_to_delete,  # type: ignore[no-untyped-def]
+        entities_to_keep,
+        partial,
+    ):
         return self.inner.update(
-            self._config(config), tables_to_delete, tables_to_keep,
-            entities_to_delete, entities_to_keep, partial,
-        )  # fmt: skip
+            self._config(config),
+            tables_to_delete,
+            tables_to_keep,
+            entities_to_delete,
+            entities_to_keep,
+            partial,
+        )
 
     def teardown(self, config, tables, entities):  # type: ignore[no-untyped-def]
         return self.inner.teardown(self._config(config), tables, entities)
@@ -199,8 +210,11 @@ def feature_service(store: FeatureStore, name: str | None = None) -> FeatureServ
 
 def service_feature_names(service: FeatureService) -> list[str]:
     """The ordered model feature list: the service's views in order, features in order."""
-    return [feature.name for projection in service.feature_view_projections
-            for feature in projection.features]  # fmt: skip
+    return [
+        feature.name
+        for projection in service.feature_view_projections
+        for feature in projection.features
+    ]
 
 
 def materialize(store: FeatureStore, end: datetime, views: Sequence[str] | None = None) -> None:

@@ -65,22 +65,29 @@ def build_customer_tables(
     (the nightly job rebuilds a customer with a late transaction from scratch)."""
     if tx.empty:
         names = [c.TRANSACTION_ID, c.CUSTOMER_ID, EVENT_TIMESTAMP, *f.CUSTOMER_ACTIVITY_FEATURES]
-        return (pd.DataFrame(columns=names),
-                pd.DataFrame(columns=[c.CUSTOMER_ID, EVENT_TIMESTAMP, *STATE_FIELDS]))  # fmt: skip
+        return (
+            pd.DataFrame(columns=names),
+            pd.DataFrame(columns=[c.CUSTOMER_ID, EVENT_TIMESTAMP, *STATE_FIELDS]),
+        )
     tx, bounds = _sorted_by_customer(tx)
     customer_ids = tx[c.CUSTOMER_ID].to_numpy()
     sizes = np.diff(bounds)
     count = len(sizes)
     # each customer's kept history (from ``states``) before its new transactions
-    prior = (states.set_index(c.CUSTOMER_ID) if states is not None and len(states)
-             else pd.DataFrame(columns=[*STATE_FIELDS]))  # fmt: skip
+    prior = (
+        states.set_index(c.CUSTOMER_ID)
+        if states is not None and len(states)
+        else pd.DataFrame(columns=[*STATE_FIELDS])
+    )
     known = [customer_ids[start] in prior.index for start in bounds[:-1]]
-    old = [prior.loc[customer_ids[start]] if k else None
-           for start, k in zip(bounds[:-1], known, strict=True)]  # fmt: skip
+    old = [
+        prior.loc[customer_ids[start]] if k else None
+        for start, k in zip(bounds[:-1], known, strict=True)
+    ]
     old_sizes = np.array([len(o["history_time_us"]) if o is not None else 0 for o in old], int)
-    start_stats = f.RunningStats(*(
-        np.array([float(o[name]) if o is not None else 0.0 for o in old]) for name in STATS
-    ))  # fmt: skip
+    start_stats = f.RunningStats(
+        *(np.array([float(o[name]) if o is not None else 0.0 for o in old]) for name in STATS)
+    )
     new_t = f.to_micros(tx[c.TIMESTAMP])
     new_a = tx[c.AMOUNT].to_numpy(dtype=np.float64)
     new_term = tx[c.TERMINAL_ID].to_numpy(dtype=object)
@@ -113,15 +120,17 @@ def build_customer_tables(
         t, a, term = time_us[lo:hi], amount[lo:hi], terminal[lo:hi]
         keep = t >= t.max() - f.HISTORY_US
         keep[: max(0, len(t) - f.MAX_HISTORY)] = False
-        state_rows.append({
-            c.CUSTOMER_ID: customer_ids[bounds[g]],
-            EVENT_TIMESTAMP: timestamps.iat[bounds[g + 1] - 1],
-            "history_time_us": t[keep].tolist(),
-            "history_amount": a[keep].tolist(),
-            "history_terminal_id": term[keep].tolist(),
-            "tx_count": int(after.count[g]),
-            **{name: float(getattr(after, name)[g]) for name in STATS[1:]},
-        })  # fmt: skip
+        state_rows.append(
+            {
+                c.CUSTOMER_ID: customer_ids[bounds[g]],
+                EVENT_TIMESTAMP: timestamps.iat[bounds[g + 1] - 1],
+                "history_time_us": t[keep].tolist(),
+                "history_amount": a[keep].tolist(),
+                "history_terminal_id": term[keep].tolist(),
+                "tx_count": int(after.count[g]),
+                **{name: float(getattr(after, name)[g]) for name in STATS[1:]},
+            }
+        )
         if progress and g % 256 == 0:
             progress(g)
     activity = pd.DataFrame(
@@ -154,9 +163,15 @@ def build_terminal_daily(
         is_fraud = np.full(len(tx), np.nan)
         label_us = time_us
     grids = f.terminal_daily_features(
-        codes, time_us, is_fraud, label_us, len(terminals),
-        int(f.to_micros(pd.DatetimeIndex([first_day]))[0]), n_days, label_delay_days,
-    )  # fmt: skip
+        codes,
+        time_us,
+        is_fraud,
+        label_us,
+        len(terminals),
+        int(f.to_micros(pd.DatetimeIndex([first_day]))[0]),
+        n_days,
+        label_delay_days,
+    )
     days = pd.date_range(first_day, periods=n_days, freq="D")
     return pd.DataFrame(
         {

@@ -177,9 +177,12 @@ def store_freshness(
         written = newest.get(view)
         age = None if written is None else round((now - written).total_seconds(), 1)
         verdicts[view] = ViewFreshness(
-            view, written, age, budget.total_seconds(),
+            view,
+            written,
+            age,
+            budget.total_seconds(),
             stale=age is None or age > budget.total_seconds(),
-        )  # fmt: skip
+        )
     return verdicts
 
 

@@ -245,10 +245,16 @@ class _Checker:
             for i in order:
                 row_positions, column, expected, values = self._flags[which[i]]
                 row = int(row_positions[at[i]])
-                found.append(Problem(
-                    self.name, row + self.numbering.first, self.columns.get(column, column),
-                    expected, _shown(values.iloc[row]), self.numbering.unit,
-                ))  # fmt: skip
+                found.append(
+                    Problem(
+                        self.name,
+                        row + self.numbering.first,
+                        self.columns.get(column, column),
+                        expected,
+                        _shown(values.iloc[row]),
+                        self.numbering.unit,
+                    )
+                )
         return found
 
     def bad_rows(self) -> np.ndarray:
@@ -317,13 +323,15 @@ def _parse_timestamps(
         text = values.where(~missing).astype("string").str.strip()
         zoned = text.str.contains(_ZONE).fillna(False).to_numpy(dtype=bool)
         if timezone is None:
-            parsed = pd.to_datetime(text.astype(object), utc=True, errors="coerce",
-                                    format="ISO8601")  # fmt: skip
+            parsed = pd.to_datetime(
+                text.astype(object), utc=True, errors="coerce", format="ISO8601"
+            )
             bad = parsed.isna().to_numpy() & ~missing
             check.flag(bad, column, "an ISO 8601 timestamp such as 2026-01-05T10:00:00Z", values)
             zoneless = ~bad & ~missing & ~zoned
-            check.flag(zoneless, column, "a timestamp with a zone, such as 2026-01-05T10:00:00Z",
-                       values)  # fmt: skip
+            check.flag(
+                zoneless, column, "a timestamp with a zone, such as 2026-01-05T10:00:00Z", values
+            )
         else:
             parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
             if zoned.any():
@@ -331,8 +339,9 @@ def _parse_timestamps(
                     text[zoned].astype(object), utc=True, errors="coerce", format="ISO8601"
                 )
             naive = ~zoned & ~missing
-            local = pd.to_datetime(text.where(naive).astype(object), errors="coerce",
-                                   format="ISO8601")  # fmt: skip
+            local = pd.to_datetime(
+                text.where(naive).astype(object), errors="coerce", format="ISO8601"
+            )
             readable = naive & local.notna().to_numpy()
             localized = local.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
             unclear = readable & localized.isna().to_numpy()
@@ -340,8 +349,12 @@ def _parse_timestamps(
             bad = parsed.isna().to_numpy() & ~missing & ~unclear
             check.flag(bad, column, "an ISO 8601 timestamp such as 2026-01-05 10:00:00", values)
     # skipped or repeated by a daylight-saving change: refused, not guessed
-    check.flag(unclear, column, f"a time that exists once in {zone} (a daylight-saving change "
-               "skips or repeats it)", values)  # fmt: skip
+    check.flag(
+        unclear,
+        column,
+        f"a time that exists once in {zone} (a daylight-saving change skips or repeats it)",
+        values,
+    )
     outside = ((parsed < c.EARLIEST) | (parsed >= c.LATEST)).to_numpy()
     check.flag(outside, column, f"a time from {c.EARLIEST:%Y-%m-%d} to {c.LATEST:%Y-%m-%d}", values)
     return parsed
@@ -509,9 +522,13 @@ def ingest_transactions(
     raw = read_table(source)
     renamed, file_columns = apply_column_mapping(raw, columns or {}, source.name)
     df, check = check_transactions(
-        renamed, source.name, pd.Timedelta(days=label_delay_days),
-        numbering=Numbering.of(source), columns=file_columns, timezone=timezone,
-    )  # fmt: skip
+        renamed,
+        source.name,
+        pd.Timedelta(days=label_delay_days),
+        numbering=Numbering.of(source),
+        columns=file_columns,
+        timezone=timezone,
+    )
     if destination.exists() and not replace:
         existing = pd.read_parquet(destination)
         clash = df[c.TRANSACTION_ID].isin(existing[c.TRANSACTION_ID]).to_numpy()
@@ -530,9 +547,13 @@ def ingest_transactions(
         write_rejects(raw, bad, check, reject_to)
         log.warning(
             "%s: %s of %s row(s) failed validation, written with their reasons to %s; "
-            "ingesting the other %s", source.name, f"{len(bad):,}", f"{len(df):,}", reject_to,
+            "ingesting the other %s",
+            source.name,
+            f"{len(bad):,}",
+            f"{len(df):,}",
+            reject_to,
             f"{len(df) - len(bad):,}",
-        )  # fmt: skip
+        )
         df = df.drop(index=bad).reset_index(drop=True)
     if existing is not None:
         df = pd.concat([existing, df], ignore_index=True)
@@ -547,10 +568,12 @@ def write_rejects(raw: pd.DataFrame, bad: np.ndarray, check: _Checker, path: Pat
     reasons = check.reasons()
     rows = raw.reset_index(drop=True).iloc[bad]
     unit = check.numbering.unit
-    rejected = pd.DataFrame({
-        unit: bad + check.numbering.first,
-        "reason": [reasons[int(i)] for i in bad],
-    })  # fmt: skip
+    rejected = pd.DataFrame(
+        {
+            unit: bad + check.numbering.first,
+            "reason": [reasons[int(i)] for i in bad],
+        }
+    )
     rejected = pd.concat([rejected, rows.reset_index(drop=True)], axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     rejected.to_csv(path, index=False)

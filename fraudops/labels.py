@@ -150,8 +150,10 @@ def ingest_labels(
             log.warning(
                 "%s: skipped %d label(s) of transactions in neither the offline store nor the "
                 "prediction log, e.g. %s",
-                name, len(unknown_ids), ", ".join(unknown_ids[:5]),
-            )  # fmt: skip
+                name,
+                len(unknown_ids),
+                ", ".join(unknown_ids[:5]),
+            )
         frame = frame[known].reset_index(drop=True)
         only_logged = frame.loc[
             ~frame[c.TRANSACTION_ID].isin(offline.index), c.TRANSACTION_ID
@@ -161,8 +163,11 @@ def ingest_labels(
                 "%s: %d label(s) are for transactions only in the prediction log, not in the "
                 "offline store (%s), e.g. %s: recorded for monitoring; ingest those transactions "
                 "(fraudops ingest) to use the labels for features and training",
-                name, len(only_logged), settings.transactions_path, ", ".join(only_logged[:5]),
-            )  # fmt: skip
+                name,
+                len(only_logged),
+                settings.transactions_path,
+                ", ".join(only_logged[:5]),
+            )
         with engine.begin() as conn:
             record_labels(conn, frame, f"file:{name}"[:64], labelled_by or getpass.getuser())
             # Inside the transaction: if the offline table cannot be written, the labels

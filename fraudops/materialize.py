@@ -75,8 +75,12 @@ def materialize_once(
         store.materialize_incremental(end_date=end)
     record_newest_rows(settings, store, end)
     seeded = seed_customer_states(settings)
-    log.info("materialized up to %s in %.1f s (%d new customer states)", end.isoformat(),
-             time.monotonic() - started, seeded)  # fmt: skip
+    log.info(
+        "materialized up to %s in %.1f s (%d new customer states)",
+        end.isoformat(),
+        time.monotonic() - started,
+        seeded,
+    )
 
 
 def seed_customer_states(settings: Settings) -> int:

@@ -183,18 +183,29 @@ class _SingleRow:
         from lightgbm.basic import _LIB, _c_str, _safe_call
 
         handle = ctypes.c_void_p()
-        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-            self.booster._handle, ctypes.c_int(self.predict_type), ctypes.c_int(0),
-            ctypes.c_int(-1), ctypes.c_int(1), ctypes.c_int32(ncol), _c_str("num_threads=1"),
-            ctypes.byref(handle),
-        ))  # fmt: skip
+        _safe_call(
+            _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+                self.booster._handle,
+                ctypes.c_int(self.predict_type),
+                ctypes.c_int(0),
+                ctypes.c_int(-1),
+                ctypes.c_int(1),
+                ctypes.c_int32(ncol),
+                _c_str("num_threads=1"),
+                ctypes.byref(handle),
+            )
+        )
         with self._lock:
             self._handles.append(handle)
         row = np.zeros(ncol, dtype=np.float64)
         out = np.zeros(self.outputs, dtype=np.float64)
         length = ctypes.c_int64(0)
-        args = (handle, row.ctypes.data_as(ctypes.c_void_p), ctypes.byref(length),
-                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))  # fmt: skip
+        args = (
+            handle,
+            row.ctypes.data_as(ctypes.c_void_p),
+            ctypes.byref(length),
+            out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+        )
         predict = _LIB.LGBM_BoosterPredictForMatSingleRowFast
 
         def call(features: np.ndarray) -> np.ndarray:
@@ -234,12 +245,22 @@ class _FewRows:
         rows = np.ascontiguousarray(rows, dtype=np.float64)
         out = np.empty(len(rows) * self.outputs, dtype=np.float64)
         length = ctypes.c_int64(0)
-        _safe_call(self._predict(
-            self.booster._handle, rows.ctypes.data_as(ctypes.c_void_p), ctypes.c_int(1),
-            ctypes.c_int32(rows.shape[0]), ctypes.c_int32(rows.shape[1]), ctypes.c_int(1),
-            ctypes.c_int(self.predict_type), ctypes.c_int(0), ctypes.c_int(-1), self._parameters,
-            ctypes.byref(length), out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
-        ))  # fmt: skip
+        _safe_call(
+            self._predict(
+                self.booster._handle,
+                rows.ctypes.data_as(ctypes.c_void_p),
+                ctypes.c_int(1),
+                ctypes.c_int32(rows.shape[0]),
+                ctypes.c_int32(rows.shape[1]),
+                ctypes.c_int(1),
+                ctypes.c_int(self.predict_type),
+                ctypes.c_int(0),
+                ctypes.c_int(-1),
+                self._parameters,
+                ctypes.byref(length),
+                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+            )
+        )
         return out if self.outputs == 1 else out.reshape(len(rows), self.outputs)
 
 

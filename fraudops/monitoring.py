@@ -156,8 +156,17 @@ def _override(configured: float | None, logged: Any) -> float:
 def read_window(engine: sa.Engine, window: Window, features: list[str]) -> pd.DataFrame:
     """The window's predictions (one per transaction: the latest if it was scored twice),
     their ``features`` as columns, and the label if one was recorded."""
-    logged = ("transaction_id", "event_timestamp", "scored_at", "features", PROBABILITY,
-              DECISION, "model_version", "latency_ms", "degraded")  # fmt: skip
+    logged = (
+        "transaction_id",
+        "event_timestamp",
+        "scored_at",
+        "features",
+        PROBABILITY,
+        DECISION,
+        "model_version",
+        "latency_ms",
+        "degraded",
+    )
     query = (
         sa.select(
             *(predictions.c[name] for name in logged), labels.c.is_fraud, labels.c.label_timestamp
@@ -336,10 +345,14 @@ def run_evidently(
         threshold = float(config.get("threshold") or thresholds.drift_threshold)
         per_feature.append(
             FeatureDrift(
-                name, str(config.get("method") or method), float(score), threshold,
-                drifted=bool(score >= threshold), counted=name not in ignored,
+                name,
+                str(config.get("method") or method),
+                float(score),
+                threshold,
+                drifted=bool(score >= threshold),
+                counted=name not in ignored,
             )
-        )  # fmt: skip
+        )
 
     quality_snapshot, quality = None, None
     labelled = current[current[c.IS_FRAUD].notna()]
@@ -414,9 +427,13 @@ def add_to_workspace(result: EvidentlyResult, workspace: Path) -> None:
     workspace.mkdir(parents=True, exist_ok=True)
     ws = Workspace(str(workspace))
     found = ws.search_project(WORKSPACE_PROJECT)
-    project = found[0] if found else ws.create_project(
-        WORKSPACE_PROJECT, description="FraudOps: drift and quality of the fraud model"
-    )  # fmt: skip
+    project = (
+        found[0]
+        if found
+        else ws.create_project(
+            WORKSPACE_PROJECT, description="FraudOps: drift and quality of the fraud model"
+        )
+    )
     for snapshot in (result.drift, result.quality):
         if snapshot is not None:
             ws.add_run(project.id, snapshot)
@@ -447,13 +464,18 @@ def evaluate_alerts(
         and summary.drift_share >= thresholds.alert_drift_share
     ):
         top = ", ".join(f"{d.feature} ({d.score:.2f})" for d in summary.top_drifted())
-        found.append(Alert(
-            "feature_drift", "warning",
-            f"{summary.drifted_features} of {summary.features_checked} features drifted "
-            f"({summary.drift_share:.0%}, alert at {thresholds.alert_drift_share:.0%}) for {who}; "
-            f"most: {top}",
-            summary.drift_share, thresholds.alert_drift_share,
-        ))  # fmt: skip
+        found.append(
+            Alert(
+                "feature_drift",
+                "warning",
+                f"{summary.drifted_features} of {summary.features_checked} features drifted "
+                f"({summary.drift_share:.0%}, alert at {thresholds.alert_drift_share:.0%}) "
+                f"for {who}; "
+                f"most: {top}",
+                summary.drift_share,
+                thresholds.alert_drift_share,
+            )
+        )
     if (
         enough
         and summary.score_drift is not None
@@ -461,47 +483,70 @@ def evaluate_alerts(
     ):
         now_block = summary.block_share or 0.0
         then_block = summary.reference_decision_mix.get("block", 0.0)
-        found.append(Alert(
-            "score_drift", "critical",
-            f"the fraud probability of {who} drifted: {thresholds.drift_method} distance "
-            f"{summary.score_drift:.3f} >= {thresholds.alert_score_drift}; block rate "
-            f"{now_block:.1%} against {then_block:.1%} on the training data",
-            summary.score_drift, thresholds.alert_score_drift,
-        ))  # fmt: skip
+        found.append(
+            Alert(
+                "score_drift",
+                "critical",
+                f"the fraud probability of {who} drifted: {thresholds.drift_method} distance "
+                f"{summary.score_drift:.3f} >= {thresholds.alert_score_drift}; block rate "
+                f"{now_block:.1%} against {then_block:.1%} on the training data",
+                summary.score_drift,
+                thresholds.alert_score_drift,
+            )
+        )
     p99 = summary.latency_p99_ms
     if p99 is not None and p99 >= thresholds.alert_latency_p99_ms:
-        found.append(Alert(
-            "latency", _severity(p99, thresholds.alert_latency_p99_ms),
-            f"scoring latency p99 {p99:.0f} ms >= {thresholds.alert_latency_p99_ms:.0f} ms over "
-            f"{summary.window_predictions:,} predictions",
-            p99, thresholds.alert_latency_p99_ms,
-        ))  # fmt: skip
+        found.append(
+            Alert(
+                "latency",
+                _severity(p99, thresholds.alert_latency_p99_ms),
+                f"scoring latency p99 {p99:.0f} ms >= "
+                f"{thresholds.alert_latency_p99_ms:.0f} ms over "
+                f"{summary.window_predictions:,} predictions",
+                p99,
+                thresholds.alert_latency_p99_ms,
+            )
+        )
     degraded = summary.degraded_share
     if degraded is not None and degraded >= thresholds.alert_error_rate:
-        found.append(Alert(
-            "error_rate", _severity(degraded, thresholds.alert_error_rate),
-            f"{degraded:.1%} of {summary.window_predictions:,} predictions were scored in "
-            f"degraded mode (online store unreachable, default features) >= "
-            f"{thresholds.alert_error_rate:.1%}",
-            degraded, thresholds.alert_error_rate,
-        ))  # fmt: skip
+        found.append(
+            Alert(
+                "error_rate",
+                _severity(degraded, thresholds.alert_error_rate),
+                f"{degraded:.1%} of {summary.window_predictions:,} predictions were scored in "
+                f"degraded mode (online store unreachable, default features) >= "
+                f"{thresholds.alert_error_rate:.1%}",
+                degraded,
+                thresholds.alert_error_rate,
+            )
+        )
     if summary.frauds >= thresholds.min_labelled_frauds and summary.roc_auc is not None:
-        checks = (("roc_auc", "ROC AUC", summary.roc_auc, thresholds.alert_auc_drop),
-                  ("average_precision", "average precision", summary.average_precision,
-                   thresholds.alert_ap_drop))  # fmt: skip
+        checks = (
+            ("roc_auc", "ROC AUC", summary.roc_auc, thresholds.alert_auc_drop),
+            (
+                "average_precision",
+                "average precision",
+                summary.average_precision,
+                thresholds.alert_ap_drop,
+            ),
+        )
         for key, label, value, allowed in checks:
             expected = test_metrics.get(key)
             if value is None or expected is None or not np.isfinite(expected):
                 continue
             drop = expected - value
             if drop >= allowed:
-                found.append(Alert(
-                    f"{key}_drop", "critical",
-                    f"{label} of {who} is {value:.3f} on {summary.labelled:,} labelled "
-                    f"predictions ({summary.frauds} frauds): {drop:.3f} below its test "
-                    f"{expected:.3f} (alert at a drop of {allowed})",
-                    drop, allowed,
-                ))  # fmt: skip
+                found.append(
+                    Alert(
+                        f"{key}_drop",
+                        "critical",
+                        f"{label} of {who} is {value:.3f} on {summary.labelled:,} labelled "
+                        f"predictions ({summary.frauds} frauds): {drop:.3f} below its test "
+                        f"{expected:.3f} (alert at a drop of {allowed})",
+                        drop,
+                        allowed,
+                    )
+                )
     return found
 
 
@@ -513,12 +558,17 @@ def freshness_alerts(verdicts: dict[str, Any]) -> list[Alert]:
     if not stale:
         return []
     worst = max(stale, key=lambda v: float("inf") if v.age_seconds is None else v.age_seconds)
-    return [Alert(
-        "stale_features", "critical",
-        "batch features are stale: " + "; ".join(v.reason for v in stale)
-        + ". Is the nightly job running? (`fraudops nightly`, docs/nightly-job.md)",
-        -1.0 if worst.age_seconds is None else worst.age_seconds, worst.budget_seconds,
-    )]  # fmt: skip
+    return [
+        Alert(
+            "stale_features",
+            "critical",
+            "batch features are stale: "
+            + "; ".join(v.reason for v in stale)
+            + ". Is the nightly job running? (`fraudops nightly`, docs/nightly-job.md)",
+            -1.0 if worst.age_seconds is None else worst.age_seconds,
+            worst.budget_seconds,
+        )
+    ]
 
 
 def check_feature_freshness(settings: Settings) -> list[Alert]:
@@ -586,10 +636,16 @@ class MonitorResult:
         summary = {k: v for k, v in asdict(self.summary).items() if k != "feature_drift"}
         summary["drifted"] = [d.feature for d in self.summary.top_drifted(n=100)]
         return json.dumps(
-            {"run_id": self.run_id, "seconds": round(self.seconds, 2), **summary,
-             "reports": self.reports, "alerts": [asdict(a) for a in self.alerts]},
-            indent=2, default=str,
-        )  # fmt: skip
+            {
+                "run_id": self.run_id,
+                "seconds": round(self.seconds, 2),
+                **summary,
+                "reports": self.reports,
+                "alerts": [asdict(a) for a in self.alerts],
+            },
+            indent=2,
+            default=str,
+        )
 
 
 def monitor(
@@ -621,26 +677,40 @@ def monitor(
         frame.loc[frame[c.LABEL_TIMESTAMP] > started_at, c.IS_FRAUD] = np.nan  # not arrived
         current = frame[frame["model_version"] == reference.model_version].reset_index(drop=True)
         ref = reference.frame.assign(
-            **{DECISION: decide(reference.frame[PROBABILITY].to_numpy(),
-                                reference.review_threshold, reference.block_threshold)}
-        )  # fmt: skip
+            **{
+                DECISION: decide(
+                    reference.frame[PROBABILITY].to_numpy(),
+                    reference.review_threshold,
+                    reference.block_threshold,
+                )
+            }
+        )
         summary = Summary(
-            window_start=window.start, window_end=window.end,
-            model_name=reference.model_name, model_version=reference.model_version,
-            reference_run_id=reference.run_id, window_predictions=len(frame),
-            predictions=len(current), reference_decision_mix=decision_mix(ref[DECISION]),
+            window_start=window.start,
+            window_end=window.end,
+            model_name=reference.model_name,
+            model_version=reference.model_version,
+            reference_run_id=reference.run_id,
+            window_predictions=len(frame),
+            predictions=len(current),
+            reference_decision_mix=decision_mix(ref[DECISION]),
             **operational_stats(frame),  # type: ignore[arg-type]
-        )  # fmt: skip
+        )
         reports: dict[str, str] = {}
         if current.empty:
             log.warning(
                 "no predictions of %s version %s in %s: nothing to compare with its reference",
-                reference.model_name, reference.model_version, window,
-            )  # fmt: skip
+                reference.model_name,
+                reference.model_version,
+                window,
+            )
         else:
             stage(f"Evidently: drift and quality of {len(current):,} predictions")
-            tags = {"window_start": window.start.isoformat(), "window_end": window.end.isoformat(),
-                    "model_version": reference.model_version}  # fmt: skip
+            tags = {
+                "window_start": window.start.isoformat(),
+                "window_end": window.end.isoformat(),
+                "model_version": reference.model_version,
+            }
             result = run_evidently(
                 current, ref, reference.features, thresholds, reference.block_threshold, tags
             )
@@ -669,9 +739,15 @@ def monitor(
     log.info(
         "monitored %s predictions of %s v%s, %s: drift share %s, score drift %s, %d alert(s), "
         "in %.1f s",
-        f"{summary.predictions:,}", summary.model_name, summary.model_version, window,
-        _fmt(summary.drift_share), _fmt(summary.score_drift), len(found), seconds,
-    )  # fmt: skip
+        f"{summary.predictions:,}",
+        summary.model_name,
+        summary.model_version,
+        window,
+        _fmt(summary.drift_share),
+        _fmt(summary.score_drift),
+        len(found),
+        seconds,
+    )
     return MonitorResult(run_id, window, summary, found, reports, seconds)
 
 
@@ -685,12 +761,17 @@ def logged_days(engine: sa.Engine, most: int = 14) -> str:
     with engine.connect() as conn:
         days = [str(d) for (d,) in conn.execute(sa.select(day).distinct().order_by(day)).all()]
     if not days:
-        return "the prediction log is empty: score transactions first (bentoml serve, " \
-            "fraudops stream or fraudops replay)"  # fmt: skip
-    shown = ", ".join(days if len(days) <= most else [*days[: most // 2], "...",
-                                                       *days[-most // 2 :]])  # fmt: skip
-    return f"the prediction log has predictions on {len(days)} day(s): {shown} (UTC); pick " \
-        "a window there with --start/--end"  # fmt: skip
+        return (
+            "the prediction log is empty: score transactions first (bentoml serve, "
+            "fraudops stream or fraudops replay)"
+        )
+    shown = ", ".join(
+        days if len(days) <= most else [*days[: most // 2], "...", *days[-most // 2 :]]
+    )
+    return (
+        f"the prediction log has predictions on {len(days)} day(s): {shown} (UTC); pick "
+        "a window there with --start/--end"
+    )
 
 
 def _fill(summary: Summary, current: pd.DataFrame, result: EvidentlyResult) -> None:
@@ -740,19 +821,31 @@ def record(
     again.
     """
     now = datetime.now(UTC)
-    row = {k: v for k, v in asdict(summary).items()
-           if k not in {"feature_drift", "reference_decision_mix"}}  # fmt: skip
+    row = {
+        k: v
+        for k, v in asdict(summary).items()
+        if k not in {"feature_drift", "reference_decision_mix"}
+    }
     with engine.begin() as conn:
-        conn.execute(monitor_runs.insert().values(
-            run_id=run_id, started_at=started_at, finished_at=now, alerts=len(found),
-            drift_report_path=reports.get("drift_report_path"),
-            quality_report_path=reports.get("quality_report_path"), **row,
-        ))  # fmt: skip
+        conn.execute(
+            monitor_runs.insert().values(
+                run_id=run_id,
+                started_at=started_at,
+                finished_at=now,
+                alerts=len(found),
+                drift_report_path=reports.get("drift_report_path"),
+                quality_report_path=reports.get("quality_report_path"),
+                **row,
+            )
+        )
         if summary.feature_drift:
-            conn.execute(feature_drift.insert(), [
-                {"run_id": run_id, "window_end": summary.window_end, **asdict(d)}
-                for d in summary.feature_drift
-            ])  # fmt: skip
+            conn.execute(
+                feature_drift.insert(),
+                [
+                    {"run_id": run_id, "window_end": summary.window_end, **asdict(d)}
+                    for d in summary.feature_drift
+                ],
+            )
         open_ids = dict(
             conn.execute(
                 sa.select(alerts.c.kind, alerts.c.id).where(
@@ -764,16 +857,31 @@ def record(
         new = [a for a in found if a.kind not in open_ids]
         for alert in found:
             if alert.kind in open_ids:
-                conn.execute(alerts.update().where(alerts.c.id == open_ids[alert.kind]).values(
-                    **asdict(alert), window_end=summary.window_end, run_id=run_id,
-                ))  # fmt: skip
+                conn.execute(
+                    alerts.update()
+                    .where(alerts.c.id == open_ids[alert.kind])
+                    .values(
+                        **asdict(alert),
+                        window_end=summary.window_end,
+                        run_id=run_id,
+                    )
+                )
         if new:
-            conn.execute(alerts.insert(), [
-                {**asdict(a), "created_at": now, "window_start": summary.window_start,
-                 "window_end": summary.window_end, "model_version": summary.model_version,
-                 "run_id": run_id, "acknowledged": False}
-                for a in new
-            ])  # fmt: skip
+            conn.execute(
+                alerts.insert(),
+                [
+                    {
+                        **asdict(a),
+                        "created_at": now,
+                        "window_start": summary.window_start,
+                        "window_end": summary.window_end,
+                        "model_version": summary.model_version,
+                        "run_id": run_id,
+                        "acknowledged": False,
+                    }
+                    for a in new
+                ],
+            )
     return new
 
 
@@ -807,9 +915,14 @@ def run_schedule(
 
     scheduler.add_listener(on_event, EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES)
     scheduler.add_job(
-        run_once, "interval", seconds=every_seconds, max_instances=1, coalesce=True,
-        next_run_time=datetime.now(UTC), id="monitor",
-    )  # fmt: skip
+        run_once,
+        "interval",
+        seconds=every_seconds,
+        max_instances=1,
+        coalesce=True,
+        next_run_time=datetime.now(UTC),
+        id="monitor",
+    )
     log.info("monitoring the last %s every %d s; Ctrl-C to stop", length, every_seconds)
     try:
         scheduler.start()

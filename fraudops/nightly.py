@@ -110,8 +110,14 @@ def read_logged(engine: sa.Engine, since: datetime | None) -> pd.DataFrame:
     ``transaction_id`` (its first scoring), with ``commit_seq`` where the log has one."""
     from fraudops.db import predictions
 
-    wanted = ["transaction_id", "event_timestamp", "customer_id", "terminal_id", "amount",
-              "scored_at"]  # fmt: skip
+    wanted = [
+        "transaction_id",
+        "event_timestamp",
+        "customer_id",
+        "terminal_id",
+        "amount",
+        "scored_at",
+    ]
     has_seq = COMMIT_SEQ in log_columns(engine)
     columns = [predictions.c[name] for name in wanted]
     if has_seq:
@@ -137,8 +143,12 @@ def read_labels(
     """Labels of ``ids``, or recorded (``labelled_at``) at or after ``recorded_since``."""
     from fraudops.db import labels
 
-    columns = (labels.c.transaction_id, labels.c.is_fraud, labels.c.label_timestamp,
-               labels.c.labelled_at)  # fmt: skip
+    columns = (
+        labels.c.transaction_id,
+        labels.c.is_fraud,
+        labels.c.label_timestamp,
+        labels.c.labelled_at,
+    )
     queries = []
     if ids is not None:
         queries = [
@@ -197,9 +207,10 @@ def take_from_log(
     scored_through = logged["scored_at"].max() if len(logged) else None
     fresh = logged[~logged["transaction_id"].isin(offline[c.TRANSACTION_ID])]
     new_rows = as_offline_rows(
-        fresh, read_labels(engine, ids=fresh["transaction_id"].astype(str).tolist()),
+        fresh,
+        read_labels(engine, ids=fresh["transaction_id"].astype(str).tolist()),
         settings.label_delay_days,
-    )  # fmt: skip
+    )
     label_since = marks.labels_recorded_through - overlap if marks.labels_recorded_through else None
     recorded = read_labels(engine, recorded_since=label_since)
     labels_through = recorded["labelled_at"].max() if len(recorded) else None
@@ -212,10 +223,12 @@ def take_from_log(
         if not in_order:
             offline = _by_time(offline)
     return offline, Taken(
-        new_rows, relabelled, len(logged) - len(fresh),
+        new_rows,
+        relabelled,
+        len(logged) - len(fresh),
         _latest(marks.log_scored_through, scored_through),
         _latest(marks.labels_recorded_through, labels_through),
-    )  # fmt: skip
+    )
 
 
 def apply_labels(
@@ -268,8 +281,9 @@ def _concat_like(first: pd.DataFrame, *more: pd.DataFrame) -> pd.DataFrame:
     """``first`` and ``more`` stacked, with ``more``'s time columns in ``first``'s dtype: a
     column read back from parquet is in µs, a new one in ns, and pandas stacks mixed units
     element by element (measured: 40 s for 1.8M rows instead of well under one)."""
-    times = {name: dtype for name, dtype in first.dtypes.items()
-             if isinstance(dtype, pd.DatetimeTZDtype)}  # fmt: skip
+    times = {
+        name: dtype for name, dtype in first.dtypes.items() if isinstance(dtype, pd.DatetimeTZDtype)
+    }
     cast = [frame.astype({k: v for k, v in times.items() if k in frame.columns}) for frame in more]
     return pd.concat([first, *cast], ignore_index=True)
 
@@ -300,23 +314,33 @@ class Built:
 
 
 def incremental_build(
-    settings: Settings, offline: pd.DataFrame, terminal_daily_from: pd.Timestamp | None,
+    settings: Settings,
+    offline: pd.DataFrame,
+    terminal_daily_from: pd.Timestamp | None,
     directory: Path,
-) -> Built:  # fmt: skip
+) -> Built:
     """Update the three feature tables: customer tables for the offline transactions they
     lack, ``terminal_daily`` from ``terminal_daily_from`` (see the module's docstring)."""
     from fraudops.feature_build import build_feature_tables, write_feature_tables
     from fraudops.ingest import write_parquet_atomic
 
-    paths = {name: directory / f"{name}.parquet"
-             for name in ("customer_activity", "customer_state", "terminal_daily")}  # fmt: skip
+    paths = {
+        name: directory / f"{name}.parquet"
+        for name in ("customer_activity", "customer_state", "terminal_daily")
+    }
     if not all(path.exists() for path in paths.values()):
         tables = build_feature_tables(offline, settings.label_delay_days)
         write_feature_tables(tables, directory)
         first = tables.terminal_daily[EVENT_TIMESTAMP].min() if len(tables.terminal_daily) else None
-        return Built(len(tables.customer_activity), len(tables.customer_state), 0, first,
-                     len(tables.terminal_daily), full=True,
-                     new_customers=tables.customer_state[c.CUSTOMER_ID].tolist())  # fmt: skip
+        return Built(
+            len(tables.customer_activity),
+            len(tables.customer_state),
+            0,
+            first,
+            len(tables.terminal_daily),
+            full=True,
+            new_customers=tables.customer_state[c.CUSTOMER_ID].tolist(),
+        )
     built = Built()
     # the transactions without activity rows: robust to a run that stopped half-way
     done = pq.read_table(paths["customer_activity"], columns=[c.TRANSACTION_ID]).column(0)
@@ -346,9 +370,12 @@ def first_changed_day(times: pd.Series) -> pd.Timestamp:
 
 
 def _advance_customers(
-    offline: pd.DataFrame, new: pd.DataFrame, state: pd.DataFrame, paths: dict[str, Path],
+    offline: pd.DataFrame,
+    new: pd.DataFrame,
+    state: pd.DataFrame,
+    paths: dict[str, Path],
     built: Built,
-) -> tuple[pd.DataFrame, pd.DataFrame, Built]:  # fmt: skip
+) -> tuple[pd.DataFrame, pd.DataFrame, Built]:
     """The new transactions' activity from their customers' stored states (the scorer's
     functions, :func:`fraudops.realtime.score_and_advance_batch`), and the new states. A
     customer with a new transaction not after its state's last one is rebuilt from all
@@ -398,9 +425,15 @@ def rebuild_terminal_days(
     codes = terminals.get_indexer(tx[c.TERMINAL_ID])
     time_us = f.to_micros(tx[c.TIMESTAMP])
     grids = f.terminal_daily_features(
-        codes, time_us, tx[c.IS_FRAUD].to_numpy(np.float64), f.to_micros(tx[c.LABEL_TIMESTAMP]),
-        len(terminals), int(f.to_micros(pd.DatetimeIndex([first]))[0]), n_days, delay_days,
-    )  # fmt: skip
+        codes,
+        time_us,
+        tx[c.IS_FRAUD].to_numpy(np.float64),
+        f.to_micros(tx[c.LABEL_TIMESTAMP]),
+        len(terminals),
+        int(f.to_micros(pd.DatetimeIndex([first]))[0]),
+        n_days,
+        delay_days,
+    )
     days = pd.date_range(first, periods=n_days, freq="D")
     rebuilt = pd.DataFrame(
         {
@@ -430,8 +463,9 @@ def materialize_changes(
 
             # terminal_daily is written by materialization only: a recomputed row of a day
             # already there (a label arrived) must replace it, so no skip_older
-            written.update(fast_materialize(store, ["terminal_daily"], start=start, end=end,
-                                            skip_older=False))  # fmt: skip
+            written.update(
+                fast_materialize(store, ["terminal_daily"], start=start, end=end, skip_older=False)
+            )
         else:
             store.materialize(start_date=start, end_date=end, feature_views=["terminal_daily"])
             written["terminal_daily"] = built.terminal_rows
@@ -450,8 +484,9 @@ def newest_rows(path: Path, end: datetime) -> datetime | None:
     """The newest event time at or before ``end`` of a feature table."""
     if not path.exists():
         return None
-    times = pd.to_datetime(pq.read_table(path, columns=[EVENT_TIMESTAMP]).column(0).to_pandas(),
-                           utc=True)  # fmt: skip
+    times = pd.to_datetime(
+        pq.read_table(path, columns=[EVENT_TIMESTAMP]).column(0).to_pandas(), utc=True
+    )
     times = times[times <= pd.Timestamp(end)]
     return None if times.empty else times.max().to_pydatetime()
 
@@ -519,11 +554,18 @@ def run_nightly(
         offline, taken = take_from_log(settings, offline, engine, marks)
     finally:
         engine.dispose()
-    changed = [first_changed_day(frame[c.TIMESTAMP])
-               for frame in (taken.transactions, taken.relabelled) if len(frame)]  # fmt: skip
+    changed = [
+        first_changed_day(frame[c.TIMESTAMP])
+        for frame in (taken.transactions, taken.relabelled)
+        if len(frame)
+    ]
     if changed:
-        pending = min([*changed, *([pd.Timestamp(marks.terminal_daily_from)]
-                                   if marks.terminal_daily_from else [])])  # fmt: skip
+        pending = min(
+            [
+                *changed,
+                *([pd.Timestamp(marks.terminal_daily_from)] if marks.terminal_daily_from else []),
+            ]
+        )
         marks.terminal_daily_from = pending.to_pydatetime()
         marks.save(path)  # before the offline table changes: see Watermarks
         write_parquet_atomic(offline, settings.transactions_path)
@@ -540,18 +582,24 @@ def run_nightly(
     Watermarks(taken.log_scored_through, taken.labels_recorded_through).save(path)
     seconds["total"] = time.perf_counter() - started
     report = NightlyReport(
-        taken=len(taken.transactions), already_in_offline_store=taken.already_there,
+        taken=len(taken.transactions),
+        already_in_offline_store=taken.already_there,
         relabelled=len(taken.relabelled),
         built={k: v for k, v in asdict(built).items() if k != "new_customers"}
         | {"new_customers": len(built.new_customers)},
-        materialized=materialized, seconds={k: round(v, 2) for k, v in seconds.items()},
-    )  # fmt: skip
+        materialized=materialized,
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+    )
     log.info(
         "nightly: took %s logged transaction(s) (%s already in the offline store), %s relabelled; "
         "terminal_daily rebuilt from %s; materialized %s; %.1f s",
-        f"{report.taken:,}", f"{report.already_in_offline_store:,}", f"{report.relabelled:,}",
-        built.terminal_days_from, materialized, seconds["total"],
-    )  # fmt: skip
+        f"{report.taken:,}",
+        f"{report.already_in_offline_store:,}",
+        f"{report.relabelled:,}",
+        built.terminal_days_from,
+        materialized,
+        seconds["total"],
+    )
     return report
 
 
@@ -577,12 +625,20 @@ def run_schedule(every_seconds: int, at: str | None = None) -> None:
     scheduler.add_listener(on_event, EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES)
     if at is not None:
         hour, minute = (int(part) for part in at.split(":"))
-        scheduler.add_job(job, "cron", hour=hour, minute=minute, max_instances=1, coalesce=True,
-                          id="nightly")  # fmt: skip
+        scheduler.add_job(
+            job, "cron", hour=hour, minute=minute, max_instances=1, coalesce=True, id="nightly"
+        )
         log.info("nightly job every day at %02d:%02d UTC; Ctrl-C to stop", hour, minute)
     else:
-        scheduler.add_job(job, "interval", seconds=every_seconds, max_instances=1, coalesce=True,
-                          next_run_time=datetime.now(UTC), id="nightly")  # fmt: skip
+        scheduler.add_job(
+            job,
+            "interval",
+            seconds=every_seconds,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+            id="nightly",
+        )
         log.info("nightly job every %d s; Ctrl-C to stop", every_seconds)
     try:
         scheduler.start()

@@ -79,10 +79,12 @@ def formatter_for(engine: sa.Engine, table: sa.Table) -> Callable[[list[Record]]
 
         def values(rows: list[Record]) -> list[tuple[Any, ...]]:
             return [
-                tuple(row.get(name) if process is None else process(row.get(name))
-                      for name, process in pairs)
+                tuple(
+                    row.get(name) if process is None else process(row.get(name))
+                    for name, process in pairs
+                )
                 for row in rows
-            ]  # fmt: skip
+            ]
 
         return values
     return list
@@ -329,8 +331,9 @@ def _try_lock(spool: Path, fcntl: Any) -> IO[bytes] | None:
     except OSError as exc:
         log.warning(
             "cannot lock %s (%s): processes sharing this data directory may share the spool",
-            lock.name, exc,
-        )  # fmt: skip
+            lock.name,
+            exc,
+        )
     return lock
 
 
@@ -559,11 +562,20 @@ def shadow_records(
 
 
 PAIR_COLUMNS = (
-    "transaction_id", "prediction_id", "event_timestamp", "customer_id", "amount",
-    "champion_version", "champion_probability", "champion_decision",
-    "challenger_version", "challenger_probability", "challenger_decision",
-    "is_fraud", "label_timestamp",
-)  # fmt: skip
+    "transaction_id",
+    "prediction_id",
+    "event_timestamp",
+    "customer_id",
+    "amount",
+    "champion_version",
+    "champion_probability",
+    "champion_decision",
+    "challenger_version",
+    "challenger_probability",
+    "challenger_decision",
+    "is_fraud",
+    "label_timestamp",
+)
 
 
 def read_shadow_pairs(
@@ -583,17 +595,28 @@ def read_shadow_pairs(
     p, s, lab = predictions.c, shadow_predictions.c, labels.c
     query = (
         sa.select(
-            p.transaction_id, p.prediction_id, p.event_timestamp, p.customer_id, p.amount,
-            p.model_version, p.fraud_probability, p.decision,
-            s.model_version, s.fraud_probability, s.decision,
-            lab.is_fraud, lab.label_timestamp, p.scored_at,
+            p.transaction_id,
+            p.prediction_id,
+            p.event_timestamp,
+            p.customer_id,
+            p.amount,
+            p.model_version,
+            p.fraud_probability,
+            p.decision,
+            s.model_version,
+            s.fraud_probability,
+            s.decision,
+            lab.is_fraud,
+            lab.label_timestamp,
+            p.scored_at,
         )
         .select_from(
-            predictions.join(shadow_predictions, s.prediction_id == p.prediction_id)
-            .outerjoin(labels, lab.transaction_id == p.transaction_id)
+            predictions.join(shadow_predictions, s.prediction_id == p.prediction_id).outerjoin(
+                labels, lab.transaction_id == p.transaction_id
+            )
         )
         .where(p.event_timestamp >= start, p.event_timestamp < end)
-    )  # fmt: skip
+    )
     if challenger_version is not None:
         query = query.where(s.model_version == challenger_version)
     if champion_version is not None:
@@ -612,6 +635,11 @@ def read_shadow_pairs(
         .reset_index(drop=True)
     )
     return frame.astype(
-        {"champion_probability": np.float64, "challenger_probability": np.float64,
-         "amount": np.float64, "champion_version": str, "challenger_version": str}
-    )  # fmt: skip
+        {
+            "champion_probability": np.float64,
+            "challenger_probability": np.float64,
+            "amount": np.float64,
+            "champion_version": str,
+            "challenger_version": str,
+        }
+    )

@@ -138,14 +138,25 @@ def promote(
         record(client, name, result, who, now)
         return result
     if str(champion.version) == str(challenger.version):
-        return PromotionResult("unchanged", "the challenger is already the champion",
-                               str(challenger.version), str(champion.version))  # fmt: skip
+        return PromotionResult(
+            "unchanged",
+            "the challenger is already the champion",
+            str(challenger.version),
+            str(champion.version),
+        )
 
     if evidence == "live":
         return _promote_on_live_evidence(
-            settings, client, str(challenger.version), str(champion.version), force, start, days,
-            who, now,
-        )  # fmt: skip
+            settings,
+            client,
+            str(challenger.version),
+            str(champion.version),
+            force,
+            start,
+            days,
+            who,
+            now,
+        )
     if start is None:
         start, days = recent_window(settings)
     days = days or settings.test_days
@@ -202,24 +213,36 @@ def _promote_on_live_evidence(
     needed = settings.promote_min_labelled_frauds
     enough = summary.frauds >= needed and bool(summary.metrics)
     new, old = summary.point("challenger"), summary.point("champion")
-    counts = {"transactions": float(summary.transactions), "labelled": float(summary.labelled),
-              "frauds": float(summary.frauds)}  # fmt: skip
+    counts = {
+        "transactions": float(summary.transactions),
+        "labelled": float(summary.labelled),
+        "frauds": float(summary.frauds),
+    }
     if not enough:
         shortfall = (
             f"{summary.frauds} labelled frauds among the {summary.labelled:,} labelled of the "
             f"{summary.transactions:,} transactions both scored ({window}); promotion on live "
             f"evidence needs at least {needed} (FRAUDOPS_PROMOTE_MIN_LABELLED_FRAUDS)"
-            + ("" if summary.metrics or not summary.labelled
-               else " and labelled transactions of both classes")
-        )  # fmt: skip
+            + (
+                ""
+                if summary.metrics or not summary.labelled
+                else " and labelled transactions of both classes"
+            )
+        )
         more = max(needed - summary.frauds, 0)
         if not force:
             result = PromotionResult(
                 "insufficient_evidence",
                 f"{shortfall}: {more} more needed; nothing changed",
-                challenger, champion, new or None, old or None, window, "live",
-                summary.frauds, more,
-            )  # fmt: skip
+                challenger,
+                champion,
+                new or None,
+                old or None,
+                window,
+                "live",
+                summary.frauds,
+                more,
+            )
             log.info("v%s: %s", challenger, result.reason)
             return result
         problems = [shortfall]
@@ -236,24 +259,37 @@ def _promote_on_live_evidence(
             reason = "no regression beyond tolerances on labelled live transactions"
         registry.set_alias(client, settings.model_name, registry.CHAMPION, challenger)
     result = PromotionResult(
-        decision, reason, challenger, champion, {**new, **counts}, {**old, **counts}, window,
-        "live", summary.frauds, more,
-    )  # fmt: skip
+        decision,
+        reason,
+        challenger,
+        champion,
+        {**new, **counts},
+        {**old, **counts},
+        window,
+        "live",
+        summary.frauds,
+        more,
+    )
     comparison.record(settings, client, summary)
     record(client, settings.model_name, result, who, now)
     return result
 
 
 def record(client: Any, name: str, result: PromotionResult, who: str, when: str) -> None:
-    registry.tag_version(client, name, result.challenger_version or "", {
-        "promotion.decision": result.decision,
-        "promotion.evidence": result.evidence,
-        "promotion.reason": result.reason[:4000],
-        "promotion.compared_with": result.champion_version or "none",
-        "promotion.window": result.window or "",
-        "promotion.challenger_metrics": json.dumps(result.challenger_metrics or {}),
-        "promotion.champion_metrics": json.dumps(result.champion_metrics or {}),
-        "promotion.by": who,
-        "promotion.at": when,
-    })  # fmt: skip
+    registry.tag_version(
+        client,
+        name,
+        result.challenger_version or "",
+        {
+            "promotion.decision": result.decision,
+            "promotion.evidence": result.evidence,
+            "promotion.reason": result.reason[:4000],
+            "promotion.compared_with": result.champion_version or "none",
+            "promotion.window": result.window or "",
+            "promotion.challenger_metrics": json.dumps(result.challenger_metrics or {}),
+            "promotion.champion_metrics": json.dumps(result.champion_metrics or {}),
+            "promotion.by": who,
+            "promotion.at": when,
+        },
+    )
     log.info("version %s: %s (%s)", result.challenger_version, result.decision, result.reason)

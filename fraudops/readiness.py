@@ -62,10 +62,15 @@ class ReadinessDetails:
                     await send(message)
                     return
                 status, body = answer
-                headers = [(k, v) for k, v in start.get("headers", [])
-                           if k.lower() not in (b"content-length", b"content-type")]  # fmt: skip
-                headers += [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]  # fmt: skip
+                headers = [
+                    (k, v)
+                    for k, v in start.get("headers", [])
+                    if k.lower() not in (b"content-length", b"content-type")
+                ]
+                headers += [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ]
                 await send({**start, "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
                 return

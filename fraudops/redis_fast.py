@@ -108,9 +108,11 @@ def redis_client(settings: Settings, timeout: float | None = None) -> redis.Redi
         return redis.Redis.from_url(settings.redis_url)
     if settings.redis_url.startswith("redis://"):
         pool = redis.ConnectionPool.from_url(
-            settings.redis_url, connection_class=_KernelTimeoutConnection,
-            socket_connect_timeout=timeout, kernel_timeout=timeout,
-        )  # fmt: skip
+            settings.redis_url,
+            connection_class=_KernelTimeoutConnection,
+            socket_connect_timeout=timeout,
+            kernel_timeout=timeout,
+        )
         return redis.Redis(connection_pool=pool)
     return redis.Redis.from_url(
         settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
@@ -609,10 +611,6 @@ def _decoder(value_type: ValueType) -> Callable[[bytes | None], Any]:
     return decode
 
 
-
-
-
-
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
     value = shift = 0
     while True:
@@ -826,25 +824,18 @@ def _message(tag: bytes, body: bytes) -> bytes:
     return tag + _varint(len(body)) + body
 
 
-
-
-
-
-
-
 _WRITABLE: list[Literal["C", "W"]] = ["C", "W"]  # np.require: the kinds warm_up compiled
 _STATE_TAGS = np.array(
-    [_INT64_LIST_TAG[0], _DOUBLE_LIST_TAG[0], _STRING_LIST_TAG[0], _VAL[0], _INT64_TAG,
-     _DOUBLE_TAG], dtype=np.int64,
-)  # fmt: skip
-
-
-
-
-
-
-
-
+    [
+        _INT64_LIST_TAG[0],
+        _DOUBLE_LIST_TAG[0],
+        _STRING_LIST_TAG[0],
+        _VAL[0],
+        _INT64_TAG,
+        _DOUBLE_TAG,
+    ],
+    dtype=np.int64,
+)
 
 
 def _packed_doubles(raws: Sequence[bytes | None]) -> np.ndarray | None:
@@ -889,10 +880,6 @@ def decode_event_times_us(raws: Sequence[bytes | None]) -> np.ndarray:
     """Stored event times (``Timestamp`` protos) in µs since the epoch, NaN where absent."""
     seconds = [_decode_timestamp(raw) for raw in raws]
     return np.array([np.nan if s is None else s * 1e6 for s in seconds], dtype=np.float64)
-
-
-
-
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -968,7 +955,6 @@ class FastRedisWriter:
             if progress:
                 progress(done, total)
         return len(rows)
-
 
     def _newer_rows(self, spec: _ViewSpec, keys: list[bytes], time_ns: np.ndarray) -> np.ndarray:
         """Positions of the rows to write: per entity its newest row (the first of equals),
@@ -1071,9 +1057,14 @@ def fast_materialize(
         store.registry.apply_materialization(view, store.project, view_start, end)
         log.info(
             "%s: %d rows in [%s, %s], %d entities, %d written in %.2f s",
-            view.name, rows.in_window, view_start.isoformat(), end.isoformat(),
-            len(rows.latest), written[view.name], time.perf_counter() - started,
-        )  # fmt: skip
+            view.name,
+            rows.in_window,
+            view_start.isoformat(),
+            end.isoformat(),
+            len(rows.latest),
+            written[view.name],
+            time.perf_counter() - started,
+        )
     _refresh_precomputed_services(store, list(written))
     return written
 

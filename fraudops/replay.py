@@ -122,10 +122,14 @@ def payloads(tx: pd.DataFrame) -> list[dict[str, Any]]:
     return [
         {c.TRANSACTION_ID: t, c.TIMESTAMP: s, c.CUSTOMER_ID: cu, c.TERMINAL_ID: te, c.AMOUNT: a}
         for t, s, cu, te, a in zip(
-            tx[c.TRANSACTION_ID].astype(str), stamps, tx[c.CUSTOMER_ID].astype(str),
-            tx[c.TERMINAL_ID].astype(str), tx[c.AMOUNT].astype(float), strict=True,
+            tx[c.TRANSACTION_ID].astype(str),
+            stamps,
+            tx[c.CUSTOMER_ID].astype(str),
+            tx[c.TERMINAL_ID].astype(str),
+            tx[c.AMOUNT].astype(float),
+            strict=True,
         )
-    ]  # fmt: skip
+    ]
 
 
 def _utc(value: datetime) -> pd.Timestamp:
@@ -180,8 +184,11 @@ def replay_http(
 
     def post(client: httpx.Client, chunk: Sequence[dict[str, Any]]) -> None:
         single = len(chunk) == 1 and batch == 1
-        path, body = ("/score", {"transaction": chunk[0]}) if single else \
-            ("/score_batch", {"transactions": list(chunk)})  # fmt: skip
+        path, body = (
+            ("/score", {"transaction": chunk[0]})
+            if single
+            else ("/score_batch", {"transactions": list(chunk)})
+        )
         began = time.perf_counter()
         try:
             response = client.post(path, json=body)
@@ -207,8 +214,9 @@ def replay_http(
             progress(sent, scored)
 
     def worker() -> None:
-        with httpx.Client(base_url=url, headers=headers, timeout=timeout,
-                          transport=transport) as client:  # fmt: skip
+        with httpx.Client(
+            base_url=url, headers=headers, timeout=timeout, transport=transport
+        ) as client:
             while (chunk := work.get()) is not None:
                 post(client, chunk)
 

@@ -98,16 +98,19 @@ def retrain_once(
     build_from_offline_store(settings)
     stage("training")
     report = train(settings, stage=stage, **train_options)
-    log.info("registered v%s as @challenger (test ROC AUC %.3f, AP %.3f)", report.model_version,
-             report.metrics["roc_auc"], report.metrics["average_precision"])  # fmt: skip
+    log.info(
+        "registered v%s as @challenger (test ROC AUC %.3f, AP %.3f)",
+        report.model_version,
+        report.metrics["roc_auc"],
+        report.metrics["average_precision"],
+    )
     if registry.version_for(client, name, registry.CHAMPION) is None:
         promotion = promote(settings)  # the first model becomes champion
     elif auto_promote and evidence == "offline":
         stage(f"promotion of v{report.model_version} on the offline test window")
         promotion = promote(settings)
     if promotion is not None:
-        log.info("v%s: %s (%s)", promotion.challenger_version, promotion.decision,
-                 promotion.reason)  # fmt: skip
+        log.info("v%s: %s (%s)", promotion.challenger_version, promotion.decision, promotion.reason)
     return RetrainReport(
         report.model_version,
         None if promotion is None else asdict(promotion),
@@ -136,9 +139,14 @@ def build_scheduler(
 
     scheduler.add_listener(on_event, EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES)
     scheduler.add_job(
-        job, "interval", seconds=every_seconds, max_instances=1, coalesce=True,
-        next_run_time=datetime.now(UTC), id="retrain",
-    )  # fmt: skip
+        job,
+        "interval",
+        seconds=every_seconds,
+        max_instances=1,
+        coalesce=True,
+        next_run_time=datetime.now(UTC),
+        id="retrain",
+    )
     return scheduler
 
 
@@ -155,8 +163,11 @@ def run_schedule(
         log.info("retraining run done in %.0f s", report.seconds)
 
     scheduler = build_scheduler(run, every_seconds)
-    log.info("retraining every %d s%s; Ctrl-C to stop", every_seconds,
-             f", promoting on {evidence} evidence" if auto_promote else "")  # fmt: skip
+    log.info(
+        "retraining every %d s%s; Ctrl-C to stop",
+        every_seconds,
+        f", promoting on {evidence} evidence" if auto_promote else "",
+    )
     try:
         scheduler.start()
     except (KeyboardInterrupt, SystemExit):

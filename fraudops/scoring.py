@@ -224,8 +224,11 @@ class ScoringCore:
                 log.warning(
                     "challenger version %s expects features %s, champion version %s scores "
                     "with %s: no shadow scoring or A/B until they agree",
-                    version, model.feature_names, loaded.version, loaded.model.feature_names,
-                )  # fmt: skip
+                    version,
+                    model.feature_names,
+                    loaded.version,
+                    loaded.model.feature_names,
+                )
             return replace(loaded, challenger=None) if loaded.challenger else loaded
         log.info("challenger: %s version %s beside champion %s", name, version, loaded.version)
         return replace(loaded, challenger=Challenger(model, version))
@@ -329,8 +332,9 @@ class ScoringCore:
         model = loaded.model
         # the first of repeated ids in one call stands for the others
         first: dict[str, int] = {}
-        unique = [i for i, t in enumerate(transactions)
-                  if first.setdefault(t.transaction_id, i) == i]  # fmt: skip
+        unique = [
+            i for i, t in enumerate(transactions) if first.setdefault(t.transaction_id, i) == i
+        ]
         todo = [transactions[i] for i in unique]
         tx = frame(todo)
         scored = None
@@ -361,8 +365,13 @@ class ScoringCore:
         # degraded per row: the store unreachable, or batch features past their budget
         stale = scored.stale if scored is not None else None
         row_degraded = np.full(len(rows), degraded) if stale is None else stale.stale
-        why = ([["online_store_unreachable"]] * len(rows) if degraded
-               else stale.reasons if stale is not None else [[]] * len(rows))  # fmt: skip
+        why = (
+            [["online_store_unreachable"]] * len(rows)
+            if degraded
+            else stale.reasons
+            if stale is not None
+            else [[]] * len(rows)
+        )
         new: list[ScoreResult] = []
         if len(rows):
             probability = model.predict_proba(matrix)
@@ -371,8 +380,11 @@ class ScoringCore:
             )
             challenger = loaded.challenger
             share = self.settings.challenger_share
-            ab = (challenger_mask(tx[c.CUSTOMER_ID][rows].tolist(), share)
-                  if challenger is not None and share > 0 else None)  # fmt: skip
+            ab = (
+                challenger_mask(tx[c.CUSTOMER_ID][rows].tolist(), share)
+                if challenger is not None and share > 0
+                else None
+            )
             if ab is not None and ab.any():  # the challenger decides for these customers
                 assert challenger is not None
                 policy = self.settings.degraded_policy
@@ -381,9 +393,15 @@ class ScoringCore:
                     apply_stale_policy(decisions[ab], row_degraded[ab], policy),
                 )
                 probability, decisions, reasons = self._challenger_decides(
-                    model, challenger, ab, matrix, probability, decisions, row_degraded,
+                    model,
+                    challenger,
+                    ab,
+                    matrix,
+                    probability,
+                    decisions,
+                    row_degraded,
                     loaded.online.names,
-                )  # fmt: skip
+                )
             else:
                 ab = None
                 decisions = apply_stale_policy(
@@ -393,10 +411,16 @@ class ScoringCore:
             latency_ms = (time.perf_counter() - started) * 1000
             for k, i in enumerate(rows.tolist()):
                 version = loaded.version if ab is None or not ab[k] else challenger.version  # type: ignore[union-attr]
-                result = ScoreResult(todo[i].transaction_id, float(probability[k]),
-                                     str(decisions[k]), reasons[k], version,
-                                     bool(row_degraded[k]), latency_ms,
-                                     degraded_reasons=list(why[k]))  # fmt: skip
+                result = ScoreResult(
+                    todo[i].transaction_id,
+                    float(probability[k]),
+                    str(decisions[k]),
+                    reasons[k],
+                    version,
+                    bool(row_degraded[k]),
+                    latency_ms,
+                    degraded_reasons=list(why[k]),
+                )
                 outcomes[i] = result
                 new.append(result)
             # logged first, then kept for retries: if either fails, the transaction is
@@ -412,24 +436,54 @@ class ScoringCore:
                     ids = [committed_prediction_id(t.transaction_id) for t in picked]
                 else:  # not committed: a retry, once the store is back, is a new record
                     ids = new_prediction_ids(len(picked))
-                log_via(records(picked, new, matrix, loaded.online.names, source, ids,
-                                [seqs[i] for i in rows.tolist()]))  # fmt: skip
+                log_via(
+                    records(
+                        picked,
+                        new,
+                        matrix,
+                        loaded.online.names,
+                        source,
+                        ids,
+                        [seqs[i] for i in rows.tolist()],
+                    )
+                )
             if not degraded:
                 kept = [(scored.commits[i], cast(ScoreResult, outcomes[i])) for i in rows.tolist()]  # type: ignore[union-attr]
                 self._keep_results(kept, defer_keep)
-            if (self.settings.shadow and challenger is not None and ids is not None
-                    and (shadow_via is not None or self.shadow_log is not None)):  # fmt: skip
+            if (
+                self.settings.shadow
+                and challenger is not None
+                and ids is not None
+                and (shadow_via is not None or self.shadow_log is not None)
+            ):
                 # each row's other model: the challenger, or the champion where it decided
                 tids = [r.transaction_id for r in new]
                 if ab is None:
-                    work = [ShadowWork(challenger.model, challenger.version, matrix,
-                                       row_degraded, ids, tids)]  # fmt: skip
+                    work = [
+                        ShadowWork(
+                            challenger.model, challenger.version, matrix, row_degraded, ids, tids
+                        )
+                    ]
                 else:
-                    work = [ShadowWork(challenger.model, challenger.version, matrix[~ab],
-                                       row_degraded[~ab], _pick(ids, ~ab), _pick(tids, ~ab)),
-                            ShadowWork(model, loaded.version, matrix[ab], row_degraded[ab],
-                                       _pick(ids, ab), _pick(tids, ab),
-                                       *champion_result)]  # fmt: skip
+                    work = [
+                        ShadowWork(
+                            challenger.model,
+                            challenger.version,
+                            matrix[~ab],
+                            row_degraded[~ab],
+                            _pick(ids, ~ab),
+                            _pick(tids, ~ab),
+                        ),
+                        ShadowWork(
+                            model,
+                            loaded.version,
+                            matrix[ab],
+                            row_degraded[ab],
+                            _pick(ids, ab),
+                            _pick(tids, ab),
+                            *champion_result,
+                        ),
+                    ]
                 if defer_shadow:
                     self._shadow_pending.extend(work)
                 else:
@@ -469,9 +523,11 @@ class ScoringCore:
         # each model explains its own rows (explain skips approvals)
         reasons = explain(champion, matrix, names, np.where(ab, "approve", decisions))
         picked = np.flatnonzero(ab)
-        for k, why in zip(picked.tolist(),
-                          explain(challenger.model, matrix[ab], names, decisions[ab]),
-                          strict=True):  # fmt: skip
+        for k, why in zip(
+            picked.tolist(),
+            explain(challenger.model, matrix[ab], names, decisions[ab]),
+            strict=True,
+        ):
             reasons[k] = why
         return probability, decisions, reasons
 
@@ -484,8 +540,10 @@ class ScoringCore:
         try:
             self._log_shadow(pending, None)
         except Exception:
-            log.exception("shadow scoring of %d transactions failed",
-                          sum(len(w.transaction_ids) for w in pending))  # fmt: skip
+            log.exception(
+                "shadow scoring of %d transactions failed",
+                sum(len(w.transaction_ids) for w in pending),
+            )
 
     def _log_shadow(
         self, work: list[ShadowWork], via: Callable[[list[dict[str, Any]]], object] | None
@@ -502,10 +560,14 @@ class ScoringCore:
             probability, decisions = w.probability, w.decisions
             if probability is None:
                 probability = w.model.predict_proba(w.matrix)
-                decisions = apply_stale_policy(w.model.decide(probability, review, block),
-                                               w.stale, self.settings.degraded_policy)  # fmt: skip
-            rows += shadow_records(w.prediction_ids, w.transaction_ids, w.version,
-                                   probability, decisions)  # fmt: skip
+                decisions = apply_stale_policy(
+                    w.model.decide(probability, review, block),
+                    w.stale,
+                    self.settings.degraded_policy,
+                )
+            rows += shadow_records(
+                w.prediction_ids, w.transaction_ids, w.version, probability, decisions
+            )
         if rows:
             via(rows)
 
@@ -746,8 +808,14 @@ def is_store_outage(exc: Exception) -> bool:
 
     import redis
 
-    return isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
-                      | sqlite3.OperationalError | ConnectionError | TimeoutError)  # fmt: skip
+    return isinstance(
+        exc,
+        redis.exceptions.ConnectionError
+        | redis.exceptions.TimeoutError
+        | sqlite3.OperationalError
+        | ConnectionError
+        | TimeoutError,
+    )
 
 
 def explain(
@@ -781,8 +849,11 @@ def _pick(values: list[str], mask: np.ndarray) -> list[str]:
 
 def _differing(first: Transaction, again: Transaction) -> list[str]:
     """Request fields in which a repeated transaction id differs from its first use."""
-    return [name for name in ("customer_id", "terminal_id", "amount", "timestamp")
-            if getattr(first, name) != getattr(again, name)]  # fmt: skip
+    return [
+        name
+        for name in ("customer_id", "terminal_id", "amount", "timestamp")
+        if getattr(first, name) != getattr(again, name)
+    ]
 
 
 def records(

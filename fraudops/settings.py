@@ -265,9 +265,11 @@ class Settings(MonitorSettings):
         15.0, gt=0, description="How often the scorer checks which version is @champion."
     )
     max_batch_size: int = Field(
-        1000, ge=1, le=1000,
+        1000,
+        ge=1,
+        le=1000,
         description="Most transactions per /score_batch call (the API's limit is 1,000).",
-    )  # fmt: skip
+    )
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest accepted request body.")
     workers: int = Field(
         1,
@@ -289,6 +291,7 @@ class Settings(MonitorSettings):
         "access-log lines carry no trace id), which halves the framework's CPU per request "
         "(docs/benchmarks.md); turn it on when BentoML's `tracing` exports spans.",
     )
+
     @field_validator("freshness_budgets", mode="before")
     @classmethod
     def _view_durations(cls, value: Any) -> Any:
@@ -314,11 +317,14 @@ class Settings(MonitorSettings):
             return self
         key = self.api_key.get_secret_value() if self.api_key is not None else None
         problem = (
-            "is not set: the scoring and admin endpoints would be open" if not key
-            else "is a placeholder" if key.lower() in PLACEHOLDER_SECRETS
+            "is not set: the scoring and admin endpoints would be open"
+            if not key
+            else "is a placeholder"
+            if key.lower() in PLACEHOLDER_SECRETS
             else f"has {len(key)} characters, fewer than {MIN_PRODUCTION_KEY_LENGTH}"
-            if len(key) < MIN_PRODUCTION_KEY_LENGTH else None
-        )  # fmt: skip
+            if len(key) < MIN_PRODUCTION_KEY_LENGTH
+            else None
+        )
         if problem:
             raise ValueError(
                 f"FRAUDOPS_API_KEY {problem}; set a real secret in production (for example: "

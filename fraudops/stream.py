@@ -68,8 +68,7 @@ DEFAULT_GROUP = "scorers"
 DEFAULT_STREAM = "transactions"
 SOURCE = "stream"
 # Failures of Redis, the network or the database: retry the batch, never dead-letter it.
-INFRASTRUCTURE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError,
-                         sa.exc.SQLAlchemyError)  # fmt: skip
+INFRASTRUCTURE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError, sa.exc.SQLAlchemyError)
 
 # A customer lease: take it when free or already ours (a batch retried after a Redis
 # error still holds its leases); release only our own.
@@ -86,9 +85,20 @@ for i, key in ipairs(KEYS) do
 end
 return got
 """
-SCORE_FIELDS = ("event_id", "transaction_id", "customer_id", "terminal_id", "amount",
-                "event_timestamp", "fraud_probability", "decision", "reasons",
-                "model_version", "degraded", "latency_ms")  # fmt: skip
+SCORE_FIELDS = (
+    "event_id",
+    "transaction_id",
+    "customer_id",
+    "terminal_id",
+    "amount",
+    "event_timestamp",
+    "fraud_probability",
+    "decision",
+    "reasons",
+    "model_version",
+    "degraded",
+    "latency_ms",
+)
 DEADLETTER_FIELDS = ("event_id", "reason", "fields", "errors", "payload")
 
 
@@ -213,8 +223,9 @@ def parse_event(fields: Mapping[str, str]) -> Transaction:
             {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
             for e in exc.errors(include_url=False)
         ]
-        reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'transaction'}: {e['msg']}"
-                           for e in errors)  # fmt: skip
+        reason = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'transaction'}: {e['msg']}" for e in errors
+        )
         raise PoisonEvent(reason, errors) from None
 
 
@@ -404,9 +415,13 @@ class StreamConsumer:
         self.ensure_group()
         log.info(
             "consumer %s of group %s reading %s (batch %d, wait %d ms, model version %s)",
-            self.consumer, self.group, self.names.transactions, self.batch_size,
-            self.max_wait_ms, self.core.current.version,
-        )  # fmt: skip
+            self.consumer,
+            self.group,
+            self.names.transactions,
+            self.batch_size,
+            self.max_wait_ms,
+            self.core.current.version,
+        )
         backoff = 0.0
         last_report = time.monotonic()
         while not stop.is_set():
@@ -461,9 +476,13 @@ class StreamConsumer:
         self._next_claim = now + min(self.claim_idle_ms / 2000, 5.0)
         self._publisher.wait()  # our last results are acknowledged: never claimed back
         cursor, entries, deleted = self.client.xautoclaim(
-            self.names.transactions, self.group, self.consumer, self.claim_idle_ms,
-            start_id=self._claim_cursor, count=self.batch_size,
-        )[:3]  # fmt: skip
+            self.names.transactions,
+            self.group,
+            self.consumer,
+            self.claim_idle_ms,
+            start_id=self._claim_cursor,
+            count=self.batch_size,
+        )[:3]
         self._claim_cursor = cursor
         if cursor != "0-0":  # more to scan: come back at the next step
             self._next_claim = now
@@ -471,8 +490,7 @@ class StreamConsumer:
         if not entries:
             return []
         self.stats.claimed += len(entries)
-        log.info("claimed %d pending events idle for over %d ms", len(entries),
-                 self.claim_idle_ms)  # fmt: skip
+        log.info("claimed %d pending events idle for over %d ms", len(entries), self.claim_idle_ms)
         deferred = self._take_deferred()
         unpublished = self._unpublished.events() if self._unpublished else []
         return [*deferred, *self._events(entries, redelivered=True, skip=[*deferred, *unpublished])]
@@ -511,17 +529,23 @@ class StreamConsumer:
 
     def _xreadgroup(self, last_id: str, count: int, block: int | None) -> list:
         reply = self.client.xreadgroup(
-            self.group, self.consumer, {self.names.transactions: last_id}, count=count,
+            self.group,
+            self.consumer,
+            {self.names.transactions: last_id},
+            count=count,
             block=block,
-        )  # fmt: skip
+        )
         return list(reply[0][1]) if reply else []
 
     def _events(
         self, entries: Sequence, redelivered: bool, skip: Sequence[Event] = ()
     ) -> list[Event]:
         held = {e.entry_id for e in skip}  # already in hand (deferred): not twice in a batch
-        events = [Event(entry_id, dict(fields or {}), redelivered)
-                  for entry_id, fields in entries if entry_id not in held]  # fmt: skip
+        events = [
+            Event(entry_id, dict(fields or {}), redelivered)
+            for entry_id, fields in entries
+            if entry_id not in held
+        ]
         self.stats.read += len(events)
         return events
 
@@ -557,17 +581,24 @@ class StreamConsumer:
         leased: list[Event] = []  # customer leases are gone: the state store is exact
 
         done = [e for e in valid if e.entry_id in results]
-        log_write = self._log_writer.submit(self._write_logs, records, self._shadow_rows) if (
-            records) else None  # fmt: skip
+        log_write = (
+            self._log_writer.submit(self._write_logs, records, self._shadow_rows)
+            if (records)
+            else None
+        )
         # the previous batch: its records are durable by now (they were written while this
         # batch was scored), so it is published; its leases that this batch holds stay
         self._publish_previous(keep={e.tx.customer_id for e in leased})
         self._unpublished = Unpublished(log_write, done, results, poison, deleted, leased)
         if deferred:  # still ours: reset their idle time so no one claims them meanwhile
             self.client.xclaim(
-                self.names.transactions, self.group, self.consumer, 0,
-                [e.entry_id for e in deferred], justid=True,
-            )  # fmt: skip
+                self.names.transactions,
+                self.group,
+                self.consumer,
+                0,
+                [e.entry_id for e in deferred],
+                justid=True,
+            )
         self._deferred = deferred
         self.stats.scored += len(done) - len(logged)
         self.stats.from_log += len(logged)
@@ -598,9 +629,15 @@ class StreamConsumer:
         ids = {prediction_id(e.entry_id): e.entry_id for e in events}
         p = predictions.c
         query = sa.select(
-            p.prediction_id, p.transaction_id, p.fraud_probability, p.decision, p.reasons,
-            p.model_version, p.degraded, p.latency_ms,
-        ).where(p.prediction_id.in_(list(ids)))  # fmt: skip
+            p.prediction_id,
+            p.transaction_id,
+            p.fraud_probability,
+            p.decision,
+            p.reasons,
+            p.model_version,
+            p.degraded,
+            p.latency_ms,
+        ).where(p.prediction_id.in_(list(ids)))
         try:
             with self.prediction_log.engine.connect() as conn:
                 rows = conn.execute(query).all()
@@ -611,15 +648,21 @@ class StreamConsumer:
             return {}
         found = {
             ids[row.prediction_id]: ScoreResult(
-                row.transaction_id, float(row.fraud_probability), row.decision,
-                list(row.reasons or []), row.model_version, bool(row.degraded),
+                row.transaction_id,
+                float(row.fraud_probability),
+                row.decision,
+                list(row.reasons or []),
+                row.model_version,
+                bool(row.degraded),
                 float(row.latency_ms),
             )
             for row in rows
-        }  # fmt: skip
+        }
         if found:
-            log.info("%d redelivered events were scored before: publishing their logged "
-                     "results", len(found))  # fmt: skip
+            log.info(
+                "%d redelivered events were scored before: publishing their logged results",
+                len(found),
+            )
         return found
 
     def _publish_previous(self, keep: Collection[str] = ()) -> None:
@@ -670,8 +713,11 @@ class StreamConsumer:
             raise
         except Exception as exc:
             if len(events) > 1:
-                log.warning("scoring a batch of %d failed (%s): scoring its events one by one",
-                            len(events), _short(exc))  # fmt: skip
+                log.warning(
+                    "scoring a batch of %d failed (%s): scoring its events one by one",
+                    len(events),
+                    _short(exc),
+                )
             results: dict[str, ScoreResult] = {}
             waiting = len(deferred)
             failed: list[tuple[Event, Exception]] = []
@@ -741,11 +787,23 @@ class StreamConsumer:
             return
         n = self.names
         self._publisher.send(
-            keys=[n.scores, n.alerts, n.deadletter, n.transactions,
-                  *(n.lease(customer) for customer in customers)],
-            args=["" if self.max_len is None else self.max_len, self.group, self.consumer,
-                  len(done), len(poison), *values, *acked],
-        )  # fmt: skip
+            keys=[
+                n.scores,
+                n.alerts,
+                n.deadletter,
+                n.transactions,
+                *(n.lease(customer) for customer in customers),
+            ],
+            args=[
+                "" if self.max_len is None else self.max_len,
+                self.group,
+                self.consumer,
+                len(done),
+                len(poison),
+                *values,
+                *acked,
+            ],
+        )
 
     # --- reporting ------------------------------------------------------------------------
     def lag(self) -> int | None:
@@ -764,9 +822,15 @@ class StreamConsumer:
         log.info(
             "scored %d (%.0f/s), alerts %d, dead-lettered %d, claimed %d, from log %d, "
             "group lag %s, model version %s",
-            s.scored, s.scored / elapsed, s.alerts, s.deadlettered, s.claimed, s.from_log,
-            self.lag(), self.core.current.version,
-        )  # fmt: skip
+            s.scored,
+            s.scored / elapsed,
+            s.alerts,
+            s.deadlettered,
+            s.claimed,
+            s.from_log,
+            self.lag(),
+            self.core.current.version,
+        )
 
 
 def default_consumer_name() -> str:
@@ -824,10 +888,16 @@ def run_consumer(
     try:
         core.follow_champion()
         worker = StreamConsumer(
-            core, client, names, group=group,
-            consumer=consumer, batch_size=batch_size, max_wait_ms=max_wait_ms,
-            claim_idle_ms=claim_idle_ms, max_len=max_len,
-        )  # fmt: skip
+            core,
+            client,
+            names,
+            group=group,
+            consumer=consumer,
+            batch_size=batch_size,
+            max_wait_ms=max_wait_ms,
+            claim_idle_ms=claim_idle_ms,
+            max_len=max_len,
+        )
         return worker.run(stop)
     finally:
         core.close()

@@ -97,8 +97,9 @@ def plan_windows(
         raise ValueError("--train-days must be at least 2 (one to fit, one to validate)")
     train_end = start + train_days * day
     test_start = train_end + delay_days * day
-    windows = Windows(start, train_end - valid_days * day, train_end, test_start,
-                      test_start + test_days * day)  # fmt: skip
+    windows = Windows(
+        start, train_end - valid_days * day, train_end, test_start, test_start + test_days * day
+    )
     first, last = tx[c.TIMESTAMP].min(), tx[c.TIMESTAMP].max()
     if windows.train_start < first.floor("D") or windows.test_end > last.floor("D") + day:
         raise ValueError(
@@ -254,8 +255,12 @@ def train(
         mlflow.log_params({f"rows_{k}": v for k, v in rows.items()})
         mlflow.log_metrics(metrics)
         mlflow.log_metrics({f"baseline_{k}": v for k, v in baseline.items()})
-        mlflow.log_metrics({"review_threshold": model.metadata.review_threshold,
-                            "block_threshold": model.metadata.block_threshold})  # fmt: skip
+        mlflow.log_metrics(
+            {
+                "review_threshold": model.metadata.review_threshold,
+                "block_threshold": model.metadata.block_threshold,
+            }
+        )
         mlflow.set_tags({"fraudops.role": "model", "feature_service": service.name})
         mlflow.log_dict({"feature_service": service.name, "features": names}, "features.json")
         mlflow.log_dict(
@@ -272,12 +277,25 @@ def train(
         info = registry.log_model(model, parts["fit"][names].head(5), settings.model_name)
         version = str(info.registered_model_version)
         registry.set_alias(client, settings.model_name, registry.CHALLENGER, version)
-        registry.tag_version(client, settings.model_name, version, {
-            "feature_service": service.name, "train_start": windows.as_params()["train_start"],
-            **{f"test_{k}": round(v, 6) for k, v in metrics.items()},
-        })  # fmt: skip
-    return TrainReport(run.info.run_id, version, metrics, baseline, windows.as_params(), rows,
-                       time.monotonic() - started)  # fmt: skip
+        registry.tag_version(
+            client,
+            settings.model_name,
+            version,
+            {
+                "feature_service": service.name,
+                "train_start": windows.as_params()["train_start"],
+                **{f"test_{k}": round(v, 6) for k, v in metrics.items()},
+            },
+        )
+    return TrainReport(
+        run.info.run_id,
+        version,
+        metrics,
+        baseline,
+        windows.as_params(),
+        rows,
+        time.monotonic() - started,
+    )
 
 
 def log_reference_sample(

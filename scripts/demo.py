@@ -66,9 +66,13 @@ class Steps:
         self.env = env
         self.log_path = log_path
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-            MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-        )  # fmt: skip
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
         self.task = self.progress.add_task("starting", total=total)
         self.done = 0
 
@@ -88,9 +92,13 @@ class Steps:
             log.write(f"\n$ {' '.join(args)}\n")
             log.flush()
             out = subprocess.run(
-                args, cwd=ROOT, env=self.env, text=True,
-                stdout=subprocess.PIPE if capture else log, stderr=log,
-            )  # fmt: skip
+                args,
+                cwd=ROOT,
+                env=self.env,
+                text=True,
+                stdout=subprocess.PIPE if capture else log,
+                stderr=log,
+            )
         seconds = time.monotonic() - started
         if out.returncode != 0:
             console.print(f"[red]x[/] {title}   [dim]$ {shown}[/]", soft_wrap=True)
@@ -142,12 +150,14 @@ def demo_environment(data: Path, use_settings: bool) -> dict[str, str]:
     env["FRAUDOPS_DATA_DIR"] = str(data)
     env["FRAUDOPS_API_KEY"] = secrets.token_urlsafe(24)
     if not use_settings:
-        env.update({
-            "FRAUDOPS_ENVIRONMENT": "local",
-            "FRAUDOPS_ONLINE_STORE": "sqlite",
-            "FRAUDOPS_DATABASE_URL": f"sqlite:///{data / 'predictions.db'}",
-            "FRAUDOPS_MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow.db'}",
-        })  # fmt: skip
+        env.update(
+            {
+                "FRAUDOPS_ENVIRONMENT": "local",
+                "FRAUDOPS_ONLINE_STORE": "sqlite",
+                "FRAUDOPS_DATABASE_URL": f"sqlite:///{data / 'predictions.db'}",
+                "FRAUDOPS_MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow.db'}",
+            }
+        )
     return env
 
 
@@ -179,15 +189,18 @@ def main() -> int:
         description="Run the whole FraudOps loop on embedded defaults."
     )
     parser.add_argument(
-        "--data-dir", type=Path, default=ROOT / "data" / "demo",
+        "--data-dir",
+        type=Path,
+        default=ROOT / "data" / "demo",
         help="where the demo keeps its state (deleted and made afresh at each run)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--use-settings", action="store_true",
+        "--use-settings",
+        action="store_true",
         help="use the FRAUDOPS_* settings of the environment and .env (Redis, PostgreSQL, "
         "an MLflow server) instead of the embedded defaults: the demo then trains, promotes "
         "and writes there",
-    )  # fmt: skip
+    )
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--terminals", type=int, default=2000)
     # enough days for a 30-day customer history before the training window
@@ -203,19 +216,32 @@ def main() -> int:
     replay_from = today - timedelta(days=2)
     started = time.monotonic()
     log_path = data / "demo.log"
-    console.print(f"FraudOps demo in {data}\n[dim]every command's output (library INFO lines, "
-                  f"warnings): {log_path}[/]\n", soft_wrap=True)  # fmt: skip
+    console.print(
+        f"FraudOps demo in {data}\n[dim]every command's output (library INFO lines, "
+        f"warnings): {log_path}[/]\n",
+        soft_wrap=True,
+    )
     fraudops = str(BIN / "fraudops")
     server = None
     try:
         with Steps(STEPS, log_path, env) as steps:
             steps.run(
                 f"simulate {args.days} days of transactions (the last one drifted)",
-                fraudops, "simulate", "--customers", str(args.customers),
-                "--terminals", str(args.terminals), "--days", str(args.days),
-                "--start-date", start.isoformat(), "--drift-date", drift_day.isoformat(),
-                "--out", str(raw / "all.parquet"),
-            )  # fmt: skip
+                fraudops,
+                "simulate",
+                "--customers",
+                str(args.customers),
+                "--terminals",
+                str(args.terminals),
+                "--days",
+                str(args.days),
+                "--start-date",
+                start.isoformat(),
+                "--drift-date",
+                drift_day.isoformat(),
+                "--out",
+                str(raw / "all.parquet"),
+            )
             everything = pd.read_parquet(raw / "all.parquet")
             cut = pd.Timestamp(replay_from, tz="UTC")
             history = everything[everything["timestamp"] < cut]
@@ -224,8 +250,12 @@ def main() -> int:
             live.drop(columns=["is_fraud", "label_timestamp", "fraud_scenario"]).to_parquet(
                 raw / "live.parquet", index=False
             )
-            steps.run(f"ingest {len(history):,} labelled transactions", fraudops, "ingest",
-                      str(raw / "history.parquet"))  # fmt: skip
+            steps.run(
+                f"ingest {len(history):,} labelled transactions",
+                fraudops,
+                "ingest",
+                str(raw / "history.parquet"),
+            )
             steps.run("build features", fraudops, "features", "build")
             steps.run("register features with Feast", fraudops, "features", "apply")
             steps.run("materialize the online store", fraudops, "materialize")
@@ -240,20 +270,30 @@ def main() -> int:
             serve_started = time.monotonic()
             server = subprocess.Popen(
                 [str(BIN / "bentoml"), "serve", "--port", str(port)],
-                cwd=ROOT, env=env, stdout=(data / "serve.log").open("w"),
+                cwd=ROOT,
+                env=env,
+                stdout=(data / "serve.log").open("w"),
                 stderr=subprocess.STDOUT,
-            )  # fmt: skip
+            )
             wait_ready(url, server)
             steps.step_done(
-                "start the scoring API", time.monotonic() - serve_started,
+                "start the scoring API",
+                time.monotonic() - serve_started,
                 f"bentoml serve --port {port}   (its log: {data / 'serve.log'})",
-            )  # fmt: skip
+            )
             replay_json = data / "replay.json"
             steps.run(
                 f"replay the last 2 days through the API ({len(live):,} transactions)",
-                fraudops, "replay", str(raw / "live.parquet"), "--to", "http", "--url", url,
-                "--json-out", str(replay_json),
-            )  # fmt: skip
+                fraudops,
+                "replay",
+                str(raw / "live.parquet"),
+                "--to",
+                "http",
+                "--url",
+                url,
+                "--json-out",
+                str(replay_json),
+            )
             replay = json.loads(replay_json.read_text())
 
             first_day = everything[
@@ -264,12 +304,25 @@ def main() -> int:
                 label_timestamp=pd.Timestamp.now(tz="UTC").floor("s")
             )
             labels.to_csv(raw / "chargebacks.csv", index=False)
-            steps.run("ingest chargebacks of the first replayed day", fraudops, "labels",
-                      "ingest", str(raw / "chargebacks.csv"))  # fmt: skip
-            monitor = json.loads(steps.run(
-                "monitor the replayed days (Evidently)", fraudops, "monitor",
-                "--start", replay_from.isoformat(), "--end", today.isoformat(), capture=True,
-            ))  # fmt: skip
+            steps.run(
+                "ingest chargebacks of the first replayed day",
+                fraudops,
+                "labels",
+                "ingest",
+                str(raw / "chargebacks.csv"),
+            )
+            monitor = json.loads(
+                steps.run(
+                    "monitor the replayed days (Evidently)",
+                    fraudops,
+                    "monitor",
+                    "--start",
+                    replay_from.isoformat(),
+                    "--end",
+                    today.isoformat(),
+                    capture=True,
+                )
+            )
     except (StepFailed, RuntimeError, TimeoutError) as exc:
         console.print(f"\n[bold red]error:[/] the demo stopped: {exc}")
         tail = log_path.read_text(errors="replace").splitlines()[-15:] if log_path.exists() else []
@@ -283,8 +336,17 @@ def main() -> int:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
-    summary(data, report, promotion, replay, monitor, time.monotonic() - started,
-            tracking_uri(data, env, args.use_settings), drift_day, log_path)  # fmt: skip
+    summary(
+        data,
+        report,
+        promotion,
+        replay,
+        monitor,
+        time.monotonic() - started,
+        tracking_uri(data, env, args.use_settings),
+        drift_day,
+        log_path,
+    )
     (data / "summary.json").write_text(
         json.dumps(
             {
@@ -318,8 +380,11 @@ def summary(
     """What happened, as one table, then where to look."""
     m = report["metrics"]
     client = replay.get("latency_ms", {})
-    table = Table(title=f"FraudOps demo finished in {seconds / 60:.1f} min", show_header=False,
-                  title_justify="left")  # fmt: skip
+    table = Table(
+        title=f"FraudOps demo finished in {seconds / 60:.1f} min",
+        show_header=False,
+        title_justify="left",
+    )
     table.add_column(style="bold")
     table.add_column()
     table.add_row(
@@ -351,8 +416,11 @@ def summary(
         f"drifted; score drift {_num(monitor.get('score_drift'))}",
     )
     for alert in monitor.get("alerts", []):
-        why = (f"[green]intended[/]: the demo shifts behaviour from {drift_day}"
-               if alert["kind"] in INTENDED else "[red]not intended[/]")  # fmt: skip
+        why = (
+            f"[green]intended[/]: the demo shifts behaviour from {drift_day}"
+            if alert["kind"] in INTENDED
+            else "[red]not intended[/]"
+        )
         table.add_row(f"alert {alert['kind']}", f"{why}; {alert['message']}")
     console.print()
     console.print(table)

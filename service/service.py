@@ -198,16 +198,18 @@ class FraudScorer:
         # a spool file of this worker's own: workers and replicas may share the data directory
         self.spool = claim_spool(settings.data_dir / "spool", "predictions")
         prediction_log = PredictionLog(
-            settings.resolved_database_url, self.spool.path,
+            settings.resolved_database_url,
+            self.spool.path,
             flush_interval=settings.log_flush_seconds,
-        ).start()  # fmt: skip
+        ).start()
         self.shadow_spool = shadow_log = None
         if settings.shadow:  # the challenger's results, beside the champion's
             self.shadow_spool = claim_spool(settings.data_dir / "spool", SHADOW_SPOOL_STEM)
             shadow_log = open_shadow_log(
-                settings.resolved_database_url, self.shadow_spool.path,
+                settings.resolved_database_url,
+                self.shadow_spool.path,
                 flush_interval=settings.log_flush_seconds,
-            )  # fmt: skip
+            )
         try:
             self.core = ScoringCore(settings, prediction_log, shadow_log)
         except NotReady as exc:
@@ -365,9 +367,10 @@ class _Metrics:
 
     def __init__(self) -> None:
         self.version = bentoml.metrics.Gauge(
-            name="fraudops_model_info", documentation="Model version being served (value 1).",
+            name="fraudops_model_info",
+            documentation="Model version being served (value 1).",
             labelnames=["model_version"],
-        )  # fmt: skip
+        )
         self.freshness = bentoml.metrics.Gauge(
             name="fraudops_feature_age_seconds",
             documentation="Age of the newest row the online store holds per batch view (by "
@@ -386,9 +389,10 @@ class _Metrics:
             labelnames=["view"],
         )
         self.decisions = bentoml.metrics.Counter(
-            name="fraudops_decisions", documentation="Scored transactions by decision.",
+            name="fraudops_decisions",
+            documentation="Scored transactions by decision.",
             labelnames=["decision", "degraded"],
-        )  # fmt: skip
+        )
         self._current: str | None = None
         # Decisions are counted here and added to the Prometheus counter at most once a
         # second (and on every status check): in BentoML's multiprocess mode an increment

@@ -7,8 +7,18 @@ from dashboard import data
 from fraudops.monitoring import acknowledge_alerts
 
 SEVERITY_ICONS = {"critical": "🔴", "warning": "🟠"}
-COLUMNS = ["id", "severity", "kind", "message", "value", "threshold", "window_start",
-           "window_end", "model_version", "created_at"]  # fmt: skip
+COLUMNS = [
+    "id",
+    "severity",
+    "kind",
+    "message",
+    "value",
+    "threshold",
+    "window_start",
+    "window_end",
+    "model_version",
+    "created_at",
+]
 TIME = st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")
 
 st.title("Alerts")
@@ -18,12 +28,19 @@ if notice := st.session_state.pop("alerts_notice", None):
 
 found = data.alerts(f)
 if found.empty:
-    st.info("No alert: the monitor (`fraudops monitor`) has flagged nothing in this time range.",
-            icon=":material/notifications_off:")  # fmt: skip
+    st.info(
+        "No alert: the monitor (`fraudops monitor`) has flagged nothing in this time range.",
+        icon=":material/notifications_off:",
+    )
     st.stop()
 found["severity"] = found["severity"].map(lambda s: f"{SEVERITY_ICONS.get(s, '')} {s}")
-config = {"window_start": TIME, "window_end": TIME, "created_at": TIME, "acknowledged_at": TIME,
-          "message": st.column_config.TextColumn(width="large")}  # fmt: skip
+config = {
+    "window_start": TIME,
+    "window_end": TIME,
+    "created_at": TIME,
+    "acknowledged_at": TIME,
+    "message": st.column_config.TextColumn(width="large"),
+}
 
 open_alerts = found[~found["acknowledged"]]
 st.subheader(f"Open ({len(open_alerts)})")
@@ -33,9 +50,11 @@ else:
     st.dataframe(open_alerts[COLUMNS], hide_index=True, column_config=config)
     with st.form("acknowledge", clear_on_submit=True):
         chosen = st.multiselect(
-            "Alerts to acknowledge", open_alerts["id"].tolist(), key="to_acknowledge",
+            "Alerts to acknowledge",
+            open_alerts["id"].tolist(),
+            key="to_acknowledge",
             format_func=lambda i: f"#{i} {open_alerts.set_index('id').loc[i, 'kind']}",
-        )  # fmt: skip
+        )
         submitted = st.form_submit_button("Acknowledge", type="primary", key="acknowledge_button")
     if submitted:
         who = data.analyst()
@@ -52,5 +71,8 @@ else:
 past = found[found["acknowledged"]]
 st.subheader(f"Acknowledged in this time range ({len(past)})")
 if not past.empty:
-    st.dataframe(past[[*COLUMNS, "acknowledged_by", "acknowledged_at"]], hide_index=True,
-                 column_config=config)  # fmt: skip
+    st.dataframe(
+        past[[*COLUMNS, "acknowledged_by", "acknowledged_at"]],
+        hide_index=True,
+        column_config=config,
+    )

@@ -30,29 +30,36 @@ st.caption(
 cols = st.columns(4)
 checked = f" of {latest['features_checked']}"
 cols[0].metric(
-    "Drifted features", data.number(latest["drifted_features"], ".0f") + checked,
+    "Drifted features",
+    data.number(latest["drifted_features"], ".0f") + checked,
     help=f"Alert at {limits.alert_drift_share:.0%} of the features.",
-)  # fmt: skip
+)
 cols[1].metric(
-    "Score drift", data.number(latest["score_drift"]),
+    "Score drift",
+    data.number(latest["score_drift"]),
     help=f"{limits.drift_method} distance; alert at {limits.alert_score_drift}.",
-)  # fmt: skip
+)
 cols[2].metric(
-    "ROC AUC (labelled)", data.number(latest["roc_auc"]),
+    "ROC AUC (labelled)",
+    data.number(latest["roc_auc"]),
     help=f"{latest['labelled']:,} labelled predictions",
-)  # fmt: skip
+)
 cols[3].metric("Alerts raised", int(latest["alerts"]))
 
 trend = runs.melt(
     id_vars="window_end", value_vars=["drift_share", "score_drift"], var_name="measure"
 ).dropna()
-figure = px.line(trend, x="window_end", y="value", color="measure", markers=True,
-                 title="Drift share and score drift per monitor run",
-                 labels={"window_end": "window end"})  # fmt: skip
-figure.add_hline(y=limits.alert_drift_share, line_dash="dot",
-                 annotation_text="drift share alert")  # fmt: skip
-figure.add_hline(y=limits.alert_score_drift, line_dash="dash",
-                 annotation_text="score drift alert")  # fmt: skip
+figure = px.line(
+    trend,
+    x="window_end",
+    y="value",
+    color="measure",
+    markers=True,
+    title="Drift share and score drift per monitor run",
+    labels={"window_end": "window end"},
+)
+figure.add_hline(y=limits.alert_drift_share, line_dash="dot", annotation_text="drift share alert")
+figure.add_hline(y=limits.alert_score_drift, line_dash="dash", annotation_text="score drift alert")
 st.plotly_chart(data.time_axis(figure, trend["window_end"]), key="trend")
 
 per_feature = data.feature_drift(f)
@@ -62,12 +69,14 @@ if not per_feature.empty:
     # runs as labels, not a time axis (one run would get sub-millisecond ticks)
     grid.columns = pd.to_datetime(grid.columns).strftime("%Y-%m-%d %H:%M")
     heatmap = px.imshow(
-        grid, aspect="auto", color_continuous_scale="OrRd",
+        grid,
+        aspect="auto",
+        color_continuous_scale="OrRd",
         title=f"Per-feature drift score ({limits.drift_method}; drifted at "
-              f"{limits.drift_threshold})",
+        f"{limits.drift_threshold})",
         labels={"x": "window end", "y": "", "color": "score"},
         height=max(400, 18 * len(grid)),
-    )  # fmt: skip
+    )
     st.plotly_chart(heatmap, key="heatmap")
     newest = per_feature[per_feature["window_end"] == per_feature["window_end"].max()]
     st.subheader("Latest run, most drifted features")
@@ -76,9 +85,12 @@ if not per_feature.empty:
             ["feature", "score", "threshold", "drifted", "counted"]
         ].head(10),
         hide_index=True,
-        column_config={"counted": st.column_config.CheckboxColumn(
-            help="Counted in the drift share (FRAUDOPS_DRIFT_IGNORE_FEATURES excludes some).")},
-    )  # fmt: skip
+        column_config={
+            "counted": st.column_config.CheckboxColumn(
+                help="Counted in the drift share (FRAUDOPS_DRIFT_IGNORE_FEATURES excludes some)."
+            )
+        },
+    )
 
 st.subheader("Latest Evidently report")
 html_path = latest["drift_report_path"]

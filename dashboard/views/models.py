@@ -65,10 +65,16 @@ if not long.empty:
     long["metric"] = long["metric"].map(METRICS)
     long["version"] = "v" + long["version"]
     st.plotly_chart(
-        px.bar(long, x="metric", y="value", color="version", barmode="group",
-               title="Test metrics side by side (each version on its own test window)"),
+        px.bar(
+            long,
+            x="metric",
+            y="value",
+            color="version",
+            barmode="group",
+            title="Test metrics side by side (each version on its own test window)",
+        ),
         key="metrics",
-    )  # fmt: skip
+    )
 
 st.subheader("Promotion history")
 if "promotion.decision" not in versions:
@@ -89,9 +95,10 @@ else:
         }
     ).sort_values("when", ascending=False)
     st.dataframe(
-        history, hide_index=True,
+        history,
+        hide_index=True,
         column_config={"when": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")},
-    )  # fmt: skip
+    )
     with st.expander("Metrics compared at each promotion"):
         for _, row in promoted.iterrows():
             challenger = json.loads(row.get("promotion.challenger_metrics") or "{}")
@@ -121,10 +128,16 @@ cols[3].metric("Labelled frauds", f"{comparison.frauds:,} of {comparison.labelle
 mix = pd.DataFrame(comparison.decision_mix).rename_axis("decision").reset_index()
 mix = mix.melt(id_vars="decision", var_name="model", value_name="share")
 st.plotly_chart(
-    px.bar(mix, x="model", y="share", color="decision", color_discrete_map=data.DECISION_COLORS,
-           title="Decision mix on the same transactions"),
+    px.bar(
+        mix,
+        x="model",
+        y="share",
+        color="decision",
+        color_discrete_map=data.DECISION_COLORS,
+        title="Decision mix on the same transactions",
+    ),
     key="live_mix",
-)  # fmt: skip
+)
 
 if comparison.flips:
     flips = pd.DataFrame(

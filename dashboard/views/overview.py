@@ -47,13 +47,20 @@ bucket = data.bucketed(frame, f.freq)
 unit = "hour" if f.freq == "h" else "day"
 volume = frame.groupby([bucket, "decision"]).size().rename("predictions").reset_index()
 st.plotly_chart(
-    data.time_axis(px.bar(
-        volume, x="event_timestamp", y="predictions", color="decision",
-        color_discrete_map=data.DECISION_COLORS, title=f"Predictions per {unit} by decision",
-        labels={"event_timestamp": ""},
-    ), volume["event_timestamp"]),
+    data.time_axis(
+        px.bar(
+            volume,
+            x="event_timestamp",
+            y="predictions",
+            color="decision",
+            color_discrete_map=data.DECISION_COLORS,
+            title=f"Predictions per {unit} by decision",
+            labels={"event_timestamp": ""},
+        ),
+        volume["event_timestamp"],
+    ),
     key="volume",
-)  # fmt: skip
+)
 
 left, right = st.columns(2)
 latency = (
@@ -65,22 +72,38 @@ latency = (
     .melt(id_vars="event_timestamp", var_name="percentile", value_name="latency_ms")
 )
 left.plotly_chart(
-    data.time_axis(px.line(latency, x="event_timestamp", y="latency_ms", color="percentile",
-                           markers=True, title=f"Scoring latency per {unit} (ms)",
-                           labels={"event_timestamp": ""}), latency["event_timestamp"]),
+    data.time_axis(
+        px.line(
+            latency,
+            x="event_timestamp",
+            y="latency_ms",
+            color="percentile",
+            markers=True,
+            title=f"Scoring latency per {unit} (ms)",
+            labels={"event_timestamp": ""},
+        ),
+        latency["event_timestamp"],
+    ),
     key="latency",
-)  # fmt: skip
+)
 
 rate = frame[labelled].groupby(bucket[labelled])["is_fraud"].agg(["mean", "size"]).reset_index()
 if rate.empty:
-    right.info("No labels in this range yet: `fraudops labels ingest chargebacks.csv`, or "
-               "label transactions in the review queue.", icon=":material/info:")  # fmt: skip
+    right.info(
+        "No labels in this range yet: `fraudops labels ingest chargebacks.csv`, or "
+        "label transactions in the review queue.",
+        icon=":material/info:",
+    )
 else:
     figure = px.line(
-        rate, x="event_timestamp", y="mean", markers=True, hover_data={"size": True},
+        rate,
+        x="event_timestamp",
+        y="mean",
+        markers=True,
+        hover_data={"size": True},
         title=f"Fraud rate of labelled predictions per {unit}",
         labels={"event_timestamp": "", "mean": "fraud rate", "size": "labelled"},
-    )  # fmt: skip
+    )
     figure.update_yaxes(tickformat=".1%")
     right.plotly_chart(data.time_axis(figure, rate["event_timestamp"]), key="fraud_rate")
 
@@ -94,9 +117,11 @@ st.subheader("By model version")
 st.dataframe(
     by_version.reset_index().assign(block_rate=lambda d: d["block_rate"].map("{:.1%}".format)),
     hide_index=True,
-    column_config={"first": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
-                   "last": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")},
-)  # fmt: skip
+    column_config={
+        "first": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+        "last": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+    },
+)
 st.caption(
     f"Predictions by event time, {f.start:%Y-%m-%d} to {f.end - pd.Timedelta(days=1):%Y-%m-%d} UTC."
 )

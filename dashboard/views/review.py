@@ -13,28 +13,44 @@ if notice := st.session_state.pop("review_notice", None):
 
 queue = data.review_queue(f)
 if queue.empty:
-    st.info("Nothing to review in this time range: every transaction sent to review has a "
-            "label.", icon=":material/task_alt:")  # fmt: skip
+    st.info(
+        "Nothing to review in this time range: every transaction sent to review has a label.",
+        icon=":material/task_alt:",
+    )
 else:
     st.caption(
         f"{len(queue):,} unlabelled transaction(s) decided `review`, riskiest first"
-        + (f" (the first {data.REVIEW_QUEUE_LIMIT})" if len(queue) >= data.REVIEW_QUEUE_LIMIT
-           else "") + ". Reasons: the features that pushed the score up most."
-    )  # fmt: skip
+        + (
+            f" (the first {data.REVIEW_QUEUE_LIMIT})"
+            if len(queue) >= data.REVIEW_QUEUE_LIMIT
+            else ""
+        )
+        + ". Reasons: the features that pushed the score up most."
+    )
     st.dataframe(
         queue,
         hide_index=True,
-        column_order=["transaction_id", "event_timestamp", "fraud_probability", "amount",
-                      "customer_id", "terminal_id", "model_version", "reasons"],
+        column_order=[
+            "transaction_id",
+            "event_timestamp",
+            "fraud_probability",
+            "amount",
+            "customer_id",
+            "terminal_id",
+            "model_version",
+            "reasons",
+        ],
         column_config={
             "event_timestamp": st.column_config.DatetimeColumn(
-                "time", format="YYYY-MM-DD HH:mm:ss"),
+                "time", format="YYYY-MM-DD HH:mm:ss"
+            ),
             "fraud_probability": st.column_config.ProgressColumn(
-                "fraud probability", min_value=0.0, max_value=1.0, format="%.3f"),
+                "fraud probability", min_value=0.0, max_value=1.0, format="%.3f"
+            ),
             "amount": st.column_config.NumberColumn(format="%.2f"),
             "reasons": st.column_config.TextColumn(width="large"),
         },
-    )  # fmt: skip
+    )
     with st.form("verdict", clear_on_submit=True):
         chosen = st.multiselect("Transactions", queue["transaction_id"].tolist(), key="to_label")
         verdict = st.radio("Verdict", ["Fraud", "Legitimate"], horizontal=True, key="verdict")
@@ -58,5 +74,6 @@ if not recent.empty:
     st.subheader("Recently labelled by analysts")
     recent["is_fraud"] = recent["is_fraud"].map({1: "fraud", 0: "legitimate"})
     st.dataframe(recent, hide_index=True)
-    st.caption("Analysts' labels reach the offline store (features, training) with "
-               "`fraudops labels sync`.")  # fmt: skip
+    st.caption(
+        "Analysts' labels reach the offline store (features, training) with `fraudops labels sync`."
+    )

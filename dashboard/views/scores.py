@@ -20,13 +20,24 @@ if frame.empty:
 shares = []
 for version, scores in frame.groupby("model_version")["fraud_probability"]:
     counts, _ = np.histogram(scores.to_numpy(), bins=BINS)
-    shares.append(pd.DataFrame({"fraud_probability": (BINS[:-1] + BINS[1:]) / 2,
-                                "share": counts / max(len(scores), 1),
-                                "model_version": f"v{version}"}))  # fmt: skip
+    shares.append(
+        pd.DataFrame(
+            {
+                "fraud_probability": (BINS[:-1] + BINS[1:]) / 2,
+                "share": counts / max(len(scores), 1),
+                "model_version": f"v{version}",
+            }
+        )
+    )
 histogram = px.line(
-    pd.concat(shares), x="fraud_probability", y="share", color="model_version", log_y=True,
-    line_shape="hvh", title="Score distribution by model version (share of predictions, log)",
-)  # fmt: skip
+    pd.concat(shares),
+    x="fraud_probability",
+    y="share",
+    color="model_version",
+    log_y=True,
+    line_shape="hvh",
+    title="Score distribution by model version (share of predictions, log)",
+)
 st.plotly_chart(histogram, key="histogram")
 
 bucket = data.bucketed(frame, f.freq)
@@ -45,11 +56,20 @@ quantiles["series"] = (
     + (quantiles["quantile"] * 100).round().astype(int).astype(str)
 )
 st.plotly_chart(
-    data.time_axis(px.line(quantiles, x="event_timestamp", y="fraud_probability", color="series",
-                           markers=True, title=f"Score quantiles per {unit}",
-                           labels={"event_timestamp": ""}), quantiles["event_timestamp"]),
+    data.time_axis(
+        px.line(
+            quantiles,
+            x="event_timestamp",
+            y="fraud_probability",
+            color="series",
+            markers=True,
+            title=f"Score quantiles per {unit}",
+            labels={"event_timestamp": ""},
+        ),
+        quantiles["event_timestamp"],
+    ),
     key="quantiles",
-)  # fmt: skip
+)
 
 st.subheader("By model version")
 summary = frame.groupby("model_version")["fraud_probability"].describe(percentiles=[0.5, 0.9, 0.99])

@@ -42,9 +42,14 @@ def decide(p: np.ndarray) -> np.ndarray:
 
 
 def seed_shadow_log(
-    settings: Settings, count: int, champion: str, challenger: str, seed: int = 0,
-    start: datetime = START, days: int = 2,
-) -> pd.DataFrame:  # fmt: skip
+    settings: Settings,
+    count: int,
+    champion: str,
+    challenger: str,
+    seed: int = 0,
+    start: datetime = START,
+    days: int = 2,
+) -> pd.DataFrame:
     """``count`` transactions scored by the champion and, in shadow, by the challenger
     (a sharper model); returns them with their true label (not recorded yet)."""
     from fraudops.prediction_log import insert_ignoring_duplicates, shadow_records
@@ -55,33 +60,50 @@ def seed_shadow_log(
     challenger_p = np.clip(0.1 + 0.6 * fraud + rng.normal(0, 0.12, count), 0.001, 0.999)
     offsets = np.sort(rng.integers(0, days * 86400 * 1_000_000, count))
     times = start + pd.to_timedelta(offsets, unit="us")
-    frame = pd.DataFrame({
-        "prediction_id": [f"{seed:04d}{i:028d}" for i in range(count)],
-        "transaction_id": [f"live_{seed}_{i:06d}" for i in range(count)],
-        "event_timestamp": times, "customer_id": [f"c_{i % 150:05d}" for i in range(count)],
-        "champion_probability": champion_p, "challenger_probability": challenger_p,
-        "is_fraud": fraud,
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "prediction_id": [f"{seed:04d}{i:028d}" for i in range(count)],
+            "transaction_id": [f"live_{seed}_{i:06d}" for i in range(count)],
+            "event_timestamp": times,
+            "customer_id": [f"c_{i % 150:05d}" for i in range(count)],
+            "champion_probability": champion_p,
+            "challenger_probability": challenger_p,
+            "is_fraud": fraud,
+        }
+    )
     scored_at = datetime.now(UTC)
     rows = [
         {
-            "prediction_id": r.prediction_id, "transaction_id": r.transaction_id,
-            "event_timestamp": r.event_timestamp.to_pydatetime(), "scored_at": scored_at,
-            "customer_id": r.customer_id, "terminal_id": "t_00001", "amount": 20.0,
-            "features": {"tx_amount": 20.0}, "fraud_probability": float(r.champion_probability),
-            "decision": str(decide(np.array([r.champion_probability]))[0]), "reasons": [],
-            "model_version": champion, "latency_ms": 1.0, "degraded": False, "source": "http",
+            "prediction_id": r.prediction_id,
+            "transaction_id": r.transaction_id,
+            "event_timestamp": r.event_timestamp.to_pydatetime(),
+            "scored_at": scored_at,
+            "customer_id": r.customer_id,
+            "terminal_id": "t_00001",
+            "amount": 20.0,
+            "features": {"tx_amount": 20.0},
+            "fraud_probability": float(r.champion_probability),
+            "decision": str(decide(np.array([r.champion_probability]))[0]),
+            "reasons": [],
+            "model_version": champion,
+            "latency_ms": 1.0,
+            "degraded": False,
+            "source": "http",
         }
         for r in frame.itertuples(index=False)
-    ]  # fmt: skip
+    ]
     url = settings.resolved_database_url
     db.upgrade(url)
     engine = db.create_db_engine(url)
     insert_ignoring_duplicates(engine, db.predictions, rows)
     shadow = shadow_records(
-        frame["prediction_id"].tolist(), frame["transaction_id"].tolist(), challenger,
-        challenger_p, decide(challenger_p), scored_at,
-    )  # fmt: skip
+        frame["prediction_id"].tolist(),
+        frame["transaction_id"].tolist(),
+        challenger,
+        challenger_p,
+        decide(challenger_p),
+        scored_at,
+    )
     insert_ignoring_duplicates(engine, db.shadow_predictions, shadow)
     engine.dispose()
     return frame
@@ -91,11 +113,13 @@ def record_labels_for(settings: Settings, frame: pd.DataFrame) -> None:
     from fraudops.labels import record_labels
 
     engine = db.create_db_engine(settings.resolved_database_url)
-    labels = pd.DataFrame({
-        c.TRANSACTION_ID: frame["transaction_id"],
-        c.IS_FRAUD: frame["is_fraud"].astype("int8"),
-        c.LABEL_TIMESTAMP: frame["event_timestamp"] + timedelta(days=7),
-    })  # fmt: skip
+    labels = pd.DataFrame(
+        {
+            c.TRANSACTION_ID: frame["transaction_id"],
+            c.IS_FRAUD: frame["is_fraud"].astype("int8"),
+            c.LABEL_TIMESTAMP: frame["event_timestamp"] + timedelta(days=7),
+        }
+    )
     with engine.begin() as conn:
         record_labels(conn, labels, "file:chargebacks.csv", "bank-feed")
     engine.dispose()

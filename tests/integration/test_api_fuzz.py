@@ -139,8 +139,14 @@ def test_extreme_valid_transactions_are_not_server_errors(server: Server, change
     """Edge values the schema allows, which random generation reaches only by luck."""
     import httpx
 
-    tx = {"transaction_id": f"edge-{uuid.uuid4().hex[:8]}", "timestamp": "2026-05-11T10:00:00Z",
-          "customer_id": "c_00001", "terminal_id": "t_00002", "amount": 25.0, **change}  # fmt: skip
+    tx = {
+        "transaction_id": f"edge-{uuid.uuid4().hex[:8]}",
+        "timestamp": "2026-05-11T10:00:00Z",
+        "customer_id": "c_00001",
+        "terminal_id": "t_00002",
+        "amount": 25.0,
+        **change,
+    }
     for path, body in (("/score", {"transaction": tx}), ("/score_batch", {"transactions": [tx]})):
         response = httpx.post(server.url + path, json=body, headers=AUTH, timeout=30)
         assert response.status_code < 500, f"{path}: {response.text}\n{server_tracebacks(server)}"
@@ -151,8 +157,13 @@ def test_the_access_log_can_be_turned_off(server: Server) -> None:
     logged, request metrics still counted."""
     import httpx
 
-    tx = {"transaction_id": "quiet-1", "timestamp": "2026-05-11T10:00:00Z",
-          "customer_id": "c_00001", "terminal_id": "t_00002", "amount": 25.0}  # fmt: skip
+    tx = {
+        "transaction_id": "quiet-1",
+        "timestamp": "2026-05-11T10:00:00Z",
+        "customer_id": "c_00001",
+        "terminal_id": "t_00002",
+        "amount": 25.0,
+    }
     assert httpx.post(server.url + "/score", json={"transaction": tx}, headers=AUTH).is_success
     bad = {"transaction": {**tx, "amount": "quiet-bad-amount"}}
     assert httpx.post(server.url + "/score", json=bad, headers=AUTH).status_code == 400

@@ -56,5 +56,6 @@ def test_features_equal_the_training_features(settings: Settings, history) -> No
     new = point_in_time_features(
         get_settings(), file_rows.drop(columns=[c.IS_FRAUD, c.LABEL_TIMESTAMP])
     )
-    np.testing.assert_allclose(new[expected.columns].to_numpy(), expected.to_numpy(), rtol=0,
-                               atol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(
+        new[expected.columns].to_numpy(), expected.to_numpy(), rtol=0, atol=1e-9
+    )

@@ -23,13 +23,20 @@ def test_bentoml_build_makes_a_bento_of_the_scorer(tmp_path: Path) -> None:
     uv = os.environ.get("UV") or shutil.which("uv")
     if uv is None:
         service_missing("uv", "not found: bentoml build needs it on PATH (make setup)")
-    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"),
-           "PATH": f"{Path(uv).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(tmp_path / "bentoml"),
+        "PATH": f"{Path(uv).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     bentoml = Path(sys.executable).with_name("bentoml")
     done = subprocess.run(
-        [str(bentoml), "build", "--output", "tag"], cwd=REPO, env=env,
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [str(bentoml), "build", "--output", "tag"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     tag = re.search(r"__tag__:(\S+)", done.stdout)
     assert tag, done.stdout
@@ -40,8 +47,12 @@ def test_bentoml_build_makes_a_bento_of_the_scorer(tmp_path: Path) -> None:
     routes = {route["route"] for route in manifest["schema"]["routes"]}
     assert {"/score", "/score_batch", "/admin/reload", "/admin/status"} <= routes
     src = bento / "src"
-    for path in ("service/service.py", "fraudops/scoring.py", "feature_repo/definitions.py",
-                 "feature_repo/feature_store.yaml"):  # fmt: skip
+    for path in (
+        "service/service.py",
+        "fraudops/scoring.py",
+        "feature_repo/definitions.py",
+        "feature_repo/feature_store.yaml",
+    ):
         assert (src / path).is_file(), path
     assert list((src / "fraudops" / "migrations").rglob("*.py")), "migrations missing"
     assert (bento / "env" / "python" / "requirements.txt").is_file()

@@ -43,8 +43,13 @@ PAGES = {  # url path (the default page is at /): file, title, plotly charts, da
     "review": ("views/review.py", "Review queue", 0, 1),
     "alerts": ("views/alerts.py", "Alerts", 0, 2),
 }
-FEATURES = ["tx_amount", "tx_hour", "customer_tx_count_1d", "customer_amount_avg_7d",
-            "terminal_risk_28d"]  # fmt: skip
+FEATURES = [
+    "tx_amount",
+    "tx_hour",
+    "customer_tx_count_1d",
+    "customer_amount_avg_7d",
+    "terminal_risk_28d",
+]
 
 
 @dataclass
@@ -67,33 +72,49 @@ def seed_predictions(
     offsets = np.sort(rng.uniform(0, days * 86400, count))
     timestamps = pd.to_datetime(start) + pd.to_timedelta(offsets, unit="s")
     probability = rng.beta(0.4, 6.0, count)
-    decision = np.where(probability >= 0.5, "block", np.where(probability >= 0.05, "review",
-                                                              "approve"))  # fmt: skip
+    decision = np.where(
+        probability >= 0.5, "block", np.where(probability >= 0.05, "review", "approve")
+    )
     version = np.where(offsets < days * 86400 * 2 / 3, "1", "2")
     values = rng.gamma(2.0, 20.0, (count, len(FEATURES)))
-    frame = pd.DataFrame({
-        "transaction_id": [f"tx_{seed}_{i:08d}" for i in range(count)],
-        "event_timestamp": timestamps, "fraud_probability": probability, "decision": decision,
-        "model_version": version, "latency_ms": rng.gamma(2.0, 3.0, count),
-        "degraded": rng.random(count) < 0.002, "amount": values[:, 0],
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "transaction_id": [f"tx_{seed}_{i:08d}" for i in range(count)],
+            "event_timestamp": timestamps,
+            "fraud_probability": probability,
+            "decision": decision,
+            "model_version": version,
+            "latency_ms": rng.gamma(2.0, 3.0, count),
+            "degraded": rng.random(count) < 0.002,
+            "amount": values[:, 0],
+        }
+    )
     scored_at = datetime.now(UTC)
     rows = [
         {
-            "prediction_id": uuid.uuid4().hex, "transaction_id": r.transaction_id,
-            "event_timestamp": r.event_timestamp.to_pydatetime(), "scored_at": scored_at,
-            "customer_id": f"c_{i % 500:07d}", "terminal_id": f"t_{i % 900:07d}",
+            "prediction_id": uuid.uuid4().hex,
+            "transaction_id": r.transaction_id,
+            "event_timestamp": r.event_timestamp.to_pydatetime(),
+            "scored_at": scored_at,
+            "customer_id": f"c_{i % 500:07d}",
+            "terminal_id": f"t_{i % 900:07d}",
             "amount": float(r.amount),
             "features": dict(zip(FEATURES, map(float, values[i]), strict=True)),
-            "fraud_probability": float(r.fraud_probability), "decision": r.decision,
-            "reasons": [] if r.decision == "approve" else [
+            "fraud_probability": float(r.fraud_probability),
+            "decision": r.decision,
+            "reasons": []
+            if r.decision == "approve"
+            else [
                 {"feature": "tx_amount", "value": float(r.amount), "contribution": 1.25},
-                {"feature": "terminal_risk_28d", "value": 0.2, "contribution": 0.5}],
-            "model_version": r.model_version, "latency_ms": float(r.latency_ms),
-            "degraded": bool(r.degraded), "source": "http",
+                {"feature": "terminal_risk_28d", "value": 0.2, "contribution": 0.5},
+            ],
+            "model_version": r.model_version,
+            "latency_ms": float(r.latency_ms),
+            "degraded": bool(r.degraded),
+            "source": "http",
         }
         for i, r in enumerate(frame.itertuples(index=False))
-    ]  # fmt: skip
+    ]
     url = settings.resolved_database_url
     db.upgrade(url)
     engine = db.create_db_engine(url)
@@ -101,11 +122,13 @@ def seed_predictions(
         insert_ignoring_duplicates(engine, db.predictions, rows[chunk : chunk + 5000])
     labelled = frame["event_timestamp"] < start + timedelta(days=days * 2 / 3)
     frame["is_fraud"] = np.where(labelled, (rng.random(count) < probability).astype(float), np.nan)
-    labels = pd.DataFrame({
-        c.TRANSACTION_ID: frame.loc[labelled, "transaction_id"],
-        c.IS_FRAUD: frame.loc[labelled, "is_fraud"].astype("int8"),
-        c.LABEL_TIMESTAMP: frame.loc[labelled, "event_timestamp"] + timedelta(days=7),
-    })  # fmt: skip
+    labels = pd.DataFrame(
+        {
+            c.TRANSACTION_ID: frame.loc[labelled, "transaction_id"],
+            c.IS_FRAUD: frame.loc[labelled, "is_fraud"].astype("int8"),
+            c.LABEL_TIMESTAMP: frame.loc[labelled, "event_timestamp"] + timedelta(days=7),
+        }
+    )
     with engine.begin() as conn:
         record_labels(conn, labels, "file:seed.csv", "bank-feed")
     engine.dispose()
@@ -125,7 +148,7 @@ def seed_monitoring(
         record,
         run_evidently,
         save_reports,
-    )  # fmt: skip
+    )
 
     rng = np.random.default_rng(1)
     engine = db.create_db_engine(settings.resolved_database_url)
@@ -134,9 +157,10 @@ def seed_monitoring(
         last = day == runs - 1
         drift = [
             FeatureDrift(name, "wasserstein", float(score), 0.1, bool(score >= 0.1), True)
-            for name, score in zip(FEATURES, rng.uniform(0, 0.3 if last else 0.12, len(FEATURES)),
-                                   strict=True)
-        ]  # fmt: skip
+            for name, score in zip(
+                FEATURES, rng.uniform(0, 0.3 if last else 0.12, len(FEATURES)), strict=True
+            )
+        ]
         reports: dict[str, str] = {}
         if last and with_report:
             reference = pd.DataFrame(rng.gamma(2.0, 20.0, (2000, len(FEATURES))), columns=FEATURES)
@@ -150,27 +174,56 @@ def seed_monitoring(
             reports = save_reports(result, settings.reports_dir / "monitoring" / "seeded")
         drifted = sum(d.drifted for d in drift)
         summary = Summary(
-            window_start=window_end - timedelta(days=1), window_end=window_end,
-            model_name=settings.model_name, model_version="2" if last else "1",
-            reference_run_id="seeded", window_predictions=1000, predictions=1000,
-            labelled=600, frauds=40, approve_share=0.8, review_share=0.15, block_share=0.05,
-            latency_p50_ms=5.0, latency_p95_ms=12.0, latency_p99_ms=20.0, degraded_share=0.0,
-            features_checked=len(drift), drifted_features=drifted,
-            drift_share=drifted / len(drift), score_drift=0.25 if last else 0.02,
-            decision_drift=0.05, roc_auc=0.9, average_precision=0.6,
-            precision_at_block=0.8, recall_at_block=0.5, feature_drift=drift,
-        )  # fmt: skip
-        found = [
-            Alert("feature_drift", "warning", f"{drifted} of {len(drift)} features drifted",
-                  drifted / len(drift), 0.5),
-            Alert("score_drift", "critical", "the fraud probability drifted", 0.25, 0.1),
-        ] if last else []  # fmt: skip
+            window_start=window_end - timedelta(days=1),
+            window_end=window_end,
+            model_name=settings.model_name,
+            model_version="2" if last else "1",
+            reference_run_id="seeded",
+            window_predictions=1000,
+            predictions=1000,
+            labelled=600,
+            frauds=40,
+            approve_share=0.8,
+            review_share=0.15,
+            block_share=0.05,
+            latency_p50_ms=5.0,
+            latency_p95_ms=12.0,
+            latency_p99_ms=20.0,
+            degraded_share=0.0,
+            features_checked=len(drift),
+            drifted_features=drifted,
+            drift_share=drifted / len(drift),
+            score_drift=0.25 if last else 0.02,
+            decision_drift=0.05,
+            roc_auc=0.9,
+            average_precision=0.6,
+            precision_at_block=0.8,
+            recall_at_block=0.5,
+            feature_drift=drift,
+        )
+        found = (
+            [
+                Alert(
+                    "feature_drift",
+                    "warning",
+                    f"{drifted} of {len(drift)} features drifted",
+                    drifted / len(drift),
+                    0.5,
+                ),
+                Alert("score_drift", "critical", "the fraud probability drifted", 0.25, 0.1),
+            ]
+            if last
+            else []
+        )
         if day == 0:
             found = [Alert("latency", "warning", "scoring latency p99 140 ms >= 100 ms", 140, 100)]
         record(engine, str(uuid.uuid4()), window_end, summary, found, reports)
     with engine.begin() as conn:
-        conn.execute(db.alerts.update().where(db.alerts.c.kind == "latency").values(
-            acknowledged=True, acknowledged_by="bob", acknowledged_at=end))  # fmt: skip
+        conn.execute(
+            db.alerts.update()
+            .where(db.alerts.c.kind == "latency")
+            .values(acknowledged=True, acknowledged_by="bob", acknowledged_at=end)
+        )
     engine.dispose()
 
 
@@ -188,20 +241,31 @@ def seed_registry(settings: Settings) -> None:
     for version, auc, ap, compared in (("1", 0.85, 0.55, "none"), ("2", 0.87, 0.6, "1")):
         run = client.create_run(experiment, run_name="lightgbm")
         client.set_terminated(run.info.run_id)
-        tags = {"train_start": "2026-04-17", "test_roc_auc": auc, "test_average_precision": ap,
-                "test_brier": 0.07, "promotion.decision": "promoted",
-                "promotion.reason": "first model: no champion yet" if version == "1"
-                else "no regression beyond tolerances",
-                "promotion.compared_with": compared, "promotion.by": "carol",
-                "promotion.at": f"2026-05-0{version}T10:00:00+00:00",
-                "promotion.challenger_metrics": json.dumps({"roc_auc": auc} if compared != "none"
-                                                           else {}),
-                "promotion.champion_metrics": json.dumps({"roc_auc": 0.85} if compared != "none"
-                                                         else {})}  # fmt: skip
+        tags = {
+            "train_start": "2026-04-17",
+            "test_roc_auc": auc,
+            "test_average_precision": ap,
+            "test_brier": 0.07,
+            "promotion.decision": "promoted",
+            "promotion.reason": "first model: no champion yet"
+            if version == "1"
+            else "no regression beyond tolerances",
+            "promotion.compared_with": compared,
+            "promotion.by": "carol",
+            "promotion.at": f"2026-05-0{version}T10:00:00+00:00",
+            "promotion.challenger_metrics": json.dumps(
+                {"roc_auc": auc} if compared != "none" else {}
+            ),
+            "promotion.champion_metrics": json.dumps(
+                {"roc_auc": 0.85} if compared != "none" else {}
+            ),
+        }
         client.create_model_version(
-            name, f"runs:/{run.info.run_id}/model", run.info.run_id,
+            name,
+            f"runs:/{run.info.run_id}/model",
+            run.info.run_id,
             tags={k: str(v) for k, v in tags.items()},
-        )  # fmt: skip
+        )
     registry.set_alias(client, name, registry.CHAMPION, "2")
 
 
@@ -229,8 +293,9 @@ def app(seeded: Seeded) -> Iterator:
     with environment(seeded.values):
         st.cache_data.clear()
         st.cache_resource.clear()
-        yield lambda page: _open(AppTest.from_file(str(REPO / "dashboard" / "app.py"),
-                                                   default_timeout=60), page)  # fmt: skip
+        yield lambda page: _open(
+            AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=60), page
+        )
         st.cache_data.clear()
         st.cache_resource.clear()
 
@@ -364,8 +429,9 @@ def test_every_page_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
         st.cache_resource.clear()
         try:
             for file, *_ in PAGES.values():
-                at = _open(AppTest.from_file(str(REPO / "dashboard" / "app.py"),
-                                             default_timeout=60), file)  # fmt: skip
+                at = _open(
+                    AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=60), file
+                )
                 if file == "views/overview.py":
                     assert metrics(at)["Predictions"] == f"{len(frame):,}"
                 if file == "views/alerts.py":
@@ -389,12 +455,28 @@ def streamlit_server(seeded: Seeded, tmp_path: Path) -> Iterator[str]:
     log_path = tmp_path / "streamlit.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
-             "--server.port", str(port), "--server.address", "127.0.0.1",
-             "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "dashboard/app.py",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+                "--server.fileWatcherType",
+                "none",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -430,9 +512,15 @@ def test_every_page_in_chromium(streamlit_server: str) -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2000})
             errors: list[str] = []
@@ -446,8 +534,9 @@ def test_every_page_in_chromium(streamlit_server: str) -> None:
                       document.querySelectorAll('.js-plotly-plot .main-svg').length >= charts
                       && document.querySelectorAll('[data-testid="stDataFrame"]').length >= tables
                       && document.querySelector('[data-test-script-state="notRunning"]')""",
-                    arg=[charts, tables], timeout=30_000,
-                )  # fmt: skip
+                    arg=[charts, tables],
+                    timeout=30_000,
+                )
                 name = path or "overview"
                 page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
                 exceptions = page.locator('[data-testid="stException"]')

@@ -63,8 +63,13 @@ def test_a_week_through_the_api_with_only_the_nightly_job(tmp_path: Path) -> Non
     values = {"FRAUDOPS_DATA_DIR": str(tmp_path / "data"), "FRAUDOPS_LOG_FLUSH_SECONDS": "0.02"}
     with environment(values):
         settings = get_settings()
-        tx = simulate(customers=300, terminals=600, days=40, seed=11,
-                      start_date=(today - pd.Timedelta(days=40)).date())  # fmt: skip
+        tx = simulate(
+            customers=300,
+            terminals=600,
+            days=40,
+            seed=11,
+            start_date=(today - pd.Timedelta(days=40)).date(),
+        )
         history = tx[tx[c.TIMESTAMP] < week_start].reset_index(drop=True)
         week = tx[tx[c.TIMESTAMP] >= week_start].reset_index(drop=True)
         write_parquet_atomic(history, settings.transactions_path)
@@ -95,11 +100,16 @@ def test_a_week_through_the_api_with_only_the_nightly_job(tmp_path: Path) -> Non
 
             for day in range(WEEK):
                 start = week_start + pd.Timedelta(days=day)
-                today_tx = week[(week[c.TIMESTAMP] >= start)
-                                & (week[c.TIMESTAMP] < start + pd.Timedelta(days=1))]  # fmt: skip
+                today_tx = week[
+                    (week[c.TIMESTAMP] >= start)
+                    & (week[c.TIMESTAMP] < start + pd.Timedelta(days=1))
+                ]
                 written = terminal_rows_written_us(get_store(), today_tx[c.TERMINAL_ID].tolist())
-                seen = staleness(budgets, {"terminal_daily": written},
-                                 today_tx[c.TIMESTAMP].astype("int64") // 1000)  # fmt: skip
+                seen = staleness(
+                    budgets,
+                    {"terminal_daily": written},
+                    today_tx[c.TIMESTAMP].astype("int64") // 1000,
+                )
                 bad = np.flatnonzero(seen.stale)
                 assert not seen.any, (
                     f"day {day}: {len(bad)} stale rows: "
@@ -108,11 +118,23 @@ def test_a_week_through_the_api_with_only_the_nightly_job(tmp_path: Path) -> Non
                 )
                 for first in range(0, len(today_tx), 1000):
                     chunk = today_tx.iloc[first : first + 1000]
-                    body = [{"transaction_id": t, "timestamp": ts.isoformat(), "customer_id": cu,
-                             "terminal_id": te, "amount": float(a)}
-                            for t, ts, cu, te, a in zip(chunk[c.TRANSACTION_ID], chunk[c.TIMESTAMP],
-                                                        chunk[c.CUSTOMER_ID], chunk[c.TERMINAL_ID],
-                                                        chunk[c.AMOUNT], strict=True)]  # fmt: skip
+                    body = [
+                        {
+                            "transaction_id": t,
+                            "timestamp": ts.isoformat(),
+                            "customer_id": cu,
+                            "terminal_id": te,
+                            "amount": float(a),
+                        }
+                        for t, ts, cu, te, a in zip(
+                            chunk[c.TRANSACTION_ID],
+                            chunk[c.TIMESTAMP],
+                            chunk[c.CUSTOMER_ID],
+                            chunk[c.TERMINAL_ID],
+                            chunk[c.AMOUNT],
+                            strict=True,
+                        )
+                    ]
                     answer = client.post("/score_batch", json={"transactions": body})
                     assert answer.status_code == 200, answer.text
                     results = answer.json()["results"]
@@ -124,8 +146,12 @@ def test_a_week_through_the_api_with_only_the_nightly_job(tmp_path: Path) -> Non
                 time.sleep(0.2)
                 # the day's newly known chargebacks, then the scheduled job: nothing else
                 end = start + pd.Timedelta(days=1)
-                known = tx[(tx[c.IS_FRAUD] == 1) & (tx[c.LABEL_TIMESTAMP] >= start)
-                           & (tx[c.LABEL_TIMESTAMP] < end) & (tx[c.TIMESTAMP] < end)]  # fmt: skip
+                known = tx[
+                    (tx[c.IS_FRAUD] == 1)
+                    & (tx[c.LABEL_TIMESTAMP] >= start)
+                    & (tx[c.LABEL_TIMESTAMP] < end)
+                    & (tx[c.TIMESTAMP] < end)
+                ]
                 if len(known):
                     path = tmp_path / f"chargebacks-{day}.csv"
                     known[[c.TRANSACTION_ID, c.IS_FRAUD, c.LABEL_TIMESTAMP]].to_csv(
@@ -154,6 +180,8 @@ def test_a_week_through_the_api_with_only_the_nightly_job(tmp_path: Path) -> Non
         assert y.sum() >= 10
         api_auc, offline_auc = roc_auc_score(y, api), roc_auc_score(y, offline)
         api_ap, offline_ap = average_precision_score(y, api), average_precision_score(y, offline)
-        print(f"week: API ROC AUC {api_auc:.4f} AP {api_ap:.4f}; "
-              f"offline {offline_auc:.4f} {offline_ap:.4f}")  # fmt: skip
+        print(
+            f"week: API ROC AUC {api_auc:.4f} AP {api_ap:.4f}; "
+            f"offline {offline_auc:.4f} {offline_ap:.4f}"
+        )
         assert abs(api_auc - offline_auc) <= 0.01 and abs(api_ap - offline_ap) <= 0.01

@@ -41,10 +41,21 @@ def test_demo_against_redis_postgresql_and_an_mlflow_server(
     mlflow_log = (tmp_path / "mlflow.log").open("w")
     bin_dir = Path(sys.executable).parent
     server = subprocess.Popen(
-        [str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", mlflow_db, "--artifacts-destination", str(tmp_path / "artifacts")],
-        stdout=mlflow_log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            str(bin_dir / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            mlflow_db,
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+        ],
+        stdout=mlflow_log,
+        stderr=subprocess.STDOUT,
+    )
     redis_db = f"{redis_server}/8"
     redis.Redis.from_url(redis_db).flushdb()
     try:
@@ -59,19 +70,35 @@ def test_demo_against_redis_postgresql_and_an_mlflow_server(
             assert time.monotonic() < deadline, "mlflow server did not start"
             time.sleep(0.5)
         env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDOPS_")}
-        env.update({
-            "FRAUDOPS_DATA_DIR": str(tmp_path / "data"),
-            "FRAUDOPS_ONLINE_STORE": "redis",
-            "FRAUDOPS_REDIS_URL": redis_db,
-            "FRAUDOPS_DATABASE_URL": log_url,
-            "FRAUDOPS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
-        })  # fmt: skip
+        env.update(
+            {
+                "FRAUDOPS_DATA_DIR": str(tmp_path / "data"),
+                "FRAUDOPS_ONLINE_STORE": "redis",
+                "FRAUDOPS_REDIS_URL": redis_db,
+                "FRAUDOPS_DATABASE_URL": log_url,
+                "FRAUDOPS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+            }
+        )
         demo = subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "demo.py"), "--use-settings",
-             "--data-dir", str(tmp_path / "data"),
-             "--customers", "300", "--terminals", "600", "--days", "30"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "demo.py"),
+                "--use-settings",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--customers",
+                "300",
+                "--terminals",
+                "600",
+                "--days",
+                "30",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
         summary = json.loads((tmp_path / "data" / "summary.json").read_text())
         replay = summary["replay"]

@@ -64,8 +64,10 @@ def test_online_features_equal_offline_point_in_time_features(
     build(feature_settings, history)
     store = get_store()
     apply_definitions(store)
-    store.materialize(start_date=history[c.TIMESTAMP].min() - timedelta(days=1),
-                      end_date=replay_day.to_pydatetime())  # fmt: skip
+    store.materialize(
+        start_date=history[c.TIMESTAMP].min() - timedelta(days=1),
+        end_date=replay_day.to_pydatetime(),
+    )
     seeded = seed_customer_states(feature_settings)
     assert seeded == history[c.CUSTOMER_ID].nunique()
     online = OnlineFeatures(store, feature_service(store), feature_settings)
@@ -94,11 +96,29 @@ def test_a_label_known_later_does_not_leak(settings: Settings) -> None:
     day0 = pd.Timestamp("2026-03-02", tz="UTC")
     rows = []
     for d in range(25):  # one legitimate transaction a day at terminal T
-        rows.append((f"ok{d}", day0 + pd.Timedelta(days=d, hours=12), "c1", "T", 10.0, 0,
-                     day0 + pd.Timedelta(days=d + 7, hours=12)))  # fmt: skip
+        rows.append(
+            (
+                f"ok{d}",
+                day0 + pd.Timedelta(days=d, hours=12),
+                "c1",
+                "T",
+                10.0,
+                0,
+                day0 + pd.Timedelta(days=d + 7, hours=12),
+            )
+        )
     # fraud on day 0 whose chargeback arrives only on day 20
-    rows.append(("fraud", day0 + pd.Timedelta(hours=9), "c2", "T", 99.0, 1,
-                 day0 + pd.Timedelta(days=20, hours=1)))  # fmt: skip
+    rows.append(
+        (
+            "fraud",
+            day0 + pd.Timedelta(hours=9),
+            "c2",
+            "T",
+            99.0,
+            1,
+            day0 + pd.Timedelta(days=20, hours=1),
+        )
+    )
     tx = pd.DataFrame(rows, columns=[*c.TRANSACTION_COLUMNS, *c.LABEL_COLUMNS])
     build(settings, tx)
     store = get_store()
@@ -137,8 +157,13 @@ def test_feast_cli_and_fraudops_see_the_same_configuration(
     feast = Path(sys.executable).with_name("feast")
     repo = Path(__file__).resolve().parents[2] / "feature_repo"
     env = dict(os.environ)
-    listed = subprocess.run([str(feast), "-c", str(repo), "feature-views", "list"], env=env,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    listed = subprocess.run(
+        [str(feast), "-c", str(repo), "feature-views", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listed.returncode == 0, listed.stderr
     assert "customer_state" in listed.stdout and "terminal_daily" in listed.stdout
     # fraudops' first materialization starts at the beginning of the data (Feast's first
@@ -150,8 +175,13 @@ def test_feast_cli_and_fraudops_see_the_same_configuration(
     client = redis.Redis.from_url(redis_url)
     assert client.dbsize() >= transactions[c.TERMINAL_ID].nunique()  # where fraudops reads
     end = (transactions[c.TIMESTAMP].max() + pd.Timedelta(days=1)).strftime(stamp)
-    done = subprocess.run([str(feast), "-c", str(repo), "materialize-incremental", end], env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [str(feast), "-c", str(repo), "materialize-incremental", end],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert middle.replace("T", " ") in done.stdout  # it took over where fraudops stopped
     result = runner.invoke(app, ["materialize", "--end", end])

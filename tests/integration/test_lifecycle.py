@@ -44,8 +44,9 @@ def test_compare_prints_and_records_the_comparison(lifecycle_settings: Settings)
     record_labels_for(settings, frame.iloc[:400])
     end = START + timedelta(days=2)
 
-    result = runner.invoke(app, ["compare", "--start", "2026-05-10", "--end", "2026-05-12",
-                                 "--json"])  # fmt: skip
+    result = runner.invoke(
+        app, ["compare", "--start", "2026-05-10", "--end", "2026-05-12", "--json"]
+    )
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     engine = db.create_db_engine(settings.resolved_database_url)
@@ -127,12 +128,16 @@ def test_promote_on_live_evidence_rejects_a_worse_challenger(
     engine = db.create_db_engine(settings.resolved_database_url)
     with engine.begin() as conn:
         for r in frame.itertuples(index=False):
-            conn.execute(db.predictions.update().where(
-                db.predictions.c.prediction_id == r.prediction_id
-            ).values(fraud_probability=float(r.challenger_probability)))  # fmt: skip
-            conn.execute(db.shadow_predictions.update().where(
-                db.shadow_predictions.c.prediction_id == r.prediction_id
-            ).values(fraud_probability=float(r.champion_probability)))  # fmt: skip
+            conn.execute(
+                db.predictions.update()
+                .where(db.predictions.c.prediction_id == r.prediction_id)
+                .values(fraud_probability=float(r.challenger_probability))
+            )
+            conn.execute(
+                db.shadow_predictions.update()
+                .where(db.shadow_predictions.c.prediction_id == r.prediction_id)
+                .values(fraud_probability=float(r.champion_probability))
+            )
     engine.dispose()
     record_labels_for(settings, frame)
     rejected = runner.invoke(app, ["promote", "--evidence", "live"])

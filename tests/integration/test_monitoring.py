@@ -113,10 +113,13 @@ def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         for window in (UNDRIFTED, DRIFTED):
             inside = tx[(tx[c.TIMESTAMP] >= window.start) & (tx[c.TIMESTAMP] < window.end)]
             log_predictions(settings, inside)
-        report = ingest_labels(settings, chargebacks(
-            tx[(tx[c.TIMESTAMP] >= UNDRIFTED.start) & (tx[c.TIMESTAMP] < DRIFTED.end)],
-            root / "chargebacks.csv",
-        ))  # fmt: skip
+        report = ingest_labels(
+            settings,
+            chargebacks(
+                tx[(tx[c.TIMESTAMP] >= UNDRIFTED.start) & (tx[c.TIMESTAMP] < DRIFTED.end)],
+                root / "chargebacks.csv",
+            ),
+        )
         assert report.offline_rows_updated == report.labels > 1000
         yield values
 
@@ -186,8 +189,15 @@ def test_monitor_command_posts_new_alerts_to_the_webhook_once(
     app = typer.Typer()
     app.command()(monitor_command)
     app.command("noop")(lambda: None)  # two commands: the first is a subcommand, as in fraudops
-    args = ["monitor", "--start", "2026-05-13", "--window", "3d", "--no-workspace",
-            "--fail-on-alert"]  # fmt: skip
+    args = [
+        "monitor",
+        "--start",
+        "2026-05-13",
+        "--window",
+        "3d",
+        "--no-workspace",
+        "--fail-on-alert",
+    ]
     with environment({**monitored, "FRAUDOPS_ALERT_WEBHOOK_URL": url}):
         engine = db.create_db_engine(get_settings().resolved_database_url)
         with engine.begin() as conn:  # start from no open alert
@@ -225,21 +235,41 @@ def label_settings(request, settings: Settings, monkeypatch: pytest.MonkeyPatch)
         get_settings.cache_clear()
         settings = get_settings()
     ts = pd.date_range("2026-05-01", periods=8, freq="h", tz="UTC")
-    tx = pd.DataFrame({
-        c.TRANSACTION_ID: [f"tx_{i}" for i in range(8)], c.TIMESTAMP: ts,
-        c.CUSTOMER_ID: "c_1", c.TERMINAL_ID: "t_1", c.AMOUNT: 10.0,
-        c.IS_FRAUD: [0, 1, *[np.nan] * 6], c.LABEL_TIMESTAMP: [ts[0], ts[1], *[pd.NaT] * 6],
-    })  # fmt: skip
+    tx = pd.DataFrame(
+        {
+            c.TRANSACTION_ID: [f"tx_{i}" for i in range(8)],
+            c.TIMESTAMP: ts,
+            c.CUSTOMER_ID: "c_1",
+            c.TERMINAL_ID: "t_1",
+            c.AMOUNT: 10.0,
+            c.IS_FRAUD: [0, 1, *[np.nan] * 6],
+            c.LABEL_TIMESTAMP: [ts[0], ts[1], *[pd.NaT] * 6],
+        }
+    )
     write_parquet_atomic(tx.iloc[:6], settings.transactions_path)
     log = PredictionLog(settings.resolved_database_url, settings.data_dir / "spool.jsonl")
-    log.write_now([
-        {"prediction_id": f"p{i}", "transaction_id": f"tx_{i}",
-         "event_timestamp": ts[i].to_pydatetime(), "scored_at": ts[i].to_pydatetime(),
-         "customer_id": "c_1", "terminal_id": "t_1", "amount": 10.0, "features": {},
-         "fraud_probability": 0.2, "decision": "review", "reasons": [], "model_version": "1",
-         "latency_ms": 3.0, "degraded": False, "source": "http"}
-        for i in range(3, 8)
-    ])  # fmt: skip
+    log.write_now(
+        [
+            {
+                "prediction_id": f"p{i}",
+                "transaction_id": f"tx_{i}",
+                "event_timestamp": ts[i].to_pydatetime(),
+                "scored_at": ts[i].to_pydatetime(),
+                "customer_id": "c_1",
+                "terminal_id": "t_1",
+                "amount": 10.0,
+                "features": {},
+                "fraud_probability": 0.2,
+                "decision": "review",
+                "reasons": [],
+                "model_version": "1",
+                "latency_ms": 3.0,
+                "degraded": False,
+                "source": "http",
+            }
+            for i in range(3, 8)
+        ]
+    )
     log.engine.dispose()
     return settings
 

@@ -23,23 +23,25 @@ def records(prefix: str) -> list[dict]:
     at = datetime(2026, 1, 5, 10, 0, 0, 123456, tzinfo=UTC)
     rows = []
     for i, text in enumerate(AWKWARD):
-        rows.append({
-            "prediction_id": f"{prefix}{i:030d}",
-            "transaction_id": f"tx-{text}",
-            "event_timestamp": at + timedelta(seconds=i),
-            "scored_at": at + timedelta(minutes=i),
-            "customer_id": f"c-{text}",
-            "terminal_id": text or "t",
-            "amount": [12.5, 0.1, 1e-300, 1e300, -0.0, 123456789.123456789, 3.0, 7.25][i],
-            "features": {"amount": 0.1 * i, f"odd\t{text}": -1.0, "count": float(i)},
-            "fraud_probability": 1 / 3,
-            "decision": ["approve", "review", "block"][i % 3],
-            "reasons": [{"feature": f"f\n{text}", "value": 1.5, "contribution": -0.25}],
-            "model_version": "7",
-            "latency_ms": 0.123,
-            "degraded": i % 2 == 0,
-            "source": "http",
-        })  # fmt: skip
+        rows.append(
+            {
+                "prediction_id": f"{prefix}{i:030d}",
+                "transaction_id": f"tx-{text}",
+                "event_timestamp": at + timedelta(seconds=i),
+                "scored_at": at + timedelta(minutes=i),
+                "customer_id": f"c-{text}",
+                "terminal_id": text or "t",
+                "amount": [12.5, 0.1, 1e-300, 1e300, -0.0, 123456789.123456789, 3.0, 7.25][i],
+                "features": {"amount": 0.1 * i, f"odd\t{text}": -1.0, "count": float(i)},
+                "fraud_probability": 1 / 3,
+                "decision": ["approve", "review", "block"][i % 3],
+                "reasons": [{"feature": f"f\n{text}", "value": 1.5, "contribution": -0.25}],
+                "model_version": "7",
+                "latency_ms": 0.123,
+                "degraded": i % 2 == 0,
+                "source": "http",
+            }
+        )
     return rows
 
 
@@ -94,16 +96,25 @@ def test_each_process_claims_its_own_spool_file(tmp_path: Path) -> None:
     assert first.path.name == "predictions.jsonl" and second.path.name == "predictions-1.jsonl"
     Spool(second.path).append(records("s")[:2])
     # a worker that dies holding predictions-2.jsonl, with records in it
-    died = subprocess.run([sys.executable, "-c", (
-        "import os, sys; from pathlib import Path\n"
-        "from fraudops.prediction_log import Spool, claim_spool\n"
-        f"claimed = claim_spool(Path({str(tmp_path)!r}), 'predictions')\n"
-        "assert claimed.path.name == 'predictions-2.jsonl', claimed.path\n"
-        "Spool(claimed.path).append([{'prediction_id': 'from-the-dead', "
-        "'event_timestamp': '2026-01-05T10:00:00+00:00', 'scored_at': "
-        "'2026-01-05T10:00:00+00:00'}])\n"
-        "os._exit(9)  # no cleanup: the lock goes with the process\n"
-    )], capture_output=True, text=True, timeout=60)  # fmt: skip
+    died = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import os, sys; from pathlib import Path\n"
+                "from fraudops.prediction_log import Spool, claim_spool\n"
+                f"claimed = claim_spool(Path({str(tmp_path)!r}), 'predictions')\n"
+                "assert claimed.path.name == 'predictions-2.jsonl', claimed.path\n"
+                "Spool(claimed.path).append([{'prediction_id': 'from-the-dead', "
+                "'event_timestamp': '2026-01-05T10:00:00+00:00', 'scored_at': "
+                "'2026-01-05T10:00:00+00:00'}])\n"
+                "os._exit(9)  # no cleanup: the lock goes with the process\n"
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert died.returncode == 9, died.stderr
     replacement = claim_spool(tmp_path, "predictions")
     assert replacement.path.name == "predictions-2.jsonl"

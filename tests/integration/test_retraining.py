@@ -31,8 +31,10 @@ runner = CliRunner()
 
 def aliases(settings: Settings) -> tuple[str | None, str | None]:
     client = registry.configure(settings)
-    found = [registry.version_for(client, settings.model_name, a)
-             for a in (registry.CHAMPION, registry.CHALLENGER)]  # fmt: skip
+    found = [
+        registry.version_for(client, settings.model_name, a)
+        for a in (registry.CHAMPION, registry.CHALLENGER)
+    ]
     return tuple(None if v is None else str(v.version) for v in found)  # type: ignore[return-value]
 
 
@@ -87,14 +89,24 @@ def test_retraining_loop_and_batch_scoring(settings: Settings, monkeypatch, tmp_
     np.testing.assert_allclose(
         scored["fraud_probability"].to_numpy(),
         champion.model.predict_proba(expected[champion.model.feature_names].to_numpy()),
-        rtol=0, atol=1e-9,
-    )  # fmt: skip
+        rtol=0,
+        atol=1e-9,
+    )
     assert set(scored["decision"]) <= {"approve", "review", "block"}
 
     bad = tmp_path / "bad.csv"
     bad.write_text("transaction_id,timestamp,customer_id,terminal_id,amount\nx,yesterday,c,t,5\n")
-    refused = runner.invoke(app, ["score", str(bad), "--model-uri", "models:/fraud-detector/1",
-                                  "--out", str(tmp_path / "x.csv")])  # fmt: skip
+    refused = runner.invoke(
+        app,
+        [
+            "score",
+            str(bad),
+            "--model-uri",
+            "models:/fraud-detector/1",
+            "--out",
+            str(tmp_path / "x.csv"),
+        ],
+    )
     assert refused.exit_code == 2 and "bad.csv, row 1, column 'timestamp'" in refused.output
 
     once = runner.invoke(app, ["retrain"])  # the command, once, without promotion

@@ -34,8 +34,17 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-not-a-secret"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-SCORE_FIELDS = {"transaction_id", "fraud_probability", "decision", "reasons", "model_version",
-                "degraded", "latency_ms", "idempotent_replayed", "degraded_reasons"}  # fmt: skip
+SCORE_FIELDS = {
+    "transaction_id",
+    "fraud_probability",
+    "decision",
+    "reasons",
+    "model_version",
+    "degraded",
+    "latency_ms",
+    "idempotent_replayed",
+    "degraded_reasons",
+}
 
 
 @dataclass
@@ -106,8 +115,13 @@ def transaction(
     amount: float = 25.0,
     at: str = "2026-05-11T10:00:00Z",
 ) -> dict:
-    return {"transaction_id": f"live-{uuid.uuid4().hex[:10]}-{i}", "timestamp": at,
-            "customer_id": customer, "terminal_id": terminal, "amount": amount}  # fmt: skip
+    return {
+        "transaction_id": f"live-{uuid.uuid4().hex[:10]}-{i}",
+        "timestamp": at,
+        "customer_id": customer,
+        "terminal_id": terminal,
+        "amount": amount,
+    }
 
 
 def wait_for(predicate, timeout: float = 30.0, every: float = 0.2) -> bool:  # type: ignore[no-untyped-def]
@@ -172,8 +186,12 @@ def test_the_next_transaction_sees_the_previous_one(stack: Stack) -> None:
 
 def _features(engine: sa.Engine, customer: str) -> list[dict] | None:
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("select features from predictions where customer_id = :c "
-                                    "order by event_timestamp"), {"c": customer}).all()  # fmt: skip
+        rows = conn.execute(
+            sa.text(
+                "select features from predictions where customer_id = :c order by event_timestamp"
+            ),
+            {"c": customer},
+        ).all()
     return [r[0] for r in rows]
 
 
@@ -203,13 +221,18 @@ def test_bad_fields_get_a_400_naming_them(stack: Stack, mutate, field: str) -> N
 
 
 def test_malformed_oversized_and_huge_bodies(stack: Stack) -> None:
-    broken = httpx.post(stack.server.url + "/score", content=b'{"transaction": ', headers=AUTH,
-                        timeout=10)  # fmt: skip
+    broken = httpx.post(
+        stack.server.url + "/score", content=b'{"transaction": ', headers=AUTH, timeout=10
+    )
     assert broken.status_code == 400
     too_many = stack.post("/score_batch", {"transactions": [transaction(i) for i in range(1001)]})
     assert too_many.status_code == 400 and "transactions" in too_many.text
-    huge = httpx.post(stack.server.url + "/score", content=b"x" * 3_000_000,
-                      headers={**AUTH, "content-type": "application/json"}, timeout=30)  # fmt: skip
+    huge = httpx.post(
+        stack.server.url + "/score",
+        content=b"x" * 3_000_000,
+        headers={**AUTH, "content-type": "application/json"},
+        timeout=30,
+    )
     assert huge.status_code == 413
 
 
@@ -328,8 +351,9 @@ def test_two_workers_lose_no_record_through_a_database_outage(stack: Stack, tmp_
 
     def post(i: int) -> int:
         tx = {**transaction(i, customer=f"c_{i % 40:05d}"), "transaction_id": f"two-{i}"}
-        return httpx.post(two.url + "/score", json={"transaction": tx}, headers=AUTH,
-                          timeout=30).status_code  # fmt: skip
+        return httpx.post(
+            two.url + "/score", json={"transaction": tx}, headers=AUTH, timeout=30
+        ).status_code
 
     with bentoml_serve({**stack.values, "FRAUDOPS_WORKERS": "2"}, tmp_path / "two.log") as two:
         stack.db_proxy.disable()
@@ -341,8 +365,9 @@ def test_two_workers_lose_no_record_through_a_database_outage(stack: Stack, tmp_
         ok = statuses.count(200)
         assert ok == 200
         assert wait_for(lambda: stack.logged("two-") == ok, timeout=60), stack.logged("two-")
-        spooled_by = set(re.findall(r"fraud_scorer:(\d)\] prediction database write failed",
-                                    two.log(tail=None)))  # fmt: skip
+        spooled_by = set(
+            re.findall(r"fraud_scorer:(\d)\] prediction database write failed", two.log(tail=None))
+        )
         assert spooled_by  # (the kernel decides which worker takes each connection)
 
 
@@ -376,8 +401,14 @@ def test_promotion_under_load_fails_no_request(stack: Stack) -> None:
                 settings, train_start=TRAIN_START, train_days=8, delay_days=7, test_days=6, seed=9
             )
             promote(settings, force=True)
-            assert str(registry.configure(settings).get_model_version_by_alias(
-                settings.model_name, "champion").version) == report.model_version  # fmt: skip
+            assert (
+                str(
+                    registry.configure(settings)
+                    .get_model_version_by_alias(settings.model_name, "champion")
+                    .version
+                )
+                == report.model_version
+            )
         assert wait_for(lambda: versions and versions[-1] == report.model_version, timeout=30)
         time.sleep(0.5)
     finally:
@@ -426,8 +457,14 @@ def test_the_batch_limit_is_the_setting(tmp_path: Path) -> None:
         "print(schema['properties']['transactions']['maxItems'])"
     )
     env = {**os.environ, "FRAUDOPS_MAX_BATCH_SIZE": "5", "FRAUDOPS_DATA_DIR": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", check], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "5"
 
@@ -464,9 +501,12 @@ def test_contract_through_the_asgi_app(stack: Stack) -> None:
         try:
             with engine.connect() as conn:
                 logged = conn.execute(
-                    sa.text("select customer_id, amount, extra from predictions "
-                            "where transaction_id = :t"), {"t": verification["transaction_id"]},
-                ).one()  # fmt: skip
+                    sa.text(
+                        "select customer_id, amount, extra from predictions "
+                        "where transaction_id = :t"
+                    ),
+                    {"t": verification["transaction_id"]},
+                ).one()
         finally:
             engine.dispose()
         assert logged[0] == "596" and logged[1] == 0.0
@@ -512,8 +552,12 @@ def test_refusing_to_start_exits_non_zero_with_the_reason_on_stderr(tmp_path: Pa
     bentoml = Path(sys.executable).with_name("bentoml")
     done = subprocess.run(
         [str(bentoml), "serve", "--port", str(free_port()), "--host", "127.0.0.1"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1, done.stderr[-2000:]
     assert (
         "error: the scorer refused to start: no version of fraud-detector has alias @champion"

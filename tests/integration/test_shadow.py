@@ -92,8 +92,7 @@ def register_variant(values: dict[str, str], version: str) -> str:
         half = max(1, model.booster.current_iteration() // 2)
         booster = lgb.Booster(model_str=model.booster.model_to_string(num_iteration=half))
         variant = FraudModel(booster, model.calibrator, model.metadata)
-        example = pd.DataFrame(np.zeros((2, len(model.feature_names))),
-                               columns=model.feature_names)  # fmt: skip
+        example = pd.DataFrame(np.zeros((2, len(model.feature_names))), columns=model.feature_names)
         with mlflow.start_run(experiment_id=registry.experiment_id(settings)):
             info = registry.log_model(variant, example, settings.model_name)
         challenger = str(info.registered_model_version)
@@ -145,25 +144,35 @@ def trained(tmp_path_factory, redis_server: str, postgres_server: str) -> Iterat
 def stack(trained: dict, tmp_path_factory) -> Iterator[Stack]:
     """`bentoml serve` with shadow scoring and the challenger deciding for half the
     customers."""
-    values = {**trained["values"], "FRAUDOPS_SHADOW": "true",
-              "FRAUDOPS_CHALLENGER_SHARE": str(SHARE)}  # fmt: skip
+    values = {
+        **trained["values"],
+        "FRAUDOPS_SHADOW": "true",
+        "FRAUDOPS_CHALLENGER_SHARE": str(SHARE),
+    }
     log_path = tmp_path_factory.mktemp("shadow-serve") / "serve.log"
     with bentoml_serve(values, log_path) as server:
         yield Stack(values, server, trained["db_url"], "1", trained["challenger"])
 
 
 def transaction(customer: str, n: int = 0, amount: float = 25.0, terminal: str = "t_00002") -> dict:
-    return {"transaction_id": f"sh-{uuid.uuid4().hex[:12]}", "customer_id": customer,
-            "terminal_id": terminal, "amount": amount,
-            "timestamp": f"2026-05-28T{10 + n // 60:02d}:{n % 60:02d}:00Z"}  # fmt: skip
+    return {
+        "transaction_id": f"sh-{uuid.uuid4().hex[:12]}",
+        "customer_id": customer,
+        "terminal_id": terminal,
+        "amount": amount,
+        "timestamp": f"2026-05-28T{10 + n // 60:02d}:{n % 60:02d}:00Z",
+    }
 
 
 def varied(prefix: str, customers: int, each: int) -> list[dict]:
     """Each customer's transactions in time order, amounts from small to large (so that
     some are reviewed or blocked and have reasons)."""
     amounts = [12.0, 85.0, 640.0, 2400.0]
-    return [transaction(f"{prefix}{k:03d}", n, amounts[(k + n) % 4], f"t_{(k * 7) % 600:05d}")
-            for k in range(customers) for n in range(each)]  # fmt: skip
+    return [
+        transaction(f"{prefix}{k:03d}", n, amounts[(k + n) % 4], f"t_{(k * 7) % 600:05d}")
+        for k in range(customers)
+        for n in range(each)
+    ]
 
 
 def post_all(stack: Stack, bodies: list[dict], threads: int = 8) -> list[httpx.Response]:
@@ -189,8 +198,10 @@ def wait_for_rows(stack: Stack, ids: list[str], shadow: int | None = None) -> tu
         if len(predictions) >= len(ids) and len(shadows) >= expected:
             return predictions, shadows
         if time.monotonic() > deadline:
-            raise AssertionError(f"{len(predictions)} predictions and {len(shadows)} shadow "
-                                 f"rows of {len(ids)} transactions after 20 s")  # fmt: skip
+            raise AssertionError(
+                f"{len(predictions)} predictions and {len(shadows)} shadow "
+                f"rows of {len(ids)} transactions after 20 s"
+            )
         time.sleep(0.2)
 
 
@@ -266,8 +277,9 @@ def test_answers_are_the_same_with_shadow_on_and_off(trained: dict) -> None:
     challenger = models[trained["challenger"]]
     names = challenger.feature_names
     matrix = np.array([[r["features"][n] for n in names] for r in records])
-    np.testing.assert_array_equal([s["fraud_probability"] for s in collected.rows],
-                                  challenger.predict_proba(matrix))  # fmt: skip
+    np.testing.assert_array_equal(
+        [s["fraud_probability"] for s in collected.rows], challenger.predict_proba(matrix)
+    )
 
 
 # --- through `bentoml serve` ----------------------------------------------------------------
@@ -298,8 +310,9 @@ def test_shadow_rows_match_the_champion_rows(stack: Stack) -> None:
         answer = by_id[p.transaction_id]
         assert s.prediction_id == p.prediction_id
         assert {p.model_version, s.model_version} == both
-        deciding = stack.challenger if decides_with_challenger(p.customer_id, SHARE) else (
-            stack.champion)  # fmt: skip
+        deciding = (
+            stack.challenger if decides_with_challenger(p.customer_id, SHARE) else (stack.champion)
+        )
         assert answer["model_version"] == p.model_version == deciding
         model, other = models[p.model_version], models[s.model_version]
         x = np.array([[p.features[n] for n in model.feature_names]])
@@ -326,8 +339,7 @@ def test_ab_routing_is_sticky_by_customer(stack: Stack) -> None:
     routed = {c for c, v in versions.items() if v == {stack.challenger}}
     assert routed == {c for c in versions if decides_with_challenger(c, SHARE)}
     assert 0.25 <= len(routed) / len(versions) <= 0.75, len(routed)
-    logged = {p.transaction_id: p.model_version
-              for p in wait_for_rows(stack, list(customer_of))[0]}  # fmt: skip
+    logged = {p.transaction_id: p.model_version for p in wait_for_rows(stack, list(customer_of))[0]}
     assert logged == {r.json()["transaction_id"]: r.json()["model_version"] for r in answers}
 
 
@@ -419,13 +431,17 @@ def test_the_stream_writes_shadow_rows_before_acknowledging(trained: dict) -> No
         settings = get_settings()
         spool = settings.data_dir / "spool"
         url = settings.resolved_database_url
-        core = ScoringCore(settings, PredictionLog(url, spool / "t-stream.jsonl").start(),
-                           open_shadow_log(url, spool / "t-stream-shadow.jsonl"))  # fmt: skip
+        core = ScoringCore(
+            settings,
+            PredictionLog(url, spool / "t-stream.jsonl").start(),
+            open_shadow_log(url, spool / "t-stream-shadow.jsonl"),
+        )
         client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         names = StreamNames.under(f"shadow-{uuid.uuid4().hex[:8]}")
         try:
-            consumer = StreamConsumer(core, client, names, consumer="c1", batch_size=10,
-                                      max_wait_ms=5, block_ms=50)  # fmt: skip
+            consumer = StreamConsumer(
+                core, client, names, consumer="c1", batch_size=10, max_wait_ms=5, block_ms=50
+            )
             consumer.ensure_group()
             events = varied(f"stream-{uuid.uuid4().hex[:6]}-", 8, 4)
             pipe = client.pipeline(transaction=False)
@@ -433,8 +449,10 @@ def test_the_stream_writes_shadow_rows_before_acknowledging(trained: dict) -> No
                 pipe.xadd(names.transactions, event_fields(e))
             pipe.execute()
             deadline = time.monotonic() + 30
-            while (client.xlen(names.scores) < len(events)
-                   or client.xpending(names.transactions, DEFAULT_GROUP)["pending"]):  # fmt: skip
+            while (
+                client.xlen(names.scores) < len(events)
+                or client.xpending(names.transactions, DEFAULT_GROUP)["pending"]
+            ):
                 assert time.monotonic() < deadline, consumer.stats
                 consumer.step()
             ids = [e["transaction_id"] for e in events]

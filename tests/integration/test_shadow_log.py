@@ -27,15 +27,24 @@ AT = datetime(2026, 5, 1, 12, tzinfo=UTC)
 def champion_rows(n: int) -> list[dict]:
     return [
         {
-            "prediction_id": f"p{i:031d}", "transaction_id": f"tx{i}",
-            "event_timestamp": AT + timedelta(minutes=i), "scored_at": AT + timedelta(minutes=i),
-            "customer_id": f"c{i % 3}", "terminal_id": "t1", "amount": 10.0 + i,
-            "features": {"tx_amount": 10.0 + i}, "fraud_probability": i / n,
-            "decision": "approve", "reasons": [], "model_version": "1", "latency_ms": 1.0,
-            "degraded": False, "source": "http",
+            "prediction_id": f"p{i:031d}",
+            "transaction_id": f"tx{i}",
+            "event_timestamp": AT + timedelta(minutes=i),
+            "scored_at": AT + timedelta(minutes=i),
+            "customer_id": f"c{i % 3}",
+            "terminal_id": "t1",
+            "amount": 10.0 + i,
+            "features": {"tx_amount": 10.0 + i},
+            "fraud_probability": i / n,
+            "decision": "approve",
+            "reasons": [],
+            "model_version": "1",
+            "latency_ms": 1.0,
+            "degraded": False,
+            "source": "http",
         }
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def wait_for(log: PredictionLog, count: int) -> None:
@@ -58,10 +67,13 @@ def test_shadow_rows_pair_with_the_champion_rows(url: str, tmp_path: Path) -> No
     champion.submit(rows)
     # half the challenger's rows were spooled while the database was down: replayed at start
     shadow = shadow_records(
-        [r["prediction_id"] for r in rows], [r["transaction_id"] for r in rows], "2",
+        [r["prediction_id"] for r in rows],
+        [r["transaction_id"] for r in rows],
+        "2",
         [0.5 * r["fraud_probability"] for r in rows],
-        ["block" if i % 4 == 0 else "approve" for i in range(10)], scored_at=AT,
-    )  # fmt: skip
+        ["block" if i % 4 == 0 else "approve" for i in range(10)],
+        scored_at=AT,
+    )
     Spool(tmp_path / "shadow.jsonl", db.shadow_predictions).append(shadow[:5])
     log = open_shadow_log(url, tmp_path / "shadow.jsonl", flush_interval=0.02, retry_interval=0.02)
     log.submit(shadow[5:])
@@ -82,16 +94,29 @@ def test_shadow_rows_pair_with_the_champion_rows(url: str, tmp_path: Path) -> No
     from fraudops.labels import record_labels
 
     with engine.begin() as conn:
-        record_labels(conn, pd.DataFrame({"transaction_id": ["tx0", "tx1", "tx2", "tx3"],
-                                          "is_fraud": pd.array([1, 0, 0, 1], dtype="int8"),
-                                          "label_timestamp": [AT + timedelta(days=7)] * 4}),
-                      "file:test.csv", "bank")  # fmt: skip
+        record_labels(
+            conn,
+            pd.DataFrame(
+                {
+                    "transaction_id": ["tx0", "tx1", "tx2", "tx3"],
+                    "is_fraud": pd.array([1, 0, 0, 1], dtype="int8"),
+                    "label_timestamp": [AT + timedelta(days=7)] * 4,
+                }
+            ),
+            "file:test.csv",
+            "bank",
+        )
     pairs = read_shadow_pairs(engine, AT, AT + timedelta(minutes=8))
     assert pairs["transaction_id"].tolist() == [f"tx{i}" for i in range(8)]
     assert pairs["champion_probability"].tolist() == [i / 10 for i in range(8)]
     assert pairs["challenger_probability"].tolist() == [0.5 * i / 10 for i in range(8)]
-    assert pairs["challenger_decision"].tolist()[:5] == ["block", "approve", "approve",
-                                                          "approve", "block"]  # fmt: skip
+    assert pairs["challenger_decision"].tolist()[:5] == [
+        "block",
+        "approve",
+        "approve",
+        "approve",
+        "block",
+    ]
     assert (pairs["champion_version"] == "1").all() and (pairs["challenger_version"] == "2").all()
     assert pairs["is_fraud"].tolist()[:4] == [1.0, 0.0, 0.0, 1.0]
     assert pairs["is_fraud"][4:].isna().all()

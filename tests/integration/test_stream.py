@@ -650,7 +650,12 @@ def test_warm_up_runs_a_request_without_committing_anything(stack: Stack) -> Non
     from fraudops.scoring import commits_for
 
     stack.core.warm_up()
-    probe = Transaction(transaction_id="warm-up", timestamp=DAY, customer_id="warm-up",
-                        terminal_id="warm-up", amount=1.0)  # fmt: skip
+    probe = Transaction(
+        transaction_id="warm-up",
+        timestamp=DAY,
+        customer_id="warm-up",
+        terminal_id="warm-up",
+        amount=1.0,
+    )
     (before,), _ = stack.core.current.online.state.commit(commits_for([probe]))
     assert isinstance(before, Before) and before.seq == 0 and len(before.time_us) == 0

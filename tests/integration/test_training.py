@@ -53,14 +53,22 @@ def test_train_register_promote_and_refuse_a_worse_model(trained_settings: Setti
     # the run carries what monitoring and serving need
     run = client.get_run(report.run_id)
     assert run.data.params["feature_service"] == "fraud_model_v1"
-    assert {"roc_auc", "average_precision", "precision_at_recall_70", "brier",
-            "card_precision_at_100", "baseline_roc_auc"} <= set(run.data.metrics)  # fmt: skip
+    assert {
+        "roc_auc",
+        "average_precision",
+        "precision_at_recall_70",
+        "brier",
+        "card_precision_at_100",
+        "baseline_roc_auc",
+    } <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(report.run_id)}
     assert {"features.json", "thresholds.json", "plots", "reference"} <= artifacts
     assert {a.path for a in client.list_artifacts(report.run_id, "plots")} == {
-        "plots/pr_curve.png", "plots/calibration_curve.png",
-        "plots/feature_importance.png", "plots/score_histogram.png",
-    }  # fmt: skip
+        "plots/pr_curve.png",
+        "plots/calibration_curve.png",
+        "plots/feature_importance.png",
+        "plots/score_histogram.png",
+    }
 
     first = promote(settings)
     assert first.decision == "promoted" and first.reason.startswith("first model")
@@ -78,13 +86,23 @@ def test_train_register_promote_and_refuse_a_worse_model(trained_settings: Setti
     )
 
     # a window outside the data is refused with the range that would work
-    with pytest.raises(ValueError, match=r"\(0 labelled transactions; labelled transactions run "
-                       r"from \d{4}-\d\d-\d\d to \d{4}-\d\d-\d\d\): pick a window"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"\(0 labelled transactions; labelled transactions run "
+        r"from \d{4}-\d\d-\d\d to \d{4}-\d\d-\d\d\): pick a window",
+    ):
         evaluate_window(settings, ours.model, date(2000, 1, 1), 7)
 
     # a model trained on shuffled labels must not replace it
-    worse = train(settings, train_start=TRAIN_START, train_days=7, delay_days=7, test_days=7,
-                  seed=1, shuffle_labels=True)  # fmt: skip
+    worse = train(
+        settings,
+        train_start=TRAIN_START,
+        train_days=7,
+        delay_days=7,
+        test_days=7,
+        seed=1,
+        shuffle_labels=True,
+    )
     rejected = promote(settings)
     assert rejected.decision == "rejected", rejected
     champion = client.get_model_version_by_alias(settings.model_name, "champion")

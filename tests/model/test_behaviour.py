@@ -69,18 +69,22 @@ def scenario(trained: Trained, n: int = 60) -> list[tuple[Before, pd.Series, flo
     out = []
     for row in states.to_dict("records"):
         state = Before(  # what the state store returns before the customer's next transaction
-            len(row["history_time_us"]), np.asarray(row["history_time_us"], dtype=np.int64),
+            len(row["history_time_us"]),
+            np.asarray(row["history_time_us"], dtype=np.int64),
             np.asarray(row["history_amount"], dtype=np.float64),
-            list(row["history_terminal_id"]), tuple(float(row[k]) for k in STATS),  # type: ignore[arg-type]
-        )  # fmt: skip
+            list(row["history_terminal_id"]),
+            tuple(float(row[k]) for k in STATS),  # type: ignore[arg-type]
+        )
         usual_terminal = pd.Series(row["history_terminal_id"]).mode()[0]
-        tx = pd.Series({
-            c.TRANSACTION_ID: f"probe-{row[c.CUSTOMER_ID]}",
-            c.TIMESTAMP: trained.cut + pd.Timedelta(hours=12),
-            c.CUSTOMER_ID: row[c.CUSTOMER_ID],
-            c.TERMINAL_ID: usual_terminal,
-            c.AMOUNT: round(float(row["amount_mean"]), 2),
-        })  # fmt: skip
+        tx = pd.Series(
+            {
+                c.TRANSACTION_ID: f"probe-{row[c.CUSTOMER_ID]}",
+                c.TIMESTAMP: trained.cut + pd.Timedelta(hours=12),
+                c.CUSTOMER_ID: row[c.CUSTOMER_ID],
+                c.TERMINAL_ID: usual_terminal,
+                c.AMOUNT: round(float(row["amount_mean"]), 2),
+            }
+        )
         out.append((state, tx, float(row["amount_mean"])))
     return out
 

@@ -178,8 +178,18 @@ def test_a_handbook_file_and_its_labels_ingest_with_their_own_columns(settings: 
     mapping.write_text(
         "TRANSACTION_ID: transaction_id\nTX_FRAUD: is_fraud\nLABEL_DATETIME: label_timestamp\n"
     )
-    result = runner.invoke(app, ["labels", "ingest", str(chargebacks), "--columns-file",
-                                 str(mapping), "--timezone", "Europe/Paris"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "labels",
+            "ingest",
+            str(chargebacks),
+            "--columns-file",
+            str(mapping),
+            "--timezone",
+            "Europe/Paris",
+        ],
+    )
     assert result.exit_code == 0, result.output
     labelled = pd.read_parquet(settings.transactions_path).set_index("transaction_id")
     assert labelled.loc["2", "is_fraud"] == 1
@@ -188,21 +198,24 @@ def test_a_handbook_file_and_its_labels_ingest_with_their_own_columns(settings: 
     bad = settings.data_dir / "bad.csv"
     bad.write_text("TRANSACTION_ID,TX_FRAUD,LABEL_DATETIME\n0,2,2018-04-03 09:00:00\n")
     result = runner.invoke(
-        app, ["labels", "ingest", str(bad), "--columns-file", str(mapping)],
+        app,
+        ["labels", "ingest", str(bad), "--columns-file", str(mapping)],
         env={"COLUMNS": "200"},
-    )  # fmt: skip
+    )
     assert result.exit_code == 2
     assert "bad.csv, line 2, column 'TX_FRAUD': expected 0 or 1, got '2'" in result.output
 
 
 def test_a_bad_column_mapping_or_zone_is_a_usage_error(settings: Settings) -> None:
-    result = runner.invoke(app, ["ingest", "x.csv", "--columns", "TX_AMOUNT=value"],
-                           env={"COLUMNS": "200"})  # fmt: skip
+    result = runner.invoke(
+        app, ["ingest", "x.csv", "--columns", "TX_AMOUNT=value"], env={"COLUMNS": "200"}
+    )
     assert result.exit_code == 2
     assert "error: invalid value for --columns / --columns-file" in result.output
     assert "'value' is not a contract column" in result.output
-    result = runner.invoke(app, ["ingest", "x.csv", "--timezone", "Mars/Olympus"],
-                           env={"COLUMNS": "200"})  # fmt: skip
+    result = runner.invoke(
+        app, ["ingest", "x.csv", "--timezone", "Mars/Olympus"], env={"COLUMNS": "200"}
+    )
     assert result.exit_code == 2 and "expected an IANA time zone" in result.output
 
 

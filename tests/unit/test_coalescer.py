@@ -20,8 +20,13 @@ from fraudops.scoring import (
 
 
 def tx(i: int) -> Transaction:
-    return Transaction(transaction_id=f"t{i}", timestamp=datetime(2026, 1, 5, tzinfo=UTC),
-                       customer_id=f"c{i % 3}", terminal_id="t9", amount=10.0 + i)  # fmt: skip
+    return Transaction(
+        transaction_id=f"t{i}",
+        timestamp=datetime(2026, 1, 5, tzinfo=UTC),
+        customer_id=f"c{i % 3}",
+        terminal_id="t9",
+        amount=10.0 + i,
+    )
 
 
 class FakeCore:
@@ -34,8 +39,10 @@ class FakeCore:
         self.calls.append(ids)
         if self.broken & set(ids):
             raise ValueError(f"cannot score {sorted(self.broken & set(ids))}")
-        return [ScoreResult(t.transaction_id, t.amount / 100, "approve", [], "7", False, 1.0)
-                for t in transactions]  # fmt: skip
+        return [
+            ScoreResult(t.transaction_id, t.amount / 100, "approve", [], "7", False, 1.0)
+            for t in transactions
+        ]
 
 
 def test_requests_that_arrive_together_are_scored_together() -> None:
@@ -68,8 +75,9 @@ def test_a_transaction_that_breaks_scoring_fails_only_its_request() -> None:
     coalescer = Coalescer(core.score)
 
     async def main() -> list[ScoreResult | BaseException]:
-        return await asyncio.gather(*(coalescer.score(tx(i)) for i in range(5)),
-                                    return_exceptions=True)  # fmt: skip
+        return await asyncio.gather(
+            *(coalescer.score(tx(i)) for i in range(5)), return_exceptions=True
+        )
 
     results = asyncio.run(main())
     assert isinstance(results[3], ValueError) and "t3" in str(results[3])

@@ -35,15 +35,27 @@ LOG = [
 
 
 def pairs() -> pd.DataFrame:
-    frame = pd.DataFrame(LOG, columns=[
-        "transaction_id", "event_timestamp", "customer_id", "champion_probability",
-        "champion_decision", "challenger_probability", "challenger_decision", "is_fraud",
-    ])  # fmt: skip
+    frame = pd.DataFrame(
+        LOG,
+        columns=[
+            "transaction_id",
+            "event_timestamp",
+            "customer_id",
+            "champion_probability",
+            "champion_decision",
+            "challenger_probability",
+            "challenger_decision",
+            "is_fraud",
+        ],
+    )
     return frame.assign(
-        prediction_id=[f"p{i}" for i in range(len(frame))], amount=50.0,
-        champion_version="1", challenger_version="2",
-        is_fraud=frame["is_fraud"].astype(float), label_timestamp=pd.NaT,
-    )  # fmt: skip
+        prediction_id=[f"p{i}" for i in range(len(frame))],
+        amount=50.0,
+        champion_version="1",
+        challenger_version="2",
+        is_fraud=frame["is_fraud"].astype(float),
+        label_timestamp=pd.NaT,
+    )
 
 
 def test_the_comparison_equals_a_hand_computation() -> None:
@@ -125,14 +137,19 @@ def test_weighted_metrics_equal_the_libraries_on_repeated_rows(seed: int) -> Non
         assert auc[row] == pytest.approx(roc_auc_score(labels[take], scores[take]))
         assert ap[row] == pytest.approx(average_precision_score(labels[take], scores[take]))
         assert brier[row] == pytest.approx(brier_score_loss(labels[take], scores[take]))
-        frame = pd.DataFrame({
-            "timestamp": pd.Timestamp("2026-05-01", tz="UTC") + pd.to_timedelta(days[take], "D"),
-            "customer_id": cards[take].astype(str), "is_fraud": labels[take],
-        })  # fmt: skip
+        frame = pd.DataFrame(
+            {
+                "timestamp": pd.Timestamp("2026-05-01", tz="UTC")
+                + pd.to_timedelta(days[take], "D"),
+                "customer_id": cards[take].astype(str),
+                "is_fraud": labels[take],
+            }
+        )
         # distinct card scores, so that ties at the k-th card cannot differ
         distinct = scores[take] + cards[take] * 1e-7
-        mine = weighted_card_precision_at_k(days, cards, labels, scores + cards * 1e-7,
-                                            weights[row : row + 1], k=10)  # fmt: skip
+        mine = weighted_card_precision_at_k(
+            days, cards, labels, scores + cards * 1e-7, weights[row : row + 1], k=10
+        )
         assert mine[0] == pytest.approx(evaluation.card_precision_at_k(frame, distinct, 10)[0])
     assert np.isfinite(cp).all()
 

@@ -33,8 +33,13 @@ def test_compose_file_validates() -> None:
             pytest.fail(message)
         pytest.skip(message)
     env = {**os.environ, "POSTGRES_PASSWORD": "x", "FRAUDOPS_API_KEY": "y"}
-    result = subprocess.run([binary, "-f", str(COMPOSE), "config", "-q"], env=env,
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [binary, "-f", str(COMPOSE), "config", "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
 
 

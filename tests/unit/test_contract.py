@@ -7,8 +7,13 @@ from pydantic import ValidationError
 
 from fraudops.contract import Transaction
 
-GOOD = {"transaction_id": "t1", "timestamp": "2026-01-05T10:00:00Z", "customer_id": "c1",
-        "terminal_id": "t9", "amount": 12.5}  # fmt: skip
+GOOD = {
+    "transaction_id": "t1",
+    "timestamp": "2026-01-05T10:00:00Z",
+    "customer_id": "c1",
+    "terminal_id": "t9",
+    "amount": 12.5,
+}
 
 
 def test_a_good_transaction_is_normalised_to_utc() -> None:
@@ -44,8 +49,9 @@ def test_bad_values_name_the_field(field: str, value: object, message: str) -> N
 
 
 def test_integer_ids_are_text_and_a_zero_amount_is_a_transaction() -> None:
-    tx = Transaction.model_validate({**GOOD, "transaction_id": 7, "customer_id": 596,
-                                     "terminal_id": 3156, "amount": 0})  # fmt: skip
+    tx = Transaction.model_validate(
+        {**GOOD, "transaction_id": 7, "customer_id": 596, "terminal_id": 3156, "amount": 0}
+    )
     assert (tx.transaction_id, tx.customer_id, tx.terminal_id) == ("7", "596", "3156")
     assert tx.amount == 0.0 and tx.extra is None
 

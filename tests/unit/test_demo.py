@@ -59,8 +59,12 @@ def test_use_settings_keeps_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     for name, value in REAL.items():
         monkeypatch.setenv(name, value)
     env = demo.demo_environment(tmp_path, use_settings=True)
-    for name in ("FRAUDOPS_ONLINE_STORE", "FRAUDOPS_REDIS_URL", "FRAUDOPS_DATABASE_URL",
-                 "FRAUDOPS_MLFLOW_TRACKING_URI"):  # fmt: skip
+    for name in (
+        "FRAUDOPS_ONLINE_STORE",
+        "FRAUDOPS_REDIS_URL",
+        "FRAUDOPS_DATABASE_URL",
+        "FRAUDOPS_MLFLOW_TRACKING_URI",
+    ):
         assert env[name] == REAL[name]
 
 

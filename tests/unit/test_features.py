@@ -27,8 +27,9 @@ def activity(rows, at_min: float, amount: float = 10.0, terminal: str = "t1"):
     term = np.array([x for _, _, x in rows] + [terminal], dtype=object)
     before, _ = f.advance_running(f.RunningStats.empty(), a, t)
     n = len(t)
-    return f.customer_activity(t, a, term, np.zeros(n), np.array([n - 1]),
-                               before.take(np.array([n - 1])))  # fmt: skip
+    return f.customer_activity(
+        t, a, term, np.zeros(n), np.array([n - 1]), before.take(np.array([n - 1]))
+    )
 
 
 def test_windows_look_back_over_earlier_commits() -> None:
@@ -108,8 +109,12 @@ def commit_one_by_one(store, tx: pd.DataFrame) -> pd.DataFrame:
         (before,), _ = store.commit(commits)
         assert isinstance(before, Before)
         feats = activity_from([before], commits)
-        rows.append({c.TRANSACTION_ID: commits[0].transaction_id,
-                     **{name: v[0] for name, v in feats.items()}})  # fmt: skip
+        rows.append(
+            {
+                c.TRANSACTION_ID: commits[0].transaction_id,
+                **{name: v[0] for name, v in feats.items()},
+            }
+        )
     return pd.DataFrame(rows).set_index(c.TRANSACTION_ID)
 
 
@@ -129,11 +134,15 @@ def test_ties_offline_follow_the_recorded_commit_order(tmp_path: Path) -> None:
     recorded commit_seq orders them as the state store did."""
     n = 12
     stamp = pd.Timestamp("2026-01-05T10:00:00Z")
-    tx = pd.DataFrame({
-        c.TRANSACTION_ID: [f"tx{(7 * i) % n:02d}" for i in range(n)],
-        c.TIMESTAMP: [stamp] * n, c.CUSTOMER_ID: ["c1"] * n,
-        c.TERMINAL_ID: [f"t{i % 3}" for i in range(n)], c.AMOUNT: np.linspace(1, 50, n),
-    })  # fmt: skip
+    tx = pd.DataFrame(
+        {
+            c.TRANSACTION_ID: [f"tx{(7 * i) % n:02d}" for i in range(n)],
+            c.TIMESTAMP: [stamp] * n,
+            c.CUSTOMER_ID: ["c1"] * n,
+            c.TERMINAL_ID: [f"t{i % 3}" for i in range(n)],
+            c.AMOUNT: np.linspace(1, 50, n),
+        }
+    )
     store = SqliteStateStore(tmp_path / "state.db", ttl_seconds=3600)
     online = commit_one_by_one(store, tx)
     assert sorted(online["customer_tx_count_1h"]) == list(range(n))
@@ -158,11 +167,13 @@ def test_terminal_risk_uses_only_known_labels() -> None:
             c.AMOUNT: [10.0, 20.0, 30.0],
             c.IS_FRAUD: [1, 0, 1],
             # a's chargeback arrives after 2 days; b's after 7; c's only after 20
-            c.LABEL_TIMESTAMP: [day + pd.Timedelta(days=2, hours=10),
-                                day + pd.Timedelta(days=7, hours=10),
-                                day + pd.Timedelta(days=20)],
+            c.LABEL_TIMESTAMP: [
+                day + pd.Timedelta(days=2, hours=10),
+                day + pd.Timedelta(days=7, hours=10),
+                day + pd.Timedelta(days=20),
+            ],
         }
-    )  # fmt: skip
+    )
     daily = build_terminal_daily(tx, label_delay_days=7, through=day + pd.Timedelta(days=12))
     t1 = daily[daily[c.TERMINAL_ID] == "t1"].set_index("event_timestamp")
     t2 = daily[daily[c.TERMINAL_ID] == "t2"].set_index("event_timestamp")

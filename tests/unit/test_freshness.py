@@ -32,7 +32,7 @@ def views() -> list[SimpleNamespace]:
             online=False,
             ttl=timedelta(0),
             tags={"online_source": "customer_state"},
-        ),  # fmt: skip
+        ),
     ]
 
 
@@ -41,8 +41,11 @@ def test_budgets_are_the_ttl_unless_configured_and_skip_the_scorers_own_state() 
     assert view_budgets(views(), {"terminal_daily": timedelta(hours=36)}) == {
         "terminal_daily": timedelta(hours=36)
     }
-    state_with_ttl = [*views()[:1], SimpleNamespace(name="customer_state", online=True,
-                      ttl=timedelta(days=30), tags={}), views()[2]]  # fmt: skip
+    state_with_ttl = [
+        *views()[:1],
+        SimpleNamespace(name="customer_state", online=True, ttl=timedelta(days=30), tags={}),
+        views()[2],
+    ]
     assert "customer_state" not in view_budgets(state_with_ttl)
 
 
@@ -51,8 +54,9 @@ def test_budgets_from_the_environment(settings: Settings, monkeypatch: pytest.Mo
 
     monkeypatch.setenv("FRAUDOPS_FRESHNESS_BUDGETS", "terminal_daily=36h, other=2d")
     assert Settings().freshness_budgets == {
-        "terminal_daily": timedelta(hours=36), "other": timedelta(days=2)
-    }  # fmt: skip
+        "terminal_daily": timedelta(hours=36),
+        "other": timedelta(days=2),
+    }
     monkeypatch.setenv("FRAUDOPS_FRESHNESS_BUDGETS", "terminal_daily")
     with pytest.raises(ValidationError, match="view=duration"):
         Settings()
@@ -66,8 +70,9 @@ def test_a_row_is_stale_at_the_transactions_own_time() -> None:
     assert found.stale.tolist() == [False, True, False, False]
     assert found.reasons == [[], ["stale_features: terminal_daily"], [], []]
     assert found.any
-    replay = staleness({"terminal_daily": timedelta(days=2)}, {"terminal_daily": written[:1]},
-                       np.array([47 * H]))  # fmt: skip
+    replay = staleness(
+        {"terminal_daily": timedelta(days=2)}, {"terminal_daily": written[:1]}, np.array([47 * H])
+    )
     assert not replay.any  # event time, not the clock: history replays as it was lived
 
 
@@ -81,8 +86,11 @@ def test_the_degraded_policy_for_stale_rows() -> None:
     stale = np.array([True, False, True, True])
     assert apply_stale_policy(decisions, stale, "score").tolist() == decisions.tolist()
     assert apply_stale_policy(decisions, stale, "review").tolist() == [
-        "review", "approve", "block", "review"
-    ]  # fmt: skip
+        "review",
+        "approve",
+        "block",
+        "review",
+    ]
     with pytest.raises(ValueError, match="unknown degraded policy"):
         apply_stale_policy(decisions, stale, "ignore")
 

@@ -175,13 +175,20 @@ def test_problems_are_sorted_by_line_and_show_values_as_the_file_holds_them(
     with pytest.raises(ValidationFailed) as err:
         ingest_transactions(write(tmp_path, text), tmp_path / "out.parquet")
     assert [(p.unit, p.row, p.column) for p in err.value.problems] == [
-        ("line", 2, "amount"), ("line", 3, "timestamp"), ("line", 4, "customer_id"),
+        ("line", 2, "amount"),
+        ("line", 3, "timestamp"),
+        ("line", 4, "customer_id"),
         ("line", 4, "amount"),
-    ]  # fmt: skip
-    frame = pd.DataFrame({
-        "transaction_id": ["a", "b"], "timestamp": pd.to_datetime(["2026-01-05", "2026-01-06"]),
-        "customer_id": ["c", "c"], "terminal_id": ["t", "t"], "amount": [1.0, float("-0.5")],
-    })  # fmt: skip
+    ]
+    frame = pd.DataFrame(
+        {
+            "transaction_id": ["a", "b"],
+            "timestamp": pd.to_datetime(["2026-01-05", "2026-01-06"]),
+            "customer_id": ["c", "c"],
+            "terminal_id": ["t", "t"],
+            "amount": [1.0, float("-0.5")],
+        }
+    )
     frame.to_parquet(tmp_path / "tx.parquet")
     with pytest.raises(ValidationFailed) as err:
         ingest_transactions(tmp_path / "tx.parquet", tmp_path / "out.parquet")
@@ -234,19 +241,21 @@ HANDBOOK_COLUMNS = (
 def handbook_frame() -> pd.DataFrame:
     """Shaped like the Fraud Detection Handbook's simulated data: upper-case columns,
     integer ids, naive datetimes, and columns the contract does not use."""
-    return pd.DataFrame({
-        "TRANSACTION_ID": [0, 1, 2],
-        "TX_DATETIME": pd.to_datetime(
-            ["2018-04-01 00:00:31", "2018-04-01 00:02:10", "2018-04-01 00:07:56"]
-        ),
-        "CUSTOMER_ID": [596, 4961, 2],
-        "TERMINAL_ID": [3156, 3412, 1365],
-        "TX_AMOUNT": [57.16, 81.51, 146.00],
-        "TX_TIME_SECONDS": [31, 130, 476],
-        "TX_TIME_DAYS": [0, 0, 0],
-        "TX_FRAUD": [0, 0, 1],
-        "TX_FRAUD_SCENARIO": [0, 0, 1],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "TRANSACTION_ID": [0, 1, 2],
+            "TX_DATETIME": pd.to_datetime(
+                ["2018-04-01 00:00:31", "2018-04-01 00:02:10", "2018-04-01 00:07:56"]
+            ),
+            "CUSTOMER_ID": [596, 4961, 2],
+            "TERMINAL_ID": [3156, 3412, 1365],
+            "TX_AMOUNT": [57.16, 81.51, 146.00],
+            "TX_TIME_SECONDS": [31, 130, 476],
+            "TX_TIME_DAYS": [0, 0, 0],
+            "TX_FRAUD": [0, 0, 1],
+            "TX_FRAUD_SCENARIO": [0, 0, 1],
+        }
+    )
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])

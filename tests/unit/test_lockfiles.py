@@ -29,10 +29,20 @@ def test_requirements_lock_is_the_export_of_uv_lock(tmp_path: Path) -> None:
         service_missing("uv", "not installed (make setup installs it)")
     exported = tmp_path / "requirements.lock.txt"
     done = subprocess.run(
-        [*uv, "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project",
-         "-o", str(exported)],
-        cwd=REPO, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            *uv,
+            "export",
+            "--frozen",
+            "--no-dev",
+            "--no-hashes",
+            "--no-emit-project",
+            "-o",
+            str(exported),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
 
     def requirements(path: Path) -> list[str]:  # the pins and their reasons, not the header

@@ -39,15 +39,32 @@ def healthy(**changes: object) -> Summary:
     """A window with nothing wrong; ``changes`` make it wrong."""
     drift = [FeatureDrift(f"f{i}", "wasserstein", 0.02, 0.1, False, True) for i in range(10)]
     summary = Summary(
-        window_start=datetime(2026, 5, 1, tzinfo=UTC), window_end=datetime(2026, 5, 2, tzinfo=UTC),
-        model_name="fraud-detector", model_version="3", reference_run_id="r",
-        window_predictions=10_000, predictions=10_000, labelled=4000, frauds=80,
-        approve_share=0.9, review_share=0.08, block_share=0.02, latency_p50_ms=4,
-        latency_p95_ms=9, latency_p99_ms=20, degraded_share=0.0, features_checked=10,
-        drifted_features=0, drift_share=0.0, score_drift=0.01, decision_drift=0.01,
-        roc_auc=0.91, average_precision=0.62, reference_decision_mix={"block": 0.02},
+        window_start=datetime(2026, 5, 1, tzinfo=UTC),
+        window_end=datetime(2026, 5, 2, tzinfo=UTC),
+        model_name="fraud-detector",
+        model_version="3",
+        reference_run_id="r",
+        window_predictions=10_000,
+        predictions=10_000,
+        labelled=4000,
+        frauds=80,
+        approve_share=0.9,
+        review_share=0.08,
+        block_share=0.02,
+        latency_p50_ms=4,
+        latency_p95_ms=9,
+        latency_p99_ms=20,
+        degraded_share=0.0,
+        features_checked=10,
+        drifted_features=0,
+        drift_share=0.0,
+        score_drift=0.01,
+        decision_drift=0.01,
+        roc_auc=0.91,
+        average_precision=0.62,
+        reference_decision_mix={"block": 0.02},
         feature_drift=drift,
-    )  # fmt: skip
+    )
     for key, value in changes.items():
         setattr(summary, key, value)
     return summary
@@ -63,7 +80,11 @@ def test_feature_drift_alert_names_the_most_drifted_features(thresholds: Monitor
     summary = healthy(feature_drift=drift, drifted_features=6, features_checked=10, drift_share=0.6)
     [alert] = evaluate_alerts(summary, thresholds, TEST_METRICS)
     assert (alert.kind, alert.severity, alert.value, alert.threshold) == (
-        "feature_drift", "warning", 0.6, 0.5)  # fmt: skip
+        "feature_drift",
+        "warning",
+        0.6,
+        0.5,
+    )
     assert alert.message.startswith("6 of 10 features drifted (60%, alert at 50%)")
     assert "f5 (0.60), f4 (0.50)" in alert.message and "tx_is_weekend" not in alert.message
 
@@ -96,12 +117,16 @@ def test_quality_drop_needs_enough_labelled_fraud(thresholds: MonitorSettings) -
     worse = healthy(roc_auc=0.80, average_precision=0.45)
     alerts = evaluate_alerts(worse, thresholds, TEST_METRICS)
     assert [(a.kind, round(a.value, 3)) for a in alerts] == [
-        ("roc_auc_drop", 0.1), ("average_precision_drop", 0.15)]  # fmt: skip
+        ("roc_auc_drop", 0.1),
+        ("average_precision_drop", 0.15),
+    ]
     assert alerts[0].message.startswith("ROC AUC of fraud-detector v3 is 0.800 on 4,000 labelled")
     worse.frauds = 5  # too few to tell
     assert evaluate_alerts(worse, thresholds, TEST_METRICS) == []
-    assert evaluate_alerts(healthy(roc_auc=None, average_precision=None), thresholds,
-                           TEST_METRICS) == []  # fmt: skip
+    assert (
+        evaluate_alerts(healthy(roc_auc=None, average_precision=None), thresholds, TEST_METRICS)
+        == []
+    )
 
 
 def test_thresholds_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,8 +156,9 @@ def test_decisions_and_operational_stats() -> None:
     decisions = decide(np.array([0.01, 0.2, 0.7, 0.05]), review=0.05, block=0.5)
     assert decisions.tolist() == ["approve", "review", "block", "review"]
     assert decision_mix(pd.Series(decisions)) == {"approve": 0.25, "review": 0.5, "block": 0.25}
-    frame = pd.DataFrame({"latency_ms": np.arange(1, 101, dtype=float),
-                          "degraded": [True] * 3 + [False] * 97})  # fmt: skip
+    frame = pd.DataFrame(
+        {"latency_ms": np.arange(1, 101, dtype=float), "degraded": [True] * 3 + [False] * 97}
+    )
     stats = operational_stats(frame)
     assert stats["latency_p50_ms"] == pytest.approx(50.5) and stats["degraded_share"] == 0.03
     assert operational_stats(frame.iloc[0:0])["latency_p99_ms"] is None
@@ -146,8 +172,9 @@ def test_evidently_wrapper_finds_the_shifted_feature(thresholds: MonitorSettings
     rng = np.random.default_rng(0)
 
     def frame(n: int, shift: float) -> pd.DataFrame:
-        df = pd.DataFrame({"amount": rng.gamma(2.0, 30.0, n) * (1 + shift),
-                           "hour": rng.uniform(0, 24, n)})  # fmt: skip
+        df = pd.DataFrame(
+            {"amount": rng.gamma(2.0, 30.0, n) * (1 + shift), "hour": rng.uniform(0, 24, n)}
+        )
         df["fraud_probability"] = np.clip(rng.beta(0.5, 8.0, n) + shift / 3, 0, 1)
         df["decision"] = decide(df["fraud_probability"].to_numpy(), 0.05, 0.5)
         df[c.IS_FRAUD] = (rng.random(n) < df["fraud_probability"]).astype(float)
@@ -171,20 +198,25 @@ def test_evidently_wrapper_finds_the_shifted_feature(thresholds: MonitorSettings
 
 
 def test_labels_validation_names_file_row_and_column() -> None:
-    raw = pd.DataFrame({
-        "transaction_id": ["tx_1", "", "tx_3", "tx_1"],
-        "is_fraud": ["1", "0", "2", "0"],
-        "label_timestamp": ["2026-05-20T00:00:00Z", "2026-05-20", "", "2026-05-21T00:00:00Z"],
-    })  # fmt: skip
+    raw = pd.DataFrame(
+        {
+            "transaction_id": ["tx_1", "", "tx_3", "tx_1"],
+            "is_fraud": ["1", "0", "2", "0"],
+            "label_timestamp": ["2026-05-20T00:00:00Z", "2026-05-20", "", "2026-05-21T00:00:00Z"],
+        }
+    )
     with pytest.raises(ValidationFailed) as caught:
         validate_labels(raw, "cb.csv")
     problems = [str(p) for p in caught.value.problems]
-    assert "cb.csv, row 2, column 'transaction_id': expected a non-empty string identifier, " \
-           "got ''" in problems  # fmt: skip
+    assert (
+        "cb.csv, row 2, column 'transaction_id': expected a non-empty string identifier, "
+        "got ''" in problems
+    )
     assert "cb.csv, row 3, column 'is_fraud': expected 0 or 1, got '2'" in problems
     assert any(p.startswith("cb.csv, row 3, column 'label_timestamp'") for p in problems)
-    assert any(p.startswith("cb.csv, row 4, column 'transaction_id': expected one label")
-               for p in problems)  # fmt: skip
+    assert any(
+        p.startswith("cb.csv, row 4, column 'transaction_id': expected one label") for p in problems
+    )
     good = validate_labels(raw.iloc[[0]], "cb.csv")
     assert good[c.IS_FRAUD].dtype == "int8"
     assert good[c.LABEL_TIMESTAMP].iloc[0] == pd.Timestamp("2026-05-20", tz="UTC")
@@ -230,24 +262,41 @@ def test_a_window_without_predictions_says_which_days_have_some(settings, monkey
     from fraudops.cli import app
     from fraudops.db import create_db_engine, monitor_runs, predictions, upgrade
 
-    reference = monitoring.Reference("fraud-detector", "1", "run", ["tx_amount"], 0.3, 0.9, {},
-                                     pd.DataFrame())  # fmt: skip
+    reference = monitoring.Reference(
+        "fraud-detector", "1", "run", ["tx_amount"], 0.3, 0.9, {}, pd.DataFrame()
+    )
     monkeypatch.setattr(monitoring, "load_reference", lambda *_: reference)
     url = settings.resolved_database_url
     upgrade(url)
     engine = create_db_engine(url)
     at = datetime(2026, 5, 11, 10, tzinfo=UTC)
     with engine.begin() as conn:
-        conn.execute(predictions.insert(), [{
-            "prediction_id": f"p{i}", "transaction_id": f"t{i}",
-            "event_timestamp": at + timedelta(days=i), "scored_at": at, "customer_id": "c",
-            "terminal_id": "t", "amount": 1.0,
-            "features": {"tx_amount": 1.0}, "fraud_probability": 0.1, "decision": "approve",
-            "reasons": [], "model_version": "1", "latency_ms": 1.0, "degraded": False,
-            "source": "api",
-        } for i in range(2)])  # fmt: skip
-    result = CliRunner().invoke(app, ["monitor", "--start", "2026-06-01", "--no-workspace"],
-                                env={"COLUMNS": "300"})  # fmt: skip
+        conn.execute(
+            predictions.insert(),
+            [
+                {
+                    "prediction_id": f"p{i}",
+                    "transaction_id": f"t{i}",
+                    "event_timestamp": at + timedelta(days=i),
+                    "scored_at": at,
+                    "customer_id": "c",
+                    "terminal_id": "t",
+                    "amount": 1.0,
+                    "features": {"tx_amount": 1.0},
+                    "fraud_probability": 0.1,
+                    "decision": "approve",
+                    "reasons": [],
+                    "model_version": "1",
+                    "latency_ms": 1.0,
+                    "degraded": False,
+                    "source": "api",
+                }
+                for i in range(2)
+            ],
+        )
+    result = CliRunner().invoke(
+        app, ["monitor", "--start", "2026-06-01", "--no-workspace"], env={"COLUMNS": "300"}
+    )
     assert result.exit_code == 2, result.output
     assert "error: no predictions in 2026-06-01 00:00 to 2026-06-02 00:00 UTC" in result.output
     assert "predictions on 2 day(s): 2026-05-11, 2026-05-12 (UTC)" in result.output

@@ -31,14 +31,32 @@ def simulated() -> pd.DataFrame:
 def log_scored(engine: sa.Engine, tx: pd.DataFrame, scored_at: datetime, suffix: str = "") -> None:
     """Records as the scorer writes them (only the columns the job reads matter)."""
     rows = [
-        {"prediction_id": f"{tid}{suffix}", "transaction_id": tid, "event_timestamp": ts,
-         "scored_at": scored_at, "customer_id": cid, "terminal_id": term, "amount": amount,
-         "features": {}, "fraud_probability": 0.1, "decision": "approve", "reasons": [],
-         "model_version": "1", "latency_ms": 1.0, "degraded": False, "source": "http"}
+        {
+            "prediction_id": f"{tid}{suffix}",
+            "transaction_id": tid,
+            "event_timestamp": ts,
+            "scored_at": scored_at,
+            "customer_id": cid,
+            "terminal_id": term,
+            "amount": amount,
+            "features": {},
+            "fraud_probability": 0.1,
+            "decision": "approve",
+            "reasons": [],
+            "model_version": "1",
+            "latency_ms": 1.0,
+            "degraded": False,
+            "source": "http",
+        }
         for tid, ts, cid, term, amount in zip(
-            tx[c.TRANSACTION_ID], [t.to_pydatetime() for t in tx[c.TIMESTAMP]], tx[c.CUSTOMER_ID],
-            tx[c.TERMINAL_ID], tx[c.AMOUNT], strict=True)
-    ]  # fmt: skip
+            tx[c.TRANSACTION_ID],
+            [t.to_pydatetime() for t in tx[c.TIMESTAMP]],
+            tx[c.CUSTOMER_ID],
+            tx[c.TERMINAL_ID],
+            tx[c.AMOUNT],
+            strict=True,
+        )
+    ]
     insert_ignoring_duplicates(engine, predictions, rows)
 
 
@@ -60,8 +78,13 @@ def test_logged_transactions_are_taken_once_with_their_labels(
     log_scored(engine, day1, datetime(2026, 12, 1, tzinfo=UTC))
     log_scored(engine, day1.head(5), datetime(2026, 12, 1, 1, tzinfo=UTC), "-retry")  # twice
     fraud = day1[c.TRANSACTION_ID].iloc[0]
-    chargeback = pd.DataFrame({c.TRANSACTION_ID: [fraud], c.IS_FRAUD: [1],
-                               c.LABEL_TIMESTAMP: [SPLIT + pd.Timedelta(days=3)]})  # fmt: skip
+    chargeback = pd.DataFrame(
+        {
+            c.TRANSACTION_ID: [fraud],
+            c.IS_FRAUD: [1],
+            c.LABEL_TIMESTAMP: [SPLIT + pd.Timedelta(days=3)],
+        }
+    )
     with engine.begin() as conn:
         record_labels(conn, chargeback, "file:cb.csv", "test")
 
@@ -141,9 +164,11 @@ def test_the_incremental_build_equals_a_full_build(
     assert incremental_build(settings, offline, None, directory).rebuilt_customers == 1
 
     full = build_feature_tables(offline, settings.label_delay_days)
-    for name, key in (("customer_activity", [c.TRANSACTION_ID]),
-                      ("customer_state", [c.CUSTOMER_ID]),
-                      ("terminal_daily", [c.TERMINAL_ID, "event_timestamp"])):  # fmt: skip
+    for name, key in (
+        ("customer_activity", [c.TRANSACTION_ID]),
+        ("customer_state", [c.CUSTOMER_ID]),
+        ("terminal_daily", [c.TERMINAL_ID, "event_timestamp"]),
+    ):
         got = pd.read_parquet(directory / f"{name}.parquet").sort_values(key).reset_index(drop=True)
         want = getattr(full, name).sort_values(key).reset_index(drop=True)
         assert len(got) == len(want), name

@@ -20,9 +20,16 @@ STATUS = {
 
 def plain_app(status: int, body: bytes = b"\n"):  # BentoML's /readyz: plain text
     async def app(scope: dict, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode())]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     return app
@@ -45,8 +52,12 @@ def call(app: Any, path: str = "/readyz") -> tuple[dict, bytes]:
 def test_a_ready_probe_says_which_model_and_how_fresh_the_features_are() -> None:
     start, body = call(ReadinessDetails(plain_app(200), details=lambda: STATUS))
     assert start["status"] == 200
-    assert json.loads(body) == {"ready": True, "model_version": "7", "degraded": False,
-                                "feature_freshness_seconds": {"terminal_daily": 12.5}}  # fmt: skip
+    assert json.loads(body) == {
+        "ready": True,
+        "model_version": "7",
+        "degraded": False,
+        "feature_freshness_seconds": {"terminal_daily": 12.5},
+    }
     headers = dict(start["headers"])
     assert headers[b"content-type"] == b"application/json"
     assert headers[b"content-length"] == str(len(body)).encode()
@@ -94,11 +105,15 @@ def test_freshness_says_which_views_were_never_materialized() -> None:
 
     now = datetime(2026, 12, 5, 12, tzinfo=UTC)
     views = [
-        SimpleNamespace(name="terminal_daily", online=True, materialization_intervals=[
-            (now - timedelta(days=2), now - timedelta(hours=1)),
-            (now - timedelta(hours=1), now - timedelta(seconds=30)),
-        ]),
+        SimpleNamespace(
+            name="terminal_daily",
+            online=True,
+            materialization_intervals=[
+                (now - timedelta(days=2), now - timedelta(hours=1)),
+                (now - timedelta(hours=1), now - timedelta(seconds=30)),
+            ],
+        ),
         SimpleNamespace(name="customer_state", online=True, materialization_intervals=[]),
         SimpleNamespace(name="offline_only", online=False, materialization_intervals=[]),
-    ]  # fmt: skip
+    ]
     assert feature_freshness(views, now) == {"terminal_daily": 30.0, "customer_state": None}

@@ -20,10 +20,12 @@ class _Model:
 def test_zero_contributions_are_not_reasons() -> None:
     names = ["tx_amount", "tx_hour", "customer_tx_count_7d", "terminal_risk_28d"]
     matrix = np.array([[1800.0, 3.0, 0.0, 0.0], [5.0, 12.0, 2.0, 0.5]])
-    contributions = np.array([
-        [2.1, 0.0, 0.0, 0.0, -3.0],  # only the amount moved the score
-        [0.4, -0.2, 0.3, 0.0, -3.0],  # the top three by contribution, less the zero
-    ])  # fmt: skip
+    contributions = np.array(
+        [
+            [2.1, 0.0, 0.0, 0.0, -3.0],  # only the amount moved the score
+            [0.4, -0.2, 0.3, 0.0, -3.0],  # the top three by contribution, less the zero
+        ]
+    )
     reasons = explain(
         _Model(contributions),  # type: ignore[arg-type]
         matrix,

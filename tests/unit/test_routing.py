@@ -41,7 +41,12 @@ def test_the_batch_mask_equals_the_single_decision() -> None:
 def test_buckets_are_the_same_in_another_process() -> None:
     """Python's str hash is salted per process; the bucket must not be."""
     code = "from fraudops.routing import customer_bucket; print(repr(customer_bucket('c_42')))"
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           check=True, env={"PYTHONHASHSEED": "123"})  # fmt: skip
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123"},
+    )
     assert float(other.stdout) == customer_bucket("c_42")
     assert 0.0 <= customer_bucket("c_42") < 1.0

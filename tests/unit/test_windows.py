@@ -14,8 +14,7 @@ START = pd.Timestamp("2026-03-01", tz="UTC")
 
 def history(days: int, per_day: int = 24, delay: pd.Timedelta = 7 * DAY) -> pd.DataFrame:
     times = START + pd.to_timedelta(range(days * per_day), unit="h") * (24 / per_day)
-    return pd.DataFrame({c.TIMESTAMP: times, c.LABEL_TIMESTAMP: times + delay,
-                         c.IS_FRAUD: 0})  # fmt: skip
+    return pd.DataFrame({c.TIMESTAMP: times, c.LABEL_TIMESTAMP: times + delay, c.IS_FRAUD: 0})
 
 
 def test_the_default_test_window_ends_before_the_first_unknown_label() -> None:

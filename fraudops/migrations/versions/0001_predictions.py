@@ -32,8 +32,14 @@ def upgrade() -> None:
         sa.Column("degraded", sa.Boolean, nullable=False),
         sa.Column("source", sa.String(16), nullable=False),
     )
-    for column in ("transaction_id", "event_timestamp", "scored_at", "customer_id", "decision",
-                   "model_version"):  # fmt: skip
+    for column in (
+        "transaction_id",
+        "event_timestamp",
+        "scored_at",
+        "customer_id",
+        "decision",
+        "model_version",
+    ):
         op.create_index(f"ix_predictions_{column}", "predictions", [column])
 
 

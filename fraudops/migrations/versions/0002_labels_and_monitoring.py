@@ -48,7 +48,7 @@ def upgrade() -> None:
                 "latency_p99_ms",
                 "degraded_share",
             )
-        ),  # fmt: skip
+        ),
         sa.Column("features_checked", sa.Integer, nullable=False),
         sa.Column("drifted_features", sa.Integer),
         *(
@@ -62,7 +62,7 @@ def upgrade() -> None:
                 "precision_at_block",
                 "recall_at_block",
             )
-        ),  # fmt: skip
+        ),
         sa.Column("drift_report_path", sa.String(1024)),
         sa.Column("quality_report_path", sa.String(1024)),
         sa.Column("alerts", sa.Integer, nullable=False),
