@@ -89,6 +89,13 @@ def session_conf(settings: Settings) -> dict[str, str]:
     return {"spark.master": settings.spark_master, **SESSION_DEFAULTS, **settings.spark_conf}
 
 
+def use_this_python_locally(settings: Settings) -> None:
+    """In local mode, Spark's Python workers run this interpreter (it has FraudOps and
+    pandas; PySpark would start `python3`). A cluster's workers run its image's Python."""
+    if settings.spark_master.startswith("local"):
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+
 def spark_session(settings: Settings) -> SparkSession:
     """The active session, or a new one from the settings (the same one Feast's Spark
     offline store then uses)."""
@@ -99,9 +106,7 @@ def spark_session(settings: Settings) -> SparkSession:
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    if settings.spark_master.startswith("local"):
-        # local workers run this interpreter (it has FraudOps); a cluster's, its image's
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    use_this_python_locally(settings)
     builder = SparkSession.builder
     for key, value in session_conf(settings).items():
         builder = builder.config(key, value)
