@@ -29,7 +29,7 @@ def materialize_once(
 ) -> None:
     """One materialization run. ``engine``: ``feast`` (Feast's own), ``fast`` (FraudOps'
     Redis writer: same keys and values, ~9x faster, see ``fraudops.redis_fast``) or
-    ``auto`` (fast with Redis, Feast otherwise)."""
+    ``auto`` (fast with Redis, Feast otherwise, and with Spark's offline store)."""
     from fraudops.feast_store import get_store
     from fraudops.settings import get_settings
 
@@ -46,7 +46,9 @@ def materialize_once(
         raise NothingToMaterialize(
             "no feature views are registered with Feast: run `fraudops features apply` first"
         )
-    if engine == "fast" or (engine == "auto" and settings.online_store == "redis"):
+    # the fast writer reads parquet FileSources; Spark's tables are read by Feast's store
+    fast_by_default = settings.online_store == "redis" and settings.offline_store != "spark"
+    if engine == "fast" or (engine == "auto" and fast_by_default):
         from fraudops.redis_fast import fast_materialize
 
         rows = fast_materialize(store, start=start, end=end)

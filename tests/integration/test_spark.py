@@ -13,7 +13,6 @@ outside CI the tests skip saying what to install; with ``CI=true`` they fail.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -217,23 +216,3 @@ def test_materialize_from_the_spark_offline_store(built: Built):
     duck, spark = rows.values()
     assert duck["terminal_tx_count_7d"].notna().all()
     pd.testing.assert_frame_equal(spark, duck)
-
-
-def test_spark_engine_without_pyspark_says_what_to_install(monkeypatch) -> None:
-    """(Runs wherever PySpark is installed; hides it.)"""
-    import builtins
-
-    from fraudops import spark_build
-    from fraudops.settings import Settings
-
-    real_import = builtins.__import__
-
-    def no_pyspark(name, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if name.startswith("pyspark"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pyspark)
-    monkeypatch.setattr(os, "environ", dict(os.environ))
-    with pytest.raises(spark_build.SparkUnavailable, match="uv sync --extra spark"):
-        spark_build.spark_session(Settings())

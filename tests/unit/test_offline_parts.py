@@ -1,8 +1,10 @@
-"""The DuckDB build in parts: the same tables as one in-memory build, one part at a time."""
+"""The offline build without Spark: the DuckDB build in parts gives the tables of one
+in-memory build; the engine and offline store are chosen by the settings."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 
 import duckdb
 import numpy as np
@@ -61,3 +63,56 @@ def test_a_build_in_parts_gives_the_tables_of_a_build_in_one(settings, monkeypat
 def test_no_transactions_is_said_plainly(settings) -> None:
     with pytest.raises(FileNotFoundError, match="fraudops ingest"):
         build_from_offline_store(settings)
+
+
+def test_the_offline_store_is_feasts_own_chosen_by_the_settings(settings, monkeypatch) -> None:
+    from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
+
+    from fraudops.feast_store import FraudOpsOfflineStoreConfig, offline_source
+    from fraudops.settings import get_settings
+
+    assert isinstance(FraudOpsOfflineStoreConfig(type="x"), DuckDBOfflineStoreConfig)
+    assert offline_source("terminal_daily", "d").path.endswith("features/terminal_daily.parquet")
+    pytest.importorskip("pyspark", reason="the Spark half needs `uv sync --extra spark`")
+    monkeypatch.setenv("FRAUDOPS_OFFLINE_STORE", "spark")
+    monkeypatch.setenv("FRAUDOPS_OFFLINE_URI", "s3a://lake/fraudops/")
+    monkeypatch.setenv("FRAUDOPS_SPARK_MASTER", "spark://head:7077")
+    monkeypatch.setenv("FRAUDOPS_SPARK_CONF", '{"spark.executor.memory": "8g"}')
+    get_settings.cache_clear()
+    config = FraudOpsOfflineStoreConfig()
+    assert config.type == "spark"
+    assert config.spark_conf["spark.master"] == "spark://head:7077"
+    assert config.spark_conf["spark.executor.memory"] == "8g"
+    assert config.spark_conf["spark.sql.session.timeZone"] == "UTC"
+    source = offline_source("terminal_daily", "d")
+    assert type(source).__name__ == "SparkSource"
+    assert source.path == "s3a://lake/fraudops/features/terminal_daily"
+    assert source.date_partition_column == "event_date"
+    get_settings.cache_clear()
+
+
+def test_spark_engine_without_pyspark_says_what_to_install(monkeypatch) -> None:
+    """(Hides PySpark where it is installed.)"""
+    import builtins
+
+    from fraudops import spark_build
+    from fraudops.settings import Settings
+
+    real_import = builtins.__import__
+
+    def no_pyspark(name, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name.startswith("pyspark"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyspark)
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    with pytest.raises(spark_build.SparkUnavailable, match="uv sync --extra spark"):
+        spark_build.spark_session(Settings())
+
+
+def test_without_java_the_spark_tests_are_told_what_to_install(monkeypatch) -> None:
+    from fraudops import spark_build
+
+    monkeypatch.setattr(spark_build.shutil, "which", lambda _: None)
+    assert "Java 17 or later" in (spark_build.java_problem() or "")
