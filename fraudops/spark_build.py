@@ -204,11 +204,8 @@ def build_on_spark(settings: Settings, spark: SparkSession | None = None) -> Spa
     source = spark.read.parquet(settings.spark_transactions_uri)
     wanted = [*c.TRANSACTION_COLUMNS, *c.LABEL_COLUMNS, COMMIT_SEQ]
     tx = source.select(*[name for name in wanted if name in source.columns])
-    first, last, rows = tx.agg(F.min(c.TIMESTAMP), F.max(c.TIMESTAMP), F.count("*")).first() or (
-        None,
-        None,
-        0,
-    )
+    extent = tx.agg(F.min(c.TIMESTAMP), F.max(c.TIMESTAMP), F.count("*")).first()
+    first, last, rows = extent if extent is not None else (None, None, 0)
     if not rows:
         raise FileNotFoundError(f"no transactions in {settings.spark_transactions_uri}")
     first_day = utc_timestamp(first).floor("D")
