@@ -43,6 +43,20 @@ def engine() -> sa.Engine:
     return db.create_db_engine(url)
 
 
+@st.cache_data(ttl=TTL, show_spinner=False)
+def stale_features() -> dict[str, str]:
+    """Batch views whose newest row in the online store is past its freshness budget, and
+    why (what /readyz and the monitor's stale_features alert say); {} when the store or the
+    feature registry cannot be read (the alerts page shows the monitor's view then)."""
+    from fraudops.feast_store import get_store
+    from fraudops.freshness import check_online_store, stale_views
+
+    try:
+        return stale_views(check_online_store(settings(), get_store()))
+    except Exception:  # no registry yet, store unreachable: nothing to say here
+        return {}
+
+
 def clear_caches() -> None:
     st.cache_data.clear()
 
@@ -340,6 +354,34 @@ def model_versions() -> pd.DataFrame:
     if frame.empty:
         return frame
     return frame.sort_values("version", key=lambda v: v.map(_version_key)).reset_index(drop=True)
+
+
+@st.cache_data(ttl=TTL, show_spinner="Comparing champion and challenger...")
+def live_comparison(f: Filters) -> tuple[Any, str | None]:
+    """The current @champion against the @challenger scored in shadow, on the range's
+    transactions (see ``fraudops compare``); or None and why there is nothing to show."""
+    from fraudops.comparison import compare_pairs
+    from fraudops.prediction_log import read_shadow_pairs
+
+    versions = model_versions()
+    if versions.empty:
+        return None, "No version is registered yet."
+    aliases = dict(zip(versions["aliases"], versions["version"], strict=True))
+    champion = next((v for a, v in aliases.items() if "@champion" in a), None)
+    challenger = next((v for a, v in aliases.items() if "@challenger" in a), None)
+    if challenger is None or challenger == champion:
+        return None, (
+            "No @challenger apart from the champion: `fraudops train` or `fraudops retrain` "
+            "registers one."
+        )
+    pairs = read_shadow_pairs(engine(), f.start, f.end, challenger, champion)
+    if pairs.empty:
+        return None, (
+            f"No shadow results of @challenger v{challenger} against @champion v{champion} in "
+            "this time range: score traffic with FRAUDOPS_SHADOW=true (scorer or stream "
+            "consumer), or widen the time range."
+        )
+    return compare_pairs(pairs, f.start, f.end), None
 
 
 def mlflow_ui_link() -> tuple[str, str | None]:

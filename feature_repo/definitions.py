@@ -14,9 +14,10 @@ How the views fit together (see README, "Feature store"):
   ``customer_state`` with the same functions (``fraudops.features``), so it is not
   materialized (``online=False``).
 - ``customer_state``: the real-time state behind ``customer_activity``: the last 30 days of
-  the customer's transactions and running Welford statistics. Materialized from the batch
-  build, then pushed (``customer_state_push``) by the scorer and the stream consumer after
-  every transaction.
+  the customer's transactions and running Welford statistics, as of the batch build. The
+  online state lives in FraudOps' real-time state store (``fraudops.realtime``), which
+  commits each scored transaction atomically; ``fraudops materialize`` seeds it with the
+  customers it does not know yet.
 - ``transaction_request``: on-demand features of the request itself.
 - ``fraud_model_v1``: the one list of model inputs, for training and serving.
 """
@@ -29,7 +30,6 @@ from feast import (
     FeatureService,
     FeatureView,
     Field,
-    PushSource,
     RequestSource,
     ValueType,
 )
@@ -66,11 +66,6 @@ customer_activity_source = offline_source(
 )
 customer_state_source = offline_source(
     "customer_state", "Built by `fraudops features build`: one row per customer, its latest state."
-)
-customer_state_push = PushSource(
-    name="customer_state_push",
-    batch_source=customer_state_source,
-    description="The scorer and the stream consumer push each customer's new state here.",
 )
 terminal_daily_source = offline_source(
     "terminal_daily", "Built by `fraudops features build`: one row per terminal and day start."
@@ -142,8 +137,10 @@ customer_state = FeatureView(
         Field(name="hour_sin_sum", dtype=Float64, description="Sum of sin(hour angle)."),
         Field(name="hour_cos_sum", dtype=Float64, description="Sum of cos(hour angle)."),
     ],
-    source=customer_state_push,
-    online=True,
+    source=customer_state_source,
+    online=False,  # the scorers keep it in FraudOps' own keys (fraudops.realtime), seeded
+    # from this table by `fraudops materialize`: a blind overwrite by Feast would lose the
+    # transactions scored since the batch build
 )  # fmt: skip
 
 _TERMINAL_DESCRIPTIONS = {

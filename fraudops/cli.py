@@ -230,6 +230,11 @@ def features_apply() -> None:
     )
 
 
+class Evidence(StrEnum):
+    offline = "offline"
+    live = "live"
+
+
 class Engine(StrEnum):
     auto = "auto"
     fast = "fast"
@@ -262,7 +267,13 @@ def materialize(
         typer.Option(help="Run on a schedule (e.g. 15m) until interrupted; no overlapping runs."),
     ] = None,
     rebuild: Annotated[
-        bool, typer.Option("--rebuild", help="Run `features build` before each run.")
+        bool,
+        typer.Option(
+            "--rebuild",
+            help="Before each run, take the scored transactions of the prediction log into the "
+            "offline store and run `features build` (all of it; `fraudops nightly` rebuilds "
+            "only what changed).",
+        ),
     ] = False,
     engine: Annotated[
         Engine,
@@ -283,6 +294,46 @@ def materialize(
             raise fail(str(exc)) from None
         return
     run_schedule(_parse_every(every), rebuild=rebuild, engine=engine.value)
+
+
+@app.command()
+def nightly(
+    every: Annotated[
+        str | None,
+        typer.Option(help="Run on a schedule (e.g. 1d) until interrupted; no overlapping runs."),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(help="Run every day at this UTC time (HH:MM) until interrupted."),
+    ] = None,
+) -> None:
+    """The nightly job: scored traffic becomes history, features follow, the online store
+    is refreshed (docs/nightly-job.md).
+
+    Takes the prediction log's transactions not yet in the offline store (by
+    transaction_id) and the labels recorded since the last run, rebuilds only the feature
+    rows that changed, and materializes them. Prints what it did as JSON.
+    """
+    from fraudops.nightly import run_nightly, run_schedule
+
+    if at is not None:
+        try:
+            hour, minute = (int(part) for part in at.split(":"))
+            if not (0 <= hour < 24 and 0 <= minute < 60):
+                raise ValueError
+        except ValueError:
+            raise typer.BadParameter(f"expected HH:MM in UTC, such as 00:30; got {at!r}") from None
+        run_schedule(0, at=at)
+        return
+    if every is not None:
+        run_schedule(_parse_every(every))
+        return
+    try:
+        with stdout_for_results(), console.status("nightly job") as status:
+            report = run_nightly(get_settings(), stage=lambda text: status.update(text))
+    except FileNotFoundError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(report.json())
 
 
 DateOption = Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"])]
@@ -374,32 +425,53 @@ def promote(
         int | None,
         typer.Option(min=1, help="Comparison window days (default: FRAUDOPS_TEST_DAYS, 7)."),
     ] = None,
+    evidence: Annotated[
+        Evidence,
+        typer.Option(
+            help="offline: both models on a labelled window of the offline store; live: on "
+            "the live transactions both scored (the challenger in shadow) and labelled since "
+            "(default window: all of them)."
+        ),
+    ] = Evidence.offline,
 ) -> None:
     """Move @champion to @challenger if it does not regress (ROC AUC, average precision,
-    Brier) on the same recent labelled window; the first model becomes champion."""
+    Brier) on the same labelled transactions; the first model becomes champion.
+
+    With --evidence live it waits for FRAUDOPS_PROMOTE_MIN_LABELLED_FRAUDS labelled frauds
+    among the live transactions both models scored, says how many more are needed and
+    changes nothing until then. Exit code 1: rejected; 3: not enough labelled frauds yet.
+    """
     from fraudops.promotion import promote as run_promotion
 
     settings = get_settings()
     try:
         with stdout_for_results(), console.status("comparing @challenger with @champion"):
             result = run_promotion(
-                settings, force=force, start=start.date() if start else None, days=days
-            )
+                settings, force=force, start=start.date() if start else None, days=days,
+                evidence=evidence.value,
+            )  # fmt: skip
     except (LookupError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
     typer.echo(result.json())
     if result.decision == "rejected":
         raise typer.Exit(code=1)
+    if result.decision == "insufficient_evidence":
+        raise typer.Exit(code=3)
 
 
 def _register_more_commands() -> None:
-    """Commands that live in their own modules (streaming, monitoring, labels)."""
+    """Commands that live in their own modules (streaming, monitoring, labels, the model
+    lifecycle)."""
+    from fraudops.cli_lifecycle import compare, retrain, score
     from fraudops.cli_monitor import labels_app, monitor
     from fraudops.cli_stream import replay, stream
 
     app.command("stream")(stream)
     app.command("replay")(replay)
     app.command("monitor")(monitor)
+    app.command("compare")(compare)
+    app.command("score")(score)
+    app.command("retrain")(retrain)
     app.add_typer(labels_app, name="labels")
 
 

@@ -219,6 +219,7 @@ def _replay_http(events, url, api_key, batch, rate, concurrency, timeout):  # ty
     import httpx
 
     from fraudops.cli import fail
+    from fraudops.readiness import serving_on_stale_features
     from fraudops.replay import replay_http
 
     try:
@@ -226,7 +227,11 @@ def _replay_http(events, url, api_key, batch, rate, concurrency, timeout):  # ty
     except httpx.HTTPError as exc:
         raise fail(f"cannot reach the scoring API at {url} ({exc}): start it with "
                    "`bentoml serve`, or pass --url") from None  # fmt: skip
-    if ready.status_code != 200:
+    if serving_on_stale_features(ready.status_code, ready.content):
+        # a replay of history is scored on event time, where readiness reads the clock
+        log.warning("the scoring API says its features are stale by the clock: %s",
+                    ready.json()["stale_views"])  # fmt: skip
+    elif ready.status_code != 200:
         raise fail(f"the scoring API at {url} is not ready (GET /readyz: {ready.status_code})")
     with _progress(len(events), "posting") as update:
         return replay_http(

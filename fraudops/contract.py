@@ -23,6 +23,10 @@ AMOUNT = "amount"
 IS_FRAUD = "is_fraud"
 LABEL_TIMESTAMP = "label_timestamp"
 FRAUD_SCENARIO = "fraud_scenario"
+# The order in which the scorer committed a transaction to its customer's real-time state
+# (per customer, increasing): ties of equal timestamps are ordered by it, online and
+# offline. Null for history ingested in bulk.
+COMMIT_SEQ = "commit_seq"
 
 ENTITY_KEYS = (CUSTOMER_ID, TERMINAL_ID)
 TRANSACTION_COLUMNS = (TRANSACTION_ID, TIMESTAMP, CUSTOMER_ID, TERMINAL_ID, AMOUNT)

@@ -34,6 +34,23 @@ predictions = sa.Table(
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("degraded", sa.Boolean, nullable=False),
     sa.Column("source", sa.String(16), nullable=False),
+    # the order of commits to the customer's real-time state (migration 0003): offline, ties
+    # of equal timestamps are ordered by it; null when scored in degraded mode
+    sa.Column("commit_seq", sa.BigInteger, nullable=True),
+)
+
+# The @challenger's results on the same transactions, scored in shadow (migration 0004): a
+# row per champion prediction and challenger version, linked by the champion's
+# prediction_id (the key: a replayed spool cannot duplicate a row) and its transaction_id.
+shadow_predictions = sa.Table(
+    "shadow_predictions",
+    metadata,
+    sa.Column("prediction_id", sa.String(36), primary_key=True),
+    sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("transaction_id", sa.String(128), nullable=False, index=True),
+    sa.Column("fraud_probability", sa.Float, nullable=False),
+    sa.Column("decision", sa.String(8), nullable=False),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
 
 

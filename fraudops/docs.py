@@ -23,6 +23,8 @@ def settings_table() -> str:
         default = field.get_default(call_default_factory=True)
         if isinstance(default, list):  # as the variable is written: comma-separated
             default = ",".join(map(str, default))
+        if isinstance(default, dict):  # view=value pairs, comma-separated; empty: unset
+            default = ",".join(f"{key}={value}" for key, value in default.items()) or None
         shown = "unset" if default is None else f"`{default}`"
         description = (field.description or "").replace("|", "\\|")
         rows.append(f"| `FRAUDOPS_{name.upper()}` | {shown} | {description} |")

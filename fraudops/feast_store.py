@@ -81,6 +81,9 @@ def feast_redis_connection_string(url: str) -> str:
 
 
 def inner_online_config(settings: Settings) -> Any:
+    if settings.online_store == "redis" and settings.redis_mode == "cluster":
+        node = feast_redis_connection_string(settings.redis_url).split(",db=")[0]
+        return RedisOnlineStoreConfig(redis_type="redis_cluster", connection_string=node)
     if settings.online_store == "redis":
         return RedisOnlineStoreConfig(
             connection_string=feast_redis_connection_string(settings.redis_url)

@@ -29,19 +29,10 @@ import pyarrow.parquet as pq
 
 from fraudops import contract as c
 from fraudops import features as f
+from fraudops.realtime import STATE_FIELDS, STATS
 from fraudops.settings import Settings
 
 EVENT_TIMESTAMP = "event_timestamp"
-STATE_FIELDS = (
-    "history_time_us",
-    "history_amount",
-    "history_terminal_id",
-    "tx_count",
-    "amount_mean",
-    "amount_m2",
-    "hour_sin_sum",
-    "hour_cos_sum",
-)
 
 
 TABLES = ("customer_activity", "customer_state", "terminal_daily")
@@ -55,52 +46,86 @@ class FeatureTables:
 
 
 def _sorted_by_customer(tx: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    tx = tx.sort_values([c.CUSTOMER_ID, c.TIMESTAMP, c.TRANSACTION_ID], kind="stable")
-    tx = tx.reset_index(drop=True)
+    """Each customer's transactions in the order the real-time state saw them: by time,
+    then, at equal times, in commit order (``commit_seq``, recorded by the scorer; history
+    ingested in bulk has none and comes first, ordered by id, as the state was seeded)."""
+    order = tx.assign(
+        _seq=tx[c.COMMIT_SEQ].fillna(-1) if c.COMMIT_SEQ in tx.columns else -1
+    ).sort_values([c.CUSTOMER_ID, c.TIMESTAMP, "_seq", c.TRANSACTION_ID], kind="stable")
+    tx = tx.loc[order.index].reset_index(drop=True)
     codes = tx[c.CUSTOMER_ID].to_numpy()
     bounds = np.flatnonzero(codes[1:] != codes[:-1]) + 1
     return tx, np.concatenate([[0], bounds, [len(tx)]])
 
 
 def build_customer_tables(
-    tx: pd.DataFrame, progress: Callable[[int], None] | None = None
+    tx: pd.DataFrame,
+    progress: Callable[[int], None] | None = None,
+    states: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-transaction customer activity (one vectorised call for all customers) and the
-    per-customer state as of each customer's last transaction."""
+    per-customer state as of each customer's last transaction.
+
+    ``states`` (rows of an earlier build's ``customer_state`` table) continue customers
+    from where that build left them: their transactions in ``tx`` must all come after it
+    (the nightly job rebuilds a customer with a late transaction from scratch)."""
+    if tx.empty:
+        columns = [c.TRANSACTION_ID, c.CUSTOMER_ID, EVENT_TIMESTAMP, *f.CUSTOMER_ACTIVITY_FEATURES]
+        return (pd.DataFrame(columns=columns),
+                pd.DataFrame(columns=[c.CUSTOMER_ID, EVENT_TIMESTAMP, *STATE_FIELDS]))  # fmt: skip
     tx, bounds = _sorted_by_customer(tx)
-    time_us = f.to_micros(tx[c.TIMESTAMP])
-    amount = tx[c.AMOUNT].to_numpy(dtype=np.float64)
-    terminal = tx[c.TERMINAL_ID].to_numpy(dtype=object)
-    sizes = np.diff(bounds)
-    group = np.repeat(np.arange(len(sizes)), sizes)
-    zeros = np.zeros(len(sizes))
-    empty = f.RunningStats(zeros, zeros, zeros, zeros, zeros)
-    before, after = f.advance_running_grouped(empty, amount, time_us, group)
-    columns = f.customer_activity(
-        time_us, amount, terminal, time_us, amount, terminal, before,
-        history_group=group, group=group,
-    )  # fmt: skip
-    states: list[dict] = []
     customer_ids = tx[c.CUSTOMER_ID].to_numpy()
+    sizes = np.diff(bounds)
+    count = len(sizes)
+    # each customer's kept history (from ``states``) before its new transactions
+    prior = (states.set_index(c.CUSTOMER_ID) if states is not None and len(states)
+             else pd.DataFrame(columns=[*STATE_FIELDS]))  # fmt: skip
+    known = [customer_ids[start] in prior.index for start in bounds[:-1]]
+    old = [prior.loc[customer_ids[start]] if k else None
+           for start, k in zip(bounds[:-1], known, strict=True)]  # fmt: skip
+    old_sizes = np.array([len(o["history_time_us"]) if o is not None else 0 for o in old], int)
+    start_stats = f.RunningStats(*(
+        np.array([float(o[name]) if o is not None else 0.0 for o in old]) for name in STATS
+    ))  # fmt: skip
+    new_t = f.to_micros(tx[c.TIMESTAMP])
+    new_a = tx[c.AMOUNT].to_numpy(dtype=np.float64)
+    new_term = tx[c.TERMINAL_ID].to_numpy(dtype=object)
+    new_group = np.repeat(np.arange(count), sizes)
+    before, after = f.advance_running_grouped(start_stats, new_a, new_t, new_group)
+
+    # all entries: per customer, its old history then its new transactions
+    total = old_sizes + sizes
+    starts = np.concatenate([[0], np.cumsum(total)[:-1]]).astype(np.int64)
+    offset = np.arange(len(tx)) - np.repeat(bounds[:-1], sizes)  # place among the new ones
+    queries = np.repeat(starts + old_sizes, sizes) + offset
+    time_us = np.zeros(int(total.sum()), dtype=np.int64)
+    amount = np.zeros(len(time_us))
+    terminal = np.empty(len(time_us), dtype=object)
+    time_us[queries], amount[queries], terminal[queries] = new_t, new_a, new_term
+    for g in np.flatnonzero(old_sizes):
+        at = slice(starts[g], starts[g] + old_sizes[g])
+        time_us[at] = np.asarray(old[g]["history_time_us"], dtype=np.int64)
+        amount[at] = np.asarray(old[g]["history_amount"], dtype=np.float64)
+        terminal[at] = np.asarray(old[g]["history_terminal_id"], dtype=object)
+    group = np.repeat(np.arange(count), total)
+    columns = f.customer_activity(time_us, amount, terminal, group, queries, before)
+
+    state_rows: list[dict] = []
     timestamps = tx[c.TIMESTAMP]
-    for g, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-        t, a, term = time_us[start:stop], amount[start:stop], terminal[start:stop]
-        keep = t >= t[-1] - f.HISTORY_US
+    for g in range(count):
+        lo, hi = starts[g], starts[g] + total[g]
+        t, a, term = time_us[lo:hi], amount[lo:hi], terminal[lo:hi]
+        keep = t >= t.max() - f.HISTORY_US
         keep[: max(0, len(t) - f.MAX_HISTORY)] = False
-        states.append(
-            {
-                c.CUSTOMER_ID: customer_ids[start],
-                EVENT_TIMESTAMP: timestamps.iat[stop - 1],
-                "history_time_us": t[keep].tolist(),
-                "history_amount": a[keep].tolist(),
-                "history_terminal_id": term[keep].tolist(),
-                "tx_count": int(after.count[g]),
-                "amount_mean": float(after.amount_mean[g]),
-                "amount_m2": float(after.amount_m2[g]),
-                "hour_sin_sum": float(after.hour_sin_sum[g]),
-                "hour_cos_sum": float(after.hour_cos_sum[g]),
-            }
-        )
+        state_rows.append({
+            c.CUSTOMER_ID: customer_ids[bounds[g]],
+            EVENT_TIMESTAMP: timestamps.iat[bounds[g + 1] - 1],
+            "history_time_us": t[keep].tolist(),
+            "history_amount": a[keep].tolist(),
+            "history_terminal_id": term[keep].tolist(),
+            "tx_count": int(after.count[g]),
+            **{name: float(getattr(after, name)[g]) for name in STATS[1:]},
+        })  # fmt: skip
         if progress and g % 256 == 0:
             progress(g)
     activity = pd.DataFrame(
@@ -111,7 +136,7 @@ def build_customer_tables(
             **columns,
         }
     )
-    return activity, pd.DataFrame(states)
+    return activity, pd.DataFrame(state_rows)
 
 
 def build_terminal_daily(

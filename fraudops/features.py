@@ -68,6 +68,12 @@ def hour_of_day(time_us: np.ndarray) -> np.ndarray:
     return (np.asarray(time_us, dtype=np.int64) % DAY_US) / HOUR_US
 
 
+def hour_angle(time_us: np.ndarray) -> np.ndarray:
+    """The hour of day as an angle (radians): the running statistics sum its sine and
+    cosine, whose direction is the customer's usual hour."""
+    return 2 * np.pi * hour_of_day(time_us) / 24
+
+
 # --- request features -------------------------------------------------------------------
 def request_features(amount: np.ndarray, time_us: np.ndarray) -> dict[str, np.ndarray]:
     """What the transaction alone says: amount, log amount, hour, night and weekend flags."""
@@ -144,7 +150,7 @@ def advance_running_grouped(
 
     s_before, s_total = exclusive(d)
     q_before, q_total = exclusive(d * d)
-    angle = 2 * np.pi * hour_of_day(time_us) / 24
+    angle = hour_angle(time_us)
     sin_before, sin_total = exclusive(np.sin(angle))
     cos_before, cos_total = exclusive(np.cos(angle))
 
@@ -210,68 +216,40 @@ def _distinct_in_window(prev_same: np.ndarray, lo: np.ndarray, hi: np.ndarray) -
     return count
 
 
-def identity_codes(*columns: np.ndarray) -> np.ndarray:
-    """Equal ids get equal integer codes, over the columns concatenated. Ids are strings, or
-    fixed-width ASCII bytes (numpy ``S``, the stream's terminal ids as stored): those are
-    coded by their 8-byte words, without a Python object per id."""
-    arrays = [np.asarray(column) for column in columns]
-    if len({a.dtype for a in arrays}) == 1 and arrays[0].dtype.kind == "S":
-        joined = np.concatenate(arrays)
-        width = joined.dtype.itemsize
-        raw = np.frombuffer(joined.tobytes(), dtype=np.uint8).reshape(len(joined), width)
-        padded = np.zeros((len(joined), -(-width // 8) * 8), dtype=np.uint8)
-        padded[:, :width] = raw
-        words = padded.view("<u8")
-        codes = pd.factorize(words[:, 0])[0].astype(np.int64)
-        for k in range(1, words.shape[1]):
-            codes = pd.factorize(codes << 32 | pd.factorize(words[:, k])[0])[0].astype(np.int64)
-        return codes
-    objects = [a.astype(object) if a.dtype.kind == "S" else a.astype(object, copy=False)
-               for a in arrays]  # fmt: skip
-    if any(a.dtype.kind == "S" for a in arrays):
-        objects = [np.array([v.decode() if isinstance(v, bytes) else v for v in a], dtype=object)
-                   for a in objects]  # fmt: skip
-    return pd.factorize(np.concatenate(objects))[0].astype(np.int64)
-
-
 def customer_activity(
-    history_time_us: np.ndarray,
-    history_amount: np.ndarray,
-    history_terminal: np.ndarray,
     time_us: np.ndarray,
     amount: np.ndarray,
     terminal: np.ndarray,
+    group: np.ndarray,
+    at: np.ndarray,
     prior: RunningStats,
-    history_group: np.ndarray | None = None,
-    group: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Features of each query transaction from its customer's earlier transactions.
+    """Features of the transactions at positions ``at`` of a history, each from the
+    entries of its own customer that come before it.
 
-    ``history_*`` is the customers' history sorted by (``history_group``, time); it may
-    include the queries themselves: only entries strictly earlier than a query count.
-    ``group`` says whose history each query reads (default: one customer for all).
-    ``prior`` holds the running stats before each query. One call serves a single
-    customer (the offline build, one customer's events) or a whole batch of customers.
+    The history holds one or many customers' transactions, sorted by (``group``, time,
+    commit order): the order in which they were committed to the customer's real-time
+    state. So a transaction sees every earlier one, and those of equal time committed
+    before it, never itself or a later one. Windows are ``[t - w, t]`` in time. ``prior``
+    holds, per query, the running statistics before it.
+
+    The offline build passes every customer's transactions, each its own query; the online
+    path passes, per transaction, what the state store returned before it followed by the
+    transaction itself (its query is the last position of its group).
     """
-    h_t = np.asarray(history_time_us, dtype=np.int64)
-    h_amount = np.asarray(history_amount, dtype=np.float64)
-    q_t = np.asarray(time_us, dtype=np.int64)
-    q_amount = np.asarray(amount, dtype=np.float64)
-    h_g = (
-        np.zeros(len(h_t), np.int64)
-        if history_group is None
-        else np.asarray(history_group, np.int64)
-    )
-    q_g = np.zeros(len(q_t), np.int64) if group is None else np.asarray(group, np.int64)
+    h_t = np.asarray(time_us, dtype=np.int64)
+    h_amount = np.asarray(amount, dtype=np.float64)
+    h_g = np.asarray(group, dtype=np.int64)
+    at = np.asarray(at, dtype=np.int64)
+    q_t, q_amount = h_t[at], h_amount[at]
     # One sorted key for (customer, time): a window never reaches another customer because
     # each customer's key range starts a full history window below its earliest time.
-    times = np.concatenate([h_t, q_t])
-    base = int(times.min()) - HISTORY_US - 1 if len(times) else 0
-    span = (int(times.max()) - base + 1) if len(times) else 1
+    base = int(h_t.min()) - HISTORY_US - 1 if len(h_t) else 0
+    span = (int(h_t.max()) - base + 1) if len(h_t) else 1
     h_key = h_g * span + (h_t - base)
-    q_key = q_g * span + (q_t - base)
-    hi = np.searchsorted(h_key, q_key, side="left")
-    first = np.searchsorted(h_key, q_g * span, side="left")  # the group's first entry
+    q_key = h_key[at]
+    hi = at
+    first = np.searchsorted(h_g, h_g[at], side="left")  # the group's first entry
     out: dict[str, np.ndarray] = {}
 
     for name, width in CUSTOMER_LONG_WINDOWS.items():
@@ -287,11 +265,9 @@ def customer_activity(
         out[f"customer_amount_std_{name}"] = np.sqrt(var)
 
     # terminals as (customer, terminal) codes: "the same terminal" means for this customer
-    terminal_codes = identity_codes(history_terminal, terminal)
-    pair = np.concatenate([h_g, q_g]) * (int(terminal_codes.max(initial=0)) + 2) + terminal_codes
-    pair_codes = pd.factorize(pair)[0]
-    h_codes, q_codes = pair_codes[: len(h_t)], pair_codes[len(h_t) :]
-    prev_same = _previous_same(h_codes)
+    terminal_codes = pd.factorize(np.asarray(terminal, dtype=object))[0]
+    pair_codes = pd.factorize(h_g * (int(terminal_codes.max(initial=0)) + 2) + terminal_codes)[0]
+    prev_same = _previous_same(pair_codes)
     for name, width in CUSTOMER_SHORT_WINDOWS.items():
         lo = np.searchsorted(h_key, q_key - width, side="left")
         n = (hi - lo).astype(np.float64)
@@ -311,94 +287,25 @@ def customer_activity(
     out["customer_amount_zscore"] = np.where(count >= 2, z, 0.0)
 
     usual = np.arctan2(prior.hour_sin_sum, prior.hour_cos_sum)
-    angle = 2 * np.pi * hour_of_day(q_t) / 24
-    gap = np.abs(np.angle(np.exp(1j * (angle - usual))))  # circular distance, radians
+    gap = np.abs(np.angle(np.exp(1j * (hour_angle(q_t) - usual))))  # circular distance
     out["customer_hour_deviation"] = np.where(count > 0, gap * 24 / (2 * np.pi), 0.0)
 
     has_earlier = hi > first
-    last = h_t[np.maximum(hi - 1, 0)] if len(h_t) else np.zeros(len(q_t), dtype=np.int64)
+    last = h_t[np.maximum(hi - 1, 0)]
     since = np.where(has_earlier, (q_t - last) / MICROS, SINCE_LAST_CAP_S)
     out["customer_seconds_since_last_tx"] = np.minimum(since, SINCE_LAST_CAP_S)
-    out["customer_terminal_is_new"] = _terminal_is_new(h_t, h_codes, q_t, q_codes)
+    # new: no earlier entry of the same (customer, terminal) in the history window
+    previous = prev_same[at]
+    seen = (previous >= 0) & (h_t[np.maximum(previous, 0)] >= q_t - HISTORY_US)
+    out["customer_terminal_is_new"] = (~seen).astype(np.float64)
     return {name: out[name] for name in CUSTOMER_ACTIVITY_FEATURES}
-
-
-def customer_activity_one(
-    history_time_us: np.ndarray,
-    history_amount: np.ndarray,
-    history_terminal: np.ndarray,
-    time_us: int,
-    amount: float,
-    terminal: str,
-    prior: tuple[float, float, float, float, float],
-) -> list[float]:
-    """:func:`customer_activity` for one transaction of one customer, in
-    ``CUSTOMER_ACTIVITY_FEATURES`` order: the scorer's per-request path, where the
-    vectorised version's ~100 array operations on length-1 arrays cost more than the maths.
-    ``prior`` is (count, amount mean, amount M2, hour sin sum, hour cos sum) before it.
-    Tests check it against :func:`customer_activity` on random histories."""
-    h_t = history_time_us
-    hi = int(np.searchsorted(h_t, time_us, side="left"))
-    lo = np.searchsorted(h_t, time_us - _WINDOW_WIDTHS, side="left")
-    his = np.full(len(lo), hi)
-    sums = _segment_sums(history_amount, lo, his)
-    squares = _segment_sums(history_amount * history_amount, lo[:3], his[:3])
-    out: list[float] = []
-    for w in range(3):  # the long windows
-        n = float(hi - lo[w])
-        mean = sums[w] / n if n > 0 else 0.0
-        var = max(squares[w] / n - mean * mean, 0.0) if n > 0 else 0.0
-        out += [n, mean, math.sqrt(var)]
-    for w in (3, 4):  # the short windows
-        n = float(hi - lo[w])
-        distinct = len(set(history_terminal[lo[w] : hi].tolist()))
-        out += [n, sums[w], sums[w] / n if n > 0 else 0.0, float(distinct)]
-
-    count, mean0, m2, sin_sum, cos_sum = prior
-    std = math.sqrt(m2 / count) if count > 0 else 0.0
-    out.append((amount - mean0) / max(std, AMOUNT_STD_FLOOR) if count >= 2 else 0.0)
-    if count > 0:
-        gap = 2 * math.pi * ((time_us % DAY_US) / HOUR_US) / 24 - math.atan2(sin_sum, cos_sum)
-        gap = abs(math.atan2(math.sin(gap), math.cos(gap)))  # circular distance, radians
-        out.append(gap * 24 / (2 * math.pi))
-    else:
-        out.append(0.0)
-    since = (time_us - int(h_t[hi - 1])) / MICROS if hi > 0 else SINCE_LAST_CAP_S
-    out.append(min(since, SINCE_LAST_CAP_S))
-    start = int(np.searchsorted(h_t, time_us - HISTORY_US, side="left"))
-    out.append(0.0 if terminal in history_terminal[start:hi].tolist() else 1.0)
-    return out
-
-
-_WINDOW_WIDTHS = np.array([*CUSTOMER_LONG_WINDOWS.values(), *CUSTOMER_SHORT_WINDOWS.values()])
-
-
-def _terminal_is_new(
-    h_t: np.ndarray, h_codes: np.ndarray, q_t: np.ndarray, q_codes: np.ndarray
-) -> np.ndarray:
-    """1.0 where the customer did not use the query's terminal in the history window
-    (codes are per customer and terminal)."""
-    if len(h_t) == 0:
-        return np.ones(len(q_t))
-    # dense time ranks keep (code, time) keys small enough for int64 on any data size
-    rank = np.unique(np.concatenate([h_t, q_t]), return_inverse=True)[1]
-    h_rank, q_rank = rank[: len(h_t)], rank[len(h_t) :]
-    span = int(rank.max()) + 1
-    h_key = h_codes.astype(np.int64) * span + h_rank
-    order = np.argsort(h_key, kind="stable")
-    p = np.searchsorted(h_key[order], q_codes.astype(np.int64) * span + q_rank, side="left")
-    prev = order[np.maximum(p - 1, 0)]
-    seen = (p > 0) & (h_codes[prev] == q_codes) & (h_t[prev] >= q_t - HISTORY_US)
-    return (~seen).astype(np.float64)
 
 
 def customer_defaults(n: int) -> dict[str, np.ndarray]:
     """Features of a customer with no history: what unknown customers are scored with."""
-    empty = np.zeros(0)
     return customer_activity(
-        empty.astype(np.int64), empty, empty.astype(object),
         np.zeros(n, dtype=np.int64), np.zeros(n), np.full(n, "", dtype=object),
-        RunningStats(*(np.zeros(n) for _ in range(5))),
+        np.arange(n), np.arange(n), RunningStats(*(np.zeros(n) for _ in range(5))),
     )  # fmt: skip
 
 

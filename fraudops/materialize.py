@@ -13,6 +13,10 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fraudops.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,9 @@ def materialize_once(
     settings = get_settings()
     if rebuild:
         from fraudops.feature_build import build_from_offline_store
+        from fraudops.nightly import take_into_offline_store
 
+        take_into_offline_store(settings)  # scored traffic is history too
         build_from_offline_store(settings)
     end = (end or datetime.now(UTC)).replace(tzinfo=(end.tzinfo if end else UTC) or UTC)
     start = start.replace(tzinfo=start.tzinfo or UTC) if start is not None else None
@@ -46,9 +52,13 @@ def materialize_once(
         raise NothingToMaterialize(
             "no feature views are registered with Feast: run `fraudops features apply` first"
         )
-    # the fast writer reads parquet FileSources; Spark's tables are read by Feast's store
-    fast_by_default = settings.online_store == "redis" and settings.offline_store != "spark"
-    if engine == "fast" or (engine == "auto" and fast_by_default):
+    # the fast writer needs a single Redis and reads parquet FileSources (not Spark's tables)
+    fast_possible = (
+        settings.online_store == "redis"
+        and settings.redis_mode == "single"
+        and settings.offline_store != "spark"
+    )
+    if engine == "fast" or (engine == "auto" and fast_possible):
         from fraudops.redis_fast import fast_materialize
 
         rows = fast_materialize(store, start=start, end=end)
@@ -68,7 +78,55 @@ def materialize_once(
                 start_date=datetime(1970, 1, 2, tzinfo=UTC), end_date=end, feature_views=fresh
             )
         store.materialize_incremental(end_date=end)
-    log.info("materialized up to %s in %.1f s", end.isoformat(), time.monotonic() - started)
+    record_newest_rows(settings, store, end)
+    seeded = seed_customer_states(settings)
+    log.info("materialized up to %s in %.1f s (%d new customer states)", end.isoformat(),
+             time.monotonic() - started, seeded)  # fmt: skip
+
+
+def seed_customer_states(settings: Settings) -> int:
+    """Give the real-time state store the customers it does not know yet, from the offline
+    build's ``customer_state`` table. A customer it knows keeps its state: the scorers keep
+    it current, and it is newer than any batch build. Returns how many were new."""
+    import pyarrow.parquet as pq
+
+    from fraudops.online import state_store
+
+    if settings.offline_store == "spark":  # the Spark build's table, streamed to the driver
+        from fraudops.realtime import STATE_FIELDS
+        from fraudops.spark_build import table_rows
+
+        rows = table_rows(settings, "customer_state", ["customer_id", *STATE_FIELDS])
+        return state_store(settings).seed(rows) if rows is not None else 0
+    path = settings.offline_dir / "features" / "customer_state.parquet"
+    if not path.exists():
+        return 0
+    store = state_store(settings)
+    seeded = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+        seeded += store.seed(batch.to_pylist())
+    return seeded
+
+
+def record_newest_rows(settings, store, end: datetime) -> None:  # type: ignore[no-untyped-def]
+    """Tell readiness the newest row each budgeted view now holds (the marker Redis keeps
+    beside Feast's rows, see fraudops.freshness)."""
+    from pathlib import Path
+
+    from feast import FileSource
+
+    from fraudops.freshness import record_materialized, view_budgets
+    from fraudops.nightly import newest_rows
+
+    newest = {}
+    budgets = view_budgets(store.list_feature_views(), settings.freshness_budgets)
+    for view in store.list_feature_views():
+        if view.name in budgets and isinstance(view.batch_source, FileSource):
+            path = FileSource.get_uri_for_file_path(store.config.repo_path, view.batch_source.path)
+            found = newest_rows(Path(str(path)), end)
+            if found is not None:
+                newest[view.name] = found
+    record_materialized(settings, newest)
 
 
 def run_schedule(every_seconds: int, rebuild: bool = False, engine: str = "auto") -> None:

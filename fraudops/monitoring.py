@@ -425,9 +425,9 @@ def add_to_workspace(result: EvidentlyResult, workspace: Path) -> None:
 # --- alerts ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Alert:
-    kind: (
-        str  # feature_drift, score_drift, latency, error_rate, roc_auc_drop, average_precision_drop
-    )
+    # feature_drift, score_drift, latency, error_rate, roc_auc_drop, average_precision_drop,
+    # stale_features
+    kind: str
     severity: str  # warning | critical
     message: str
     value: float
@@ -505,6 +505,35 @@ def evaluate_alerts(
     return found
 
 
+def freshness_alerts(verdicts: dict[str, Any]) -> list[Alert]:
+    """A ``stale_features`` alert when a batch view's newest row in the online store is past
+    its budget or absent (:func:`fraudops.freshness.check_online_store`): the scorer is then
+    scoring on stale features, and its /readyz fails."""
+    stale = [v for v in verdicts.values() if v.stale]
+    if not stale:
+        return []
+    worst = max(stale, key=lambda v: float("inf") if v.age_seconds is None else v.age_seconds)
+    return [Alert(
+        "stale_features", "critical",
+        "batch features are stale: " + "; ".join(v.reason for v in stale)
+        + ". Is the nightly job running? (`fraudops nightly`, docs/nightly-job.md)",
+        -1.0 if worst.age_seconds is None else worst.age_seconds, worst.budget_seconds,
+    )]  # fmt: skip
+
+
+def check_feature_freshness(settings: Settings) -> list[Alert]:
+    """:func:`freshness_alerts` for the online store the settings name; a store that cannot
+    be read is logged (the scorer's own alerts cover an outage)."""
+    from fraudops.feast_store import get_store
+    from fraudops.freshness import check_online_store
+
+    try:
+        return freshness_alerts(check_online_store(settings, get_store()))
+    except Exception as exc:  # the monitor's other findings still count
+        log.warning("could not check the online store's freshness: %s", str(exc)[:200])
+        return []
+
+
 def _severity(value: float, threshold: float) -> str:
     return "critical" if value >= 2 * threshold else "warning"
 
@@ -571,6 +600,7 @@ def monitor(
     workspace: Path | None = None,
     thresholds: MonitorSettings | None = None,
     stage: Stage = lambda _: None,
+    check_freshness: bool = True,
 ) -> MonitorResult:
     """Monitor one window of the prediction log against a model's reference; record the
     summary, per-feature drift and alerts in the database."""
@@ -620,6 +650,10 @@ def monitor(
             if workspace is not None:
                 add_to_workspace(result, workspace)
         found = evaluate_alerts(summary, thresholds, reference.test_metrics)
+        # the online store's freshness is a fact about now: checked by runs over recent
+        # traffic (the trailing window, --every), not by a look back at an old window
+        if check_freshness and window.end >= datetime.now(UTC) - timedelta(days=1):
+            found += check_feature_freshness(settings)
         stage("recording the run")
         new = record(engine, run_id, started_at, summary, found, reports)
     finally:

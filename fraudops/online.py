@@ -4,22 +4,21 @@ For each view of the service (``fraud_model_v1``):
 
 - on-demand views (``transaction_features``) are computed from the request with the same
   function their Feast UDF calls;
-- views tagged ``online_source`` (``customer_activity``) are computed from the real-time
-  state view they name (``customer_state``) with :func:`fraudops.realtime.score_and_advance`,
-  the function the offline build uses;
+- views tagged ``online_source`` (``customer_activity``) are computed from the customer's
+  real-time state (:mod:`fraudops.realtime`): committing the transaction returns what came
+  before it, and :func:`fraudops.features.customer_activity`, the offline build's
+  function, turns that into features;
 - other views (``terminal_daily``) are read from the online store, with the view's TTL
   applied as offline point-in-time joins apply it.
 
-After scoring, :meth:`OnlineFeatures.commit` pushes the advanced customer states, so the
-next transaction of the customer sees this one.
+On Redis the commits and the batch reads go in one pipelined round trip.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,46 +26,27 @@ from feast import FeatureService, FeatureStore, FeatureView, OnDemandFeatureView
 
 from fraudops import contract as c
 from fraudops import features as f
-from fraudops import kernels
 from fraudops.feast_store import service_feature_names
 from fraudops.realtime import (
-    CustomerState,
-    StateBatch,
-    advance_batch,
-    batch_for,
-    score_and_advance_one,
+    Before,
+    Commit,
+    Outcome,
+    RedisStateStore,
+    SqliteStateStore,
+    StateStore,
 )
-from fraudops.settings import get_settings
-
-if TYPE_CHECKING:
-    from fraudops.redis_fast import FastRedisReader
+from fraudops.settings import Settings, get_settings
 
 STATE_VIEW_TAG = "online_source"
-STATE_FIELDS = (
-    "history_time_us", "history_amount", "history_terminal_id", "tx_count",
-    "amount_mean", "amount_m2", "hour_sin_sum", "hour_cos_sum",
-)  # fmt: skip
 
 
 class FeatureContractError(RuntimeError):
     """The feature service and what FraudOps knows how to serve disagree."""
 
 
-@dataclass
-class ScoredFeatures:
-    """Model inputs in service order, plus the state updates to commit after scoring."""
-
-    matrix: np.ndarray
-    names: list[str]
-    states: dict[str, CustomerState] | StateBatch
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.matrix, columns=self.names)
-
-
 Columns = Mapping[str, Any]
-"""Transactions as columns: a DataFrame, or a dict of arrays (the scorer's hot path) that
-may carry ``time_us`` (int64 µs since the epoch) instead of ``timestamp``."""
+"""Transactions as columns: a DataFrame, or a dict of arrays (the scorer's path) that may
+carry ``time_us`` (int64 µs since the epoch) instead of ``timestamp``."""
 
 
 def time_us_of(tx: Columns) -> np.ndarray:
@@ -75,54 +55,104 @@ def time_us_of(tx: Columns) -> np.ndarray:
     return f.to_micros(tx[c.TIMESTAMP])
 
 
+def commits_of(tx: Columns) -> list[Commit]:
+    return [
+        Commit(str(i), str(cu), str(te), float(a), int(t))
+        for i, cu, te, a, t in zip(tx[c.TRANSACTION_ID], tx[c.CUSTOMER_ID], tx[c.TERMINAL_ID],
+                                   tx[c.AMOUNT], time_us_of(tx), strict=True)
+    ]  # fmt: skip
+
+
+@dataclass
+class ScoredFeatures:
+    """What committing and reading gave for each transaction: its outcome (``Before`` for
+    the ones to score) and, for those, the model inputs in service order (``rows``
+    indexes ``matrix`` by position in the request)."""
+
+    outcomes: list[Outcome]
+    commits: list[Commit]
+    matrix: np.ndarray
+    rows: np.ndarray
+    names: list[str]
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.matrix, columns=self.names)
+
+
+def activity_from(befores: Sequence[Before], commits: Sequence[Commit]) -> dict[str, np.ndarray]:
+    """Customer activity of transactions from what their commits returned: each one's
+    earlier history followed by itself, one group each."""
+    sizes = np.array([len(b.time_us) + 1 for b in befores], dtype=np.int64)
+    ends = np.cumsum(sizes)
+    time_us = np.concatenate(
+        [np.append(b.time_us, k.time_us) for b, k in zip(befores, commits, strict=True)]
+    )
+    amount = np.concatenate(
+        [np.append(b.amount, k.amount) for b, k in zip(befores, commits, strict=True)]
+    )
+    terminal = np.array(
+        [t for b, k in zip(befores, commits, strict=True) for t in (*b.terminal_id, k.terminal_id)],
+        dtype=object,
+    )
+    group = np.repeat(np.arange(len(befores)), sizes)
+    prior = f.RunningStats(*(np.array(column) for column in zip(*(b.stats for b in befores))))
+    return f.customer_activity(time_us, amount, terminal, group, ends - 1, prior)
+
+
 def assemble(
     names: list[str],
     tx: Columns,
-    states: dict[str, CustomerState] | StateBatch,
-    looked_up: dict[str, np.ndarray],
-) -> ScoredFeatures:
-    """Model inputs (in ``names`` order) for transactions, from the customers' states and
-    the batch features read for them. Pure: the online path and the model tests share it."""
-    time_us = time_us_of(tx)
-    amount = np.asarray(tx[c.AMOUNT], dtype=np.float64)
-    values: dict[str, np.ndarray] = dict(f.request_features(amount, time_us))
+    activity: Mapping[str, np.ndarray],
+    looked_up: Mapping[str, np.ndarray],
+) -> np.ndarray:
+    """Model inputs (in ``names`` order) from the request, the customer activity and the
+    batch features. Pure: the online path and the model tests share it."""
+    values: dict[str, np.ndarray] = dict(
+        f.request_features(np.asarray(tx[c.AMOUNT], dtype=np.float64), time_us_of(tx))
+    )
     values.update(looked_up)
-    terminals = np.asarray(tx[c.TERMINAL_ID], dtype=object)
-    customers = np.asarray(tx[c.CUSTOMER_ID], dtype=object)
-    if len(time_us) == 1:  # one request: scalar maths, same results (tests/unit)
-        if isinstance(states, StateBatch):
-            states = states.as_dict()
-        customer = customers[0]
-        row, state = score_and_advance_one(
-            states.get(customer) or CustomerState.empty(), int(time_us[0]), float(amount[0]),
-            str(terminals[0]),
-        )  # fmt: skip
-        scalars = {name: column[0] for name, column in values.items()}
-        scalars.update(zip(f.CUSTOMER_ACTIVITY_FEATURES, row, strict=True))
-        matrix = np.array([[scalars[name] for name in names]], dtype=np.float64)
-        return ScoredFeatures(matrix, list(names), {**states, customer: state})
-    group, batch = batch_for(customers, states)
-    activity, batch = advance_batch(batch, group, time_us, amount, terminals)
     values.update(activity)
-    matrix = np.column_stack([values[name] for name in names])
-    return ScoredFeatures(matrix, list(names), batch)
+    return np.column_stack([np.asarray(values[name], dtype=np.float64) for name in names])
+
+
+def state_store(settings: Settings, client: Any | None = None) -> StateStore:
+    """The real-time state store the settings name: Redis (or a Redis Cluster) with the
+    Redis online store, else a SQLite file under the data directory."""
+    ttl = settings.resolved_idempotency_ttl_seconds
+    if settings.online_store == "redis":
+        return RedisStateStore(client or redis_client(settings), settings.redis_key_prefix, ttl)
+    return SqliteStateStore(settings.data_dir / "online" / "state.db", ttl)
+
+
+def redis_client(settings: Settings, timeout: float | None = None) -> Any:
+    """A client of the online store's Redis, or of its cluster (``FRAUDOPS_REDIS_MODE``);
+    ``timeout`` bounds each connect and reply, in seconds."""
+    import redis
+    from redis.cluster import RedisCluster
+
+    options: dict[str, Any] = {}
+    if timeout is not None:
+        options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if settings.redis_mode == "cluster":
+        return RedisCluster.from_url(settings.redis_url, **options)
+    return redis.Redis.from_url(settings.redis_url, **options)
 
 
 class OnlineFeatures:
-    def __init__(self, store: FeatureStore, service: FeatureService, fast: bool | None = None):
+    def __init__(self, store: FeatureStore, service: FeatureService, settings: Settings | None = None):
         self.store = store
         self.service = service
+        self.settings = settings or get_settings()
         self.names = service_feature_names(service)
         self.lookups: list[tuple[FeatureView, list[str]]] = []
-        self.state_view: str | None = None
-        self._state_view_cache: FeatureView | None = None
+        self.has_state = False
         for projection in service.feature_view_projections:
             view = self._view(projection.name)
             features = [feat.name for feat in projection.features]
             if isinstance(view, OnDemandFeatureView):
                 unknown = set(features) - set(f.REQUEST_FEATURES)
             elif STATE_VIEW_TAG in view.tags:
-                self.state_view = view.tags[STATE_VIEW_TAG]
+                self.has_state = True
                 unknown = set(features) - set(f.CUSTOMER_ACTIVITY_FEATURES)
             else:
                 self.lookups.append((view, features))
@@ -132,27 +162,10 @@ class OnlineFeatures:
                     f"view {projection.name} of {service.name} has features FraudOps cannot "
                     f"compute online: {sorted(unknown)}"
                 )
-        kernels.warm_up()  # compiled here, at start-up, not at the first request
-        self.fast = fast if fast is not None else get_settings().online_store == "redis"
-        if self.fast:  # Feast's own keys and values, one pipelined round trip (redis_fast)
-            from fraudops.redis_fast import FastRedisReader, FastRedisWriter, redis_client
-
-            lookups = [(view.name, names) for view, names in self.lookups]
-            if self.state_view:
-                lookups.append((self.state_view, list(STATE_FIELDS)))
-            settings = get_settings()
-            client = redis_client(settings, timeout=settings.redis_timeout_seconds)
-            self._reader = FastRedisReader(store, lookups, client=client, arrays=True)
-            self._writer = FastRedisWriter(store, client=client)
-
-    @property
-    def reader(self) -> FastRedisReader:
-        """The Redis fast path's reader (online store ``redis`` only)."""
-        if not self.fast:
-            from fraudops.redis_fast import OnlineStoreNotRedisError
-
-            raise OnlineStoreNotRedisError("the fast reader needs the Redis online store")
-        return self._reader
+        self.redis = self.settings.online_store == "redis"
+        client = redis_client(self.settings, self.settings.redis_timeout_seconds) if self.redis else None
+        self.state = state_store(self.settings, client)
+        self._reader = _BatchReader(store, self.lookups, client) if self.redis else None
 
     def _view(self, name: str) -> FeatureView | OnDemandFeatureView:
         try:
@@ -160,20 +173,38 @@ class OnlineFeatures:
         except Exception:  # Feast raises FeatureViewNotFoundException for on-demand views
             return self.store.get_on_demand_feature_view(name)
 
-    def read_states(self, customer_ids: list[str]) -> dict[str, CustomerState]:
-        if not self.state_view:
-            return {}
-        unique = list(dict.fromkeys(customer_ids))
-        response = self.store.get_online_features(
-            features=[f"{self.state_view}:{name}" for name in STATE_FIELDS],
-            entity_rows=[{c.CUSTOMER_ID: customer} for customer in unique],
-        ).to_dict()
-        return {
-            customer: CustomerState.from_row({name: response[name][i] for name in STATE_FIELDS})
-            for i, customer in enumerate(unique)
-        }
+    def compute(self, tx: Columns) -> ScoredFeatures:
+        """Commit transactions (one or many, any customers, in order) to their customers'
+        states and compute the model inputs of those committed now."""
+        commits = commits_of(tx)
+        time_us = time_us_of(tx)
+        if self._reader is not None:
+            reader = self._reader
+            keys = {key: list(tx[key]) for key in reader.join_keys}
+            outcomes, replies = self.state.commit(commits, lambda pipe: reader.queue(pipe, keys))
+            looked_up = reader.values(replies, keys, time_us)
+        else:
+            outcomes, _ = self.state.commit(commits)
+            looked_up = self._lookup(tx, time_us)
+        rows = np.array([i for i, o in enumerate(outcomes) if isinstance(o, Before)], dtype=np.int64)
+        if len(rows) == 0:
+            return ScoredFeatures(outcomes, commits, np.zeros((0, len(self.names))), rows, self.names)
+        picked = {name: np.asarray(column)[rows] for name, column in _columns(tx, time_us).items()}
+        activity = activity_from([outcomes[i] for i in rows], [commits[i] for i in rows])  # type: ignore[misc]
+        matrix = assemble(self.names, picked, activity,
+                          {name: values[rows] for name, values in looked_up.items()})  # fmt: skip
+        return ScoredFeatures(outcomes, commits, matrix, rows, self.names)
+
+    def defaults(self, tx: Columns) -> np.ndarray:
+        """Model inputs when the online store cannot be read: the request's own features,
+        an unknown customer's activity and missing batch features (degraded mode)."""
+        rows = len(tx[c.TRANSACTION_ID])
+        missing = {name: np.full(rows, f.MISSING_FEATURE_VALUE)
+                   for _, names in self.lookups for name in names}  # fmt: skip
+        return assemble(self.names, _columns(tx, time_us_of(tx)), f.customer_defaults(rows), missing)
 
     def _lookup(self, tx: Columns, time_us: np.ndarray) -> dict[str, np.ndarray]:
+        """Batch features through Feast's SDK (the embedded SQLite store)."""
         out: dict[str, np.ndarray] = {}
         for view, features in self.lookups:
             key = view.entity_columns[0].name
@@ -181,123 +212,80 @@ class OnlineFeatures:
                 features=[f"{view.name}:{name}" for name in features],
                 entity_rows=[{key: value} for value in tx[key]],
             ).to_dict(include_event_timestamps=True)
+            stamps = np.array([np.nan if v is None else v for v in response[f"{features[0]}__ts"]],
+                              dtype=np.float64)  # fmt: skip
             for name in features:
                 values = np.array([np.nan if v is None else v for v in response[name]], float)
-                if view.ttl:  # older than the TTL: what an offline point-in-time join returns
-                    written = np.asarray(response[f"{name}__ts"], dtype=np.int64) * f.MICROS
-                    values[time_us - written > view.ttl.total_seconds() * f.MICROS] = np.nan
-                out[name] = np.nan_to_num(values, nan=f.MISSING_FEATURE_VALUE)
+                out[name] = _expired_as_missing(view, values, stamps, time_us)
         return out
 
-    def compute(self, tx: Columns) -> ScoredFeatures:
-        """Features for transactions in the contract (one or many, any customers)."""
-        time_us = time_us_of(tx)
-        states: dict[str, CustomerState] | StateBatch
-        if self.fast and len(time_us) == 1:
-            states, looked_up = self._read_fast_one(tx, int(time_us[0]))
-        elif self.fast:
-            states, looked_up = self._read_fast(tx, time_us)
-        else:
-            looked_up = self._lookup(tx, time_us)
-            customers = list(tx[c.CUSTOMER_ID])
-            states = self.read_states(customers) if self.state_view else {}
-        return assemble(self.names, tx, states, looked_up)
 
-    def _read_fast(
-        self, tx: Columns, time_us: np.ndarray
-    ) -> tuple[StateBatch | dict[str, CustomerState], dict[str, np.ndarray]]:
-        from fraudops.redis_fast import (
-            decode_event_times_us,
-            decode_number_matrix,
-            decode_state_batch,
-        )
+def _columns(tx: Columns, time_us: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        c.TRANSACTION_ID: np.asarray(tx[c.TRANSACTION_ID], dtype=object),
+        "time_us": time_us,
+        c.CUSTOMER_ID: np.asarray(tx[c.CUSTOMER_ID], dtype=object),
+        c.TERMINAL_ID: np.asarray(tx[c.TERMINAL_ID], dtype=object),
+        c.AMOUNT: np.asarray(tx[c.AMOUNT], dtype=np.float64),
+    }
 
-        read = self._reader.read_replies({key: tx[key] for key in self._reader.join_keys})
-        looked_up: dict[str, np.ndarray] = {}
-        for (view, features), view_read, spec in zip(
-            self.lookups, read, self._reader.views, strict=False
-        ):
-            positions = np.asarray(view_read.positions, dtype=np.int64)
-            values = decode_number_matrix(view_read.replies, spec.types)[positions]
-            if view.ttl:  # older than the TTL: what an offline point-in-time join returns
-                stamps = decode_event_times_us([r[-1] for r in view_read.replies])
-                values[time_us - stamps[positions] > view.ttl.total_seconds() * f.MICROS] = np.nan
-            values = np.nan_to_num(values, nan=f.MISSING_FEATURE_VALUE)
-            looked_up.update((name, values[:, k]) for k, name in enumerate(features))
-        if not self.state_view:
-            return {}, looked_up
-        state_read = read[-1]
-        return decode_state_batch(state_read.entities, state_read.replies), looked_up
 
-    def _read_fast_one(
-        self, tx: Columns, time_us: int
-    ) -> tuple[dict[str, CustomerState], dict[str, np.ndarray]]:
-        """:meth:`_read_fast` for one transaction, without the column bookkeeping."""
-        entity = {key: np.asarray(tx[key], dtype=object)[0] for key in self._reader.join_keys}
-        values, stamps = self._reader.read_one(entity)
-        looked_up = {}
-        for view, features in self.lookups:
-            stamp = stamps[view.name]
-            ttl_us = view.ttl.total_seconds() * f.MICROS if view.ttl else None
-            stale = ttl_us is not None and stamp is not None and time_us - stamp * f.MICROS > ttl_us
-            for name in features:
-                value = values[name]
-                missing = stale or value is None or value != value  # None, NaN: no value
-                looked_up[name] = np.array([f.MISSING_FEATURE_VALUE if missing else value], float)
-        states = {}
-        if self.state_view:
-            customer = np.asarray(tx[c.CUSTOMER_ID], dtype=object)[0]
-            states[customer] = CustomerState.from_row({name: values[name] for name in STATE_FIELDS})
-        return states, looked_up
+def _expired_as_missing(
+    view: FeatureView, values: np.ndarray, written_s: np.ndarray, time_us: np.ndarray
+) -> np.ndarray:
+    """A value older than the view's TTL at the transaction's time is what an offline
+    point-in-time join returns for it: missing (``MISSING_FEATURE_VALUE``)."""
+    values = values.copy()
+    if view.ttl:
+        with np.errstate(invalid="ignore"):
+            values[time_us - written_s * f.MICROS > view.ttl.total_seconds() * f.MICROS] = np.nan
+    return np.nan_to_num(values, nan=f.MISSING_FEATURE_VALUE)
 
-    def commit(
-        self, scored: ScoredFeatures, written_at: datetime | None = None, wait: bool = True
-    ) -> None:
-        """Write the advanced customer states to the online store, in Feast's format.
 
-        The write time (not the event time) versions the state: Redis keeps only the newest
-        write, so a later batch materialization of older state cannot overwrite it. (This
-        is what ``store.push`` to ``customer_state_push`` does, without its ~15 ms of
-        registry work per call.) With ``wait=False`` a Redis write returns once sent, and
-        its reply is read by the next read (see ``redis_fast._pipelined``).
-        """
-        if not scored.states or not self.state_view:
-            return
-        if self.fast:
-            self._writer.write_states(
-                self.state_view, scored.states, written_at or datetime.now(UTC), wait=wait
-            )
-            return
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-        from feast.type_map import python_values_to_proto_values
+class _BatchReader:
+    """Batch views' features from Feast's Redis layout (``HMGET`` of the entity's hash),
+    queued on the state commits' pipeline (see :class:`fraudops.redis_fast.FeastRedisLayout`)."""
 
-        view = self._state_view_object()
-        stamp = written_at or datetime.now(UTC)
-        states = scored.states
-        if isinstance(states, StateBatch):
-            states = states.as_dict()
-        customers = list(states)
-        rows = [state.to_row() for state in states.values()]
-        columns = {
-            feat.name: python_values_to_proto_values(
-                [row[feat.name] for row in rows], feat.dtype.to_value_type()
-            )
-            for feat in view.features
-        }
-        data: list[tuple[EntityKey, dict[str, Value], datetime, datetime | None]] = [
-            (
-                EntityKey(join_keys=[c.CUSTOMER_ID], entity_values=[Value(string_val=customer)]),
-                {name: values[i] for name, values in columns.items()},
-                stamp,
-                None,
-            )
-            for i, customer in enumerate(customers)
-        ]
-        self.store._get_provider().online_write_batch(self.store.config, view, data, None)
+    def __init__(self, store: FeatureStore, lookups: list[tuple[FeatureView, list[str]]], client: Any):
+        from fraudops.redis_fast import FeastRedisLayout, _decode_timestamp, _decoder
 
-    def _state_view_object(self) -> FeatureView:
-        if self._state_view_cache is None:
-            assert self.state_view is not None
-            self._state_view_cache = self.store.get_feature_view(self.state_view)
-        return self._state_view_cache
+        self.layout = FeastRedisLayout.from_store(store)
+        self.lookups = lookups
+        self.join_keys = list(dict.fromkeys(view.entity_columns[0].name for view, _ in lookups))
+        self._decode_timestamp = _decode_timestamp
+        self._plans = []
+        for view, features in lookups:
+            name = self.layout.view_name(view)
+            types = {field.name: field.dtype.to_value_type() for field in view.features}
+            fields = [self.layout.feature_field(name, feat) for feat in features]
+            self._plans.append((view.entity_columns[0].name, view.entity_columns[0].dtype.to_value_type(),
+                                [*fields, self.layout.timestamp_field(name)],
+                                [_decoder(types[feat]) for feat in features]))  # fmt: skip
+
+    def queue(self, pipe: Any, keys: Mapping[str, list[Any]]) -> int:
+        queued = 0
+        for join_key, value_type, fields, _ in self._plans:
+            for key in self.layout.entity_keys(join_key, [str(v) for v in keys[join_key]], value_type):
+                pipe.hmget(key, fields)
+                queued += 1
+        return queued
+
+    def values(
+        self, replies: Sequence[Any], keys: Mapping[str, list[Any]], time_us: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        at = 0
+        for (view, features), (join_key, _, _, decoders) in zip(self.lookups, self._plans, strict=True):
+            rows = len(keys[join_key])
+            view_replies = replies[at : at + rows]
+            at += rows
+            for reply in view_replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            stamps = np.array([self._decode_timestamp(r[-1]) or np.nan for r in view_replies],
+                              dtype=np.float64)  # fmt: skip
+            for k, (name, decode) in enumerate(zip(features, decoders, strict=True)):
+                raw = [decode(r[k]) for r in view_replies]
+                values = np.array([np.nan if v is None else v for v in raw], dtype=np.float64)
+                out[name] = _expired_as_missing(view, values, stamps, time_us)
+        return out

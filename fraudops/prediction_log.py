@@ -12,6 +12,10 @@ interval's worth); a clean shutdown (:meth:`PredictionLog.close`) drains the que
 
 Processes that share a data directory (BentoML workers, replicas on one volume) each
 claim a spool file of their own (:func:`claim_spool`).
+
+The @challenger's shadow results go the same way to their own table
+(``shadow_predictions``), through a second log: :func:`open_shadow_log`,
+:func:`shadow_records`; :func:`read_shadow_pairs` reads them back beside the champion's.
 """
 
 from __future__ import annotations
@@ -31,12 +35,22 @@ from typing import IO, Any, cast
 
 import sqlalchemy as sa
 
-from fraudops.db import create_db_engine, json_text, predictions, upgrade
+from fraudops.db import (
+    create_db_engine,
+    json_text,
+    labels,
+    predictions,
+    shadow_predictions,
+    upgrade,
+)
 from fraudops.settings import LOG_FLUSH_SECONDS
 
 log = logging.getLogger(__name__)
 Record = dict[str, Any]
-_DATETIME_COLUMNS = ("event_timestamp", "scored_at")
+
+
+def _datetime_columns(table: sa.Table) -> tuple[str, ...]:
+    return tuple(column.name for column in table.columns if isinstance(column.type, sa.DateTime))
 
 
 def insert_ignoring_duplicates(engine: sa.Engine, table: sa.Table, rows: list[Record]) -> None:
@@ -65,7 +79,7 @@ def formatter_for(engine: sa.Engine, table: sa.Table) -> Callable[[list[Record]]
 
         def values(rows: list[Record]) -> list[tuple[Any, ...]]:
             return [
-                tuple(row[name] if process is None else process(row[name])
+                tuple(row.get(name) if process is None else process(row.get(name))
                       for name, process in pairs)
                 for row in rows
             ]  # fmt: skip
@@ -159,7 +173,7 @@ def _copy_text(fields: list[tuple[str, ColumnFormat]], rows: list[Record]) -> by
         return b""
     columns = []
     for name, field in fields:
-        values = [row[name] for row in rows]
+        values = [row.get(name) for row in rows]  # a column added since: null
         if None not in values:
             columns.append(field(values))
             continue
@@ -220,8 +234,9 @@ def _copy_ignoring_duplicates(engine: sa.Engine, table: sa.Table, text: bytes) -
 class Spool:
     """An append-only local file of records the database did not take yet."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, table: sa.Table = predictions):
         self.path = path
+        self._datetimes = _datetime_columns(table)
         self.replaying = path.with_suffix(path.suffix + ".replaying")
         path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -246,7 +261,7 @@ class Spool:
         for line in self.replaying.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 row = json.loads(line)
-                for column in _DATETIME_COLUMNS:
+                for column in self._datetimes:
                     row[column] = datetime.fromisoformat(row[column])
                 rows.append(row)
         return rows
@@ -349,14 +364,16 @@ class PredictionLog:
         flush_interval: float = LOG_FLUSH_SECONDS,
         retry_interval: float = 2.0,
         migrate: bool = True,
+        table: sa.Table = predictions,
     ):
         self.url = url
-        self.spool = Spool(spool_path)
+        self.table = table
+        self.spool = Spool(spool_path, table)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.retry_interval = retry_interval
         self.engine = create_db_engine(url)
-        self._format = formatter_for(self.engine, predictions)
+        self._format = formatter_for(self.engine, table)
         # a request's records, and their formatting for the database (see formatter_for)
         self._queue: queue.Queue[tuple[list[Record], Formatted] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -370,7 +387,8 @@ class PredictionLog:
     # --- public -------------------------------------------------------------------------
     def start(self) -> PredictionLog:
         self._ensure_schema()
-        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        name = "prediction-log" if self.table is predictions else f"{self.table.name}-log"
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         return self
 
@@ -459,7 +477,7 @@ class PredictionLog:
     def _write(self, batch: list[Record], formatted: list[Formatted]) -> None:
         if self.database_up and not self.spool.pending() and self._ensure_schema():
             try:
-                insert_formatted(self.engine, predictions, formatted)
+                insert_formatted(self.engine, self.table, formatted)
                 self.written += len(batch)
                 return
             except sa.exc.SQLAlchemyError as exc:
@@ -478,7 +496,7 @@ class PredictionLog:
             rows = self.spool.take()
             for start in range(0, len(rows), self.batch_size):
                 insert_ignoring_duplicates(
-                    self.engine, predictions, rows[start : start + self.batch_size]
+                    self.engine, self.table, rows[start : start + self.batch_size]
                 )
             self.spool.done()
             self.written += len(rows)
@@ -495,3 +513,105 @@ class PredictionLog:
 
 def _short(exc: Exception) -> str:
     return str(exc).splitlines()[0][:200]
+
+
+# --- shadow scoring: the challenger's results beside the champion's ---------------------------
+SHADOW_SPOOL_STEM = "shadow"
+
+
+def open_shadow_log(
+    url: str, spool_path: Path, flush_interval: float = LOG_FLUSH_SECONDS, **options: Any
+) -> PredictionLog:
+    """A started log of shadow results: the same writer, batching, spool and replay as the
+    champion's, into ``shadow_predictions``. Give it a spool of its own (for a worker:
+    ``claim_spool(<data_dir>/spool, SHADOW_SPOOL_STEM)``)."""
+    return PredictionLog(
+        url, spool_path, flush_interval=flush_interval, table=shadow_predictions, **options
+    ).start()
+
+
+def shadow_records(
+    prediction_ids: list[str],
+    transaction_ids: list[str],
+    model_version: str,
+    probabilities: Any,
+    decisions: Any,
+    scored_at: datetime | None = None,
+) -> list[Record]:
+    """Shadow rows for a batch the champion scored: ``prediction_ids`` are the champion's
+    rows' ids (in the same order as its transactions), the rest the challenger's results."""
+    from datetime import UTC
+
+    when = scored_at or datetime.now(UTC)
+    return [
+        {
+            "prediction_id": pid,
+            "model_version": model_version,
+            "transaction_id": tid,
+            "fraud_probability": float(p),
+            "decision": str(d),
+            "scored_at": when,
+        }
+        for pid, tid, p, d in zip(
+            prediction_ids, transaction_ids, probabilities, decisions, strict=True
+        )
+    ]
+
+
+PAIR_COLUMNS = (
+    "transaction_id", "prediction_id", "event_timestamp", "customer_id", "amount",
+    "champion_version", "champion_probability", "champion_decision",
+    "challenger_version", "challenger_probability", "challenger_decision",
+    "is_fraud", "label_timestamp",
+)  # fmt: skip
+
+
+def read_shadow_pairs(
+    engine: sa.Engine,
+    start: datetime,
+    end: datetime,
+    challenger_version: str | None = None,
+    champion_version: str | None = None,
+) -> Any:
+    """Champion and shadow results on the same transactions with event time in
+    ``[start, end)``, one row per transaction (the latest if it was scored twice) and
+    challenger version, with the label where one was recorded (``is_fraud`` NaN: none yet).
+    Columns: :data:`PAIR_COLUMNS`."""
+    import numpy as np
+    import pandas as pd
+
+    p, s, lab = predictions.c, shadow_predictions.c, labels.c
+    query = (
+        sa.select(
+            p.transaction_id, p.prediction_id, p.event_timestamp, p.customer_id, p.amount,
+            p.model_version, p.fraud_probability, p.decision,
+            s.model_version, s.fraud_probability, s.decision,
+            lab.is_fraud, lab.label_timestamp, p.scored_at,
+        )
+        .select_from(
+            predictions.join(shadow_predictions, s.prediction_id == p.prediction_id)
+            .outerjoin(labels, lab.transaction_id == p.transaction_id)
+        )
+        .where(p.event_timestamp >= start, p.event_timestamp < end)
+    )  # fmt: skip
+    if challenger_version is not None:
+        query = query.where(s.model_version == challenger_version)
+    if champion_version is not None:
+        query = query.where(p.model_version == champion_version)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    frame = pd.DataFrame(rows, columns=[*PAIR_COLUMNS, "scored_at"])
+    for column in ("event_timestamp", "label_timestamp", "scored_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    frame["is_fraud"] = pd.to_numeric(frame["is_fraud"]).astype(np.float64)
+    frame = (
+        frame.sort_values(["scored_at", "prediction_id"], kind="stable")
+        .drop_duplicates(["transaction_id", "challenger_version"], keep="last")
+        .drop(columns="scored_at")
+        .sort_values(["event_timestamp", "transaction_id"], kind="stable")
+        .reset_index(drop=True)
+    )
+    return frame.astype(
+        {"champion_probability": np.float64, "challenger_probability": np.float64,
+         "amount": np.float64, "champion_version": str, "challenger_version": str}
+    )  # fmt: skip

@@ -2,10 +2,14 @@
 
     fraudops evaluate --model-uri models:/fraud-detector@champion --start 2026-08-01 --days 7
     fraudops promote [--force]
+    fraudops promote --evidence live [--start 2026-09-01 --days 7]
 
 ``promote`` evaluates ``@challenger`` and ``@champion`` on the same recent labelled window
 and moves ``@champion`` only if the challenger does not regress beyond the configured
-tolerances. The comparison and the decision are recorded as tags on the challenger's
+tolerances. With ``evidence="live"`` the window is the live traffic both scored (the
+challenger in shadow, see :mod:`fraudops.comparison`), on the transactions labelled since,
+and nothing changes until at least ``FRAUDOPS_PROMOTE_MIN_LABELLED_FRAUDS`` of them are
+frauds. The comparison and the decision are recorded as tags on the challenger's
 version. Setting the alias by hand in the MLflow UI is equally valid: the scorer follows
 the alias, whoever set it.
 """
@@ -16,8 +20,8 @@ import getpass
 import json
 import logging
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -67,15 +71,21 @@ def recent_window(settings: Settings) -> tuple[date, int]:
     return windows.test_start.date(), settings.test_days
 
 
+Evidence = Literal["offline", "live"]
+
+
 @dataclass
 class PromotionResult:
-    decision: str  # promoted | rejected | unchanged
+    decision: str  # promoted | rejected | unchanged | insufficient_evidence
     reason: str
     challenger_version: str | None
     champion_version: str | None
     challenger_metrics: dict[str, float] | None = None
     champion_metrics: dict[str, float] | None = None
     window: str | None = None
+    evidence: str = "offline"
+    labelled_frauds: int | None = None  # live evidence: frauds among the labelled pairs
+    more_labelled_frauds_needed: int | None = None
 
     def json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -100,8 +110,16 @@ def regressions(settings: Settings, new: dict[str, float], old: dict[str, float]
 
 
 def promote(
-    settings: Settings, force: bool = False, start: date | None = None, days: int | None = None
+    settings: Settings,
+    force: bool = False,
+    start: date | None = None,
+    days: int | None = None,
+    evidence: Evidence = "offline",
 ) -> PromotionResult:
+    """Move @champion to @challenger if the evidence shows no regression. ``evidence``:
+    ``offline`` evaluates both on a labelled window of the offline store (default: the
+    latest); ``live`` compares them on the transactions both scored (default: all of
+    them, else ``[start, start + days)``)."""
     client = registry.configure(settings)
     name = settings.model_name
     challenger = registry.version_for(client, name, registry.CHALLENGER)
@@ -123,6 +141,11 @@ def promote(
         return PromotionResult("unchanged", "the challenger is already the champion",
                                str(challenger.version), str(champion.version))  # fmt: skip
 
+    if evidence == "live":
+        return _promote_on_live_evidence(
+            settings, client, str(challenger.version), str(champion.version), force, start, days,
+            who, now,
+        )  # fmt: skip
     if start is None:
         start, days = recent_window(settings)
     days = days or settings.test_days
@@ -155,9 +178,76 @@ def promote(
     return result
 
 
+def _promote_on_live_evidence(
+    settings: Settings,
+    client: Any,
+    challenger: str,
+    champion: str,
+    force: bool,
+    start: date | None,
+    days: int | None,
+    who: str,
+    now: str,
+) -> PromotionResult:
+    from fraudops import comparison
+
+    if start is None:
+        begin, end = datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+    else:
+        begin = datetime(start.year, start.month, start.day, tzinfo=UTC)
+        end = begin + timedelta(days=days or settings.test_days)
+    pairs = comparison.load_pairs(settings, begin, end, challenger, champion)
+    summary = comparison.compare_pairs(pairs, begin, end)
+    window = f"live {summary.first_event}/{summary.last_event}"
+    needed = settings.promote_min_labelled_frauds
+    enough = summary.frauds >= needed and bool(summary.metrics)
+    new, old = summary.point("challenger"), summary.point("champion")
+    counts = {"transactions": float(summary.transactions), "labelled": float(summary.labelled),
+              "frauds": float(summary.frauds)}  # fmt: skip
+    if not enough:
+        shortfall = (
+            f"{summary.frauds} labelled frauds among the {summary.labelled:,} labelled of the "
+            f"{summary.transactions:,} transactions both scored ({window}); promotion on live "
+            f"evidence needs at least {needed} (FRAUDOPS_PROMOTE_MIN_LABELLED_FRAUDS)"
+            + ("" if summary.metrics or not summary.labelled
+               else " and labelled transactions of both classes")
+        )  # fmt: skip
+        more = max(needed - summary.frauds, 0)
+        if not force:
+            result = PromotionResult(
+                "insufficient_evidence",
+                f"{shortfall}: {more} more needed; nothing changed",
+                challenger, champion, new or None, old or None, window, "live",
+                summary.frauds, more,
+            )  # fmt: skip
+            log.info("v%s: %s", challenger, result.reason)
+            return result
+        problems = [shortfall]
+    else:
+        more = 0
+        problems = regressions(settings, new, old)
+    if problems and not force:
+        decision, reason = "rejected", "; ".join(problems)
+    else:
+        decision = "promoted"
+        if force:
+            reason = f"forced by {who}" + (": " + "; ".join(problems) if problems else "")
+        else:
+            reason = "no regression beyond tolerances on labelled live transactions"
+        registry.set_alias(client, settings.model_name, registry.CHAMPION, challenger)
+    result = PromotionResult(
+        decision, reason, challenger, champion, {**new, **counts}, {**old, **counts}, window,
+        "live", summary.frauds, more,
+    )  # fmt: skip
+    comparison.record(settings, client, summary)
+    record(client, settings.model_name, result, who, now)
+    return result
+
+
 def record(client: Any, name: str, result: PromotionResult, who: str, when: str) -> None:
     registry.tag_version(client, name, result.challenger_version or "", {
         "promotion.decision": result.decision,
+        "promotion.evidence": result.evidence,
         "promotion.reason": result.reason[:4000],
         "promotion.compared_with": result.champion_version or "none",
         "promotion.window": result.window or "",

@@ -37,7 +37,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import accumulate
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -56,16 +55,12 @@ from feast.errors import FeatureViewNotFoundException
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3, _redis_key, compute_versioned_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Int64List, StringList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from fraudops import kernels
 from fraudops.feast_store import FraudOpsOnlineStoreConfig
-from fraudops.features import RunningStats
-from fraudops.realtime import StateBatch, as_strings, fixed_width_ascii
 from fraudops.settings import Settings, get_settings
 
 try:  # redis-py's hiredis parser (see _replies)
@@ -75,8 +70,6 @@ except ImportError:  # pragma: no cover - another redis-py layout: its read_resp
 
 log = logging.getLogger(__name__)
 
-STATE_FEATURES = ("history_time_us", "history_amount", "history_terminal_id", "tx_count",
-                  "amount_mean", "amount_m2", "hour_sin_sum", "hour_cos_sum")  # fmt: skip
 DEFAULT_BATCH_ROWS = 5_000  # rows per pipeline: large enough to hide the round trip
 NANOS = 1_000_000_000
 
@@ -616,32 +609,8 @@ def _decoder(value_type: ValueType) -> Callable[[bytes | None], Any]:
     return decode
 
 
-def _array_decoder(value_type: ValueType) -> Callable[[bytes | None], Any]:
-    """:func:`_decoder`, with int64 and double lists as numpy arrays read straight from
-    the packed bytes (building a Python number per element was a fifth of the stream
-    consumer's time); other layouts fall back to protobuf."""
-    general = _decoder(value_type)
-    if value_type == ValueType.DOUBLE_LIST:
-        tag, unpack = _DOUBLE_LIST_TAG[0], _unpack_doubles
-    elif value_type == ValueType.INT64_LIST:
-        tag, unpack = _INT64_LIST_TAG[0], _unpack_int64s
-    else:
-        return general
-
-    def decode(raw: bytes | None) -> Any:
-        if raw and raw[0] == tag:
-            payload = _packed_payload(raw)
-            if payload is not None:
-                values = unpack(payload)
-                if values is not None:
-                    return values
-        decoded = general(raw)
-        return decoded if decoded is None else np.asarray(decoded, dtype=_LIST_DTYPES[tag])
-
-    return decode
 
 
-_LIST_DTYPES = {_DOUBLE_LIST_TAG[0]: np.float64, _INT64_LIST_TAG[0]: np.int64}
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -738,9 +707,7 @@ class FastRedisReader:
             raise ValueError(
                 f"features {duplicated} come from more than one view; pass full_feature_names=True"
             )
-        # arrays=True: numeric lists come back as numpy arrays (the scorer's state path)
-        make = _array_decoder if arrays else _decoder
-        self._decoders = [[make(t) for t in spec.types] for spec in self.views]
+        self._decoders = [[_decoder(t) for t in spec.types] for spec in self.views]
         self._hmget_fields = [[*spec.fields, spec.ts_field] for spec in self.views]
         self._hmget_parts = [
             (b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(fields)), b"".join(map(_bulk, fields)))
@@ -859,103 +826,10 @@ def _message(tag: bytes, body: bytes) -> bytes:
     return tag + _varint(len(body)) + body
 
 
-def encode_state(state: Any) -> tuple[bytes, ...]:
-    """The serialized Values of a ``CustomerState`` in ``STATE_FEATURES`` order: byte for
-    byte what protobuf makes of ``Value(int64_list_val=...)`` and so on (tested), without
-    building messages, which cost more than the rest of a state write."""
-    stats = state.stats
-    times = Int64List(val=state.history_time_us.tolist()).SerializeToString()
-    amounts = np.ascontiguousarray(state.history_amount, dtype="<f8").tobytes()
-    terminals = StringList(val=state.history_terminal_id.tolist()).SerializeToString()
-    return (
-        _message(_INT64_LIST_TAG, times),
-        _message(_DOUBLE_LIST_TAG, _message(_VAL, amounts) if amounts else b""),
-        _message(_STRING_LIST_TAG, terminals),
-        bytes([_INT64_TAG]) + _varint(int(stats.count[0])),
-        *(
-            bytes([_DOUBLE_TAG]) + _DOUBLE_SCALAR.pack(float(getattr(stats, name)[0]))
-            for name in ("amount_mean", "amount_m2", "hour_sin_sum", "hour_cos_sum")
-        ),
-    )
 
 
-def encode_state_batch(batch: StateBatch) -> list[tuple[bytes, ...]]:
-    """:func:`encode_state` for every customer of a :class:`StateBatch`, byte for byte the
-    same (tested), with the numbers of all customers encoded by a few array operations."""
-    bounds = batch.bounds.tolist()
-    time_values = _time_list_values(batch)
-    amounts = np.ascontiguousarray(batch.history_amount, dtype="<f8").tobytes()
-    fixed = fixed_width_ascii(batch.history_terminal_id)
-    if fixed is not None:  # [0x0a, the width's varint, the id's bytes] per id, all at once
-        width = fixed.dtype.itemsize
-        header = np.frombuffer(_VAL + _varint(width), dtype=np.uint8)
-        step = len(header) + width
-        entries = np.empty((len(fixed), step), dtype=np.uint8)
-        entries[:, : len(header)] = header
-        entries[:, len(header) :] = np.frombuffer(fixed.tobytes(), np.uint8).reshape(-1, width)
-        entry_bytes = entries.tobytes()
-    else:
-        terminals = as_strings(batch.history_terminal_id).tolist()
-    stats = batch.stats
-    counts = np.asarray(stats.count).astype(np.int64).tolist()
-    doubles = [stats.amount_mean, stats.amount_m2, stats.hour_sin_sum, stats.hour_cos_sum]
-    scalar_bytes = np.stack(
-        [_tagged_fixed(_DOUBLE_TAG, np.asarray(v, np.float64), "<f8")[0] for v in doubles], axis=1
-    ).tobytes()  # per customer: its 4 doubles, 9 bytes each
-    out: list[tuple[bytes, ...]] = []
-    for g, count in enumerate(counts):
-        lo, hi = bounds[g], bounds[g + 1]
-        amount_bytes = amounts[8 * lo : 8 * hi]
-        at = 36 * g
-        out.append((
-            time_values[g],
-            _message(_DOUBLE_LIST_TAG, _message(_VAL, amount_bytes) if amount_bytes else b""),
-            _message(_STRING_LIST_TAG, entry_bytes[step * lo : step * hi] if fixed is not None
-                     else StringList(val=terminals[lo:hi]).SerializeToString()),
-            bytes([_INT64_TAG]) + _varint(count),
-            scalar_bytes[at : at + 9], scalar_bytes[at + 9 : at + 18],
-            scalar_bytes[at + 18 : at + 27], scalar_bytes[at + 27 : at + 36],
-        ))  # fmt: skip
-    return out
 
 
-def _compiled_hsets(
-    batch: StateBatch, keys: list[bytes], head: bytes, fields: list[bytes], tail: bytes, size: int
-) -> list[tuple[bytes, int]] | None:
-    """The HSET commands of :meth:`FastRedisWriter.write_states` for a batch, built by the
-    compiled encoder (:func:`fraudops.kernels.encode_state_hsets`) in pipelines of ``size``
-    commands; None when terminal ids are not fixed-width ASCII (the Python path then
-    writes them). Measured on the states of 16 customers (0-200 transactions each, ids of
-    7 bytes): 43 µs, against 132 µs for :func:`encode_state_batch` and the commands'
-    concatenation."""
-    ids = batch.history_terminal_id
-    terminals = fixed_width_ascii(ids) if len(ids) else np.zeros(0, dtype="S1")
-    if terminals is None:
-        return None
-    width = terminals.dtype.itemsize
-    stats = batch.stats
-    key_ends = np.zeros(len(keys) + 1, dtype=np.int64)
-    np.cumsum([len(key) for key in keys], out=key_ends[1:])
-    field_ends = np.zeros(len(fields) + 1, dtype=np.int64)
-    np.cumsum([len(field) for field in fields], out=field_ends[1:])
-    doubles = np.stack([stats.amount_mean, stats.amount_m2, stats.hour_sin_sum,
-                        stats.hour_cos_sum], axis=1).astype(np.float64)  # fmt: skip
-    buffer, ends = kernels.encode_state_hsets(
-        np.frombuffer(head, np.uint8), np.frombuffer(b"".join(keys), np.uint8), key_ends,
-        np.frombuffer(b"".join(fields), np.uint8), field_ends, np.frombuffer(tail, np.uint8),
-        np.require(batch.bounds, np.int64, _WRITABLE),
-        np.require(batch.history_time_us, np.int64, _WRITABLE),
-        np.require(batch.history_amount, np.float64, _WRITABLE).view(np.uint64),
-        np.frombuffer(terminals.tobytes(), np.uint8).reshape(len(terminals), width),
-        np.asarray(stats.count).astype(np.int64), doubles.view(np.uint64),
-        _STATE_TAGS,
-    )  # fmt: skip
-    blob, at = buffer.tobytes(), ends.tolist()
-    count = len(keys)
-    return [
-        (blob[at[lo] : at[min(lo + size, count)]], min(lo + size, count) - lo)
-        for lo in range(0, count, size)
-    ]
 
 
 _WRITABLE: list[Literal["C", "W"]] = ["C", "W"]  # np.require: the kinds warm_up compiled
@@ -965,103 +839,12 @@ _STATE_TAGS = np.array(
 )  # fmt: skip
 
 
-def _time_list_values(batch: StateBatch) -> list[bytes]:
-    """Each customer's ``history_time_us`` as a serialized int64 list ``Value``: by the
-    compiled encoder (:func:`fraudops.kernels.encode_int64_lists`) or with numpy."""
-    if kernels.available():
-        ints = np.int64
-        buffer, ends = kernels.encode_int64_lists(
-            np.ascontiguousarray(batch.bounds, ints),
-            np.ascontiguousarray(batch.history_time_us, ints), _INT64_LIST_TAG[0], _VAL[0],
-        )  # fmt: skip
-        blob, at = buffer.tobytes(), ends.tolist()
-        return [blob[at[g] : at[g + 1]] for g in range(len(batch))]
-    bounds = batch.bounds.tolist()
-    varints, lengths = _varints(batch.history_time_us)
-    time_bytes = varints[np.arange(varints.shape[1]) < lengths[:, None]].tobytes()
-    time_ends = [0, *np.cumsum(lengths).tolist()]  # byte offset of each time
-    values = []
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        time_list = time_bytes[time_ends[lo] : time_ends[hi]]
-        values.append(_message(_INT64_LIST_TAG, _message(_VAL, time_list) if time_list else b""))
-    return values
 
 
-def decode_state_batch(
-    customers: list[str], replies: Sequence[Sequence[bytes | None]]
-) -> StateBatch:
-    """The states of ``customers`` from their hashes' ``STATE_FEATURES`` fields (one reply
-    per customer, fields in that order), decoded column by column: the bytes that
-    :func:`encode_state` writes are unpacked for all customers at once; anything laid out
-    otherwise (another writer's Values) goes through the per-value decoders. A customer
-    without a stored history starts empty, as :meth:`CustomerState.from_row` does."""
-    if kernels.available():
-        decoded = _decode_compiled(customers, replies)
-        if decoded is not None:
-            return decoded
-    # a customer without a history has an empty state, whatever else its hash holds
-    replies = [reply if reply[0] else (None,) * len(STATE_FEATURES) for reply in replies]
-    times, lengths = _joined_lists([r[0] for r in replies], ValueType.INT64_LIST)
-    amounts, amount_lengths = _joined_lists([r[1] for r in replies], ValueType.DOUBLE_LIST)
-    terminals, terminal_lengths = _joined_strings([r[2] for r in replies])
-    if lengths != amount_lengths or lengths != terminal_lengths:
-        bad = next(customers[g] for g, n in enumerate(lengths)
-                   if n != amount_lengths[g] or n != terminal_lengths[g])  # fmt: skip
-        raise ValueError(f"the stored state of customer {bad!r} has lists of different lengths")
-    bounds = np.zeros(len(replies) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=bounds[1:])
-    doubles = []
-    for field in range(4, 8):  # the running stats; absent: 0
-        raws = [r[field] for r in replies]
-        values = decode_numbers(raws, ValueType.DOUBLE)
-        values[[not raw for raw in raws]] = 0.0
-        doubles.append(values)
-    count = _decoder(ValueType.INT64)
-    counts = np.array([float(count(r[3]) or 0) for r in replies])
-    return StateBatch(
-        list(customers), bounds, times, amounts, terminals,
-        RunningStats(counts, *doubles), _last_times(bounds, times),
-    )  # fmt: skip
 
 
-def _decode_compiled(
-    customers: list[str], replies: Sequence[Sequence[bytes | None]]
-) -> StateBatch | None:
-    """:func:`decode_state_batch` by the compiled decoder (:func:`fraudops.kernels.decode_states`),
-    or None where it finds another layout. Measured on the states of 16 customers (0-200
-    transactions each): 42 µs, against 121 µs column by column."""
-    if not replies:
-        return None
-    stride = len(replies[0])  # the state's fields, maybe followed by others (its write time)
-    flat = [raw or b"" for reply in replies for raw in reply]
-    if stride < len(STATE_FEATURES) or len(flat) != stride * len(replies):
-        return None
-    ends = np.fromiter(accumulate(map(len, flat)), np.int64, len(flat))
-    data = np.frombuffer(b"".join(flat), np.uint8)
-    ok, lengths, times, amounts, ids, width, stats = kernels.decode_states(
-        data, ends, stride, _STATE_TAGS
-    )
-    if not ok:
-        return None
-    times = times.view(np.int64)
-    bounds = np.zeros(len(replies) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=bounds[1:])
-    terminals = ids.view(f"S{width}") if width else np.zeros(0, dtype=object)
-    doubles = stats[:, 1:].view(np.float64)
-    return StateBatch(
-        list(customers), bounds, times, amounts.view(np.float64), terminals,
-        RunningStats(stats[:, 0].view(np.int64).astype(np.float64),
-                     *(np.ascontiguousarray(doubles[:, k]) for k in range(4))),
-        _last_times(bounds, times),
-    )  # fmt: skip
 
 
-def _last_times(bounds: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """Each customer's newest history time (histories sorted by time), 0 when empty."""
-    nonempty = bounds[1:] > bounds[:-1]
-    last = np.zeros(len(bounds) - 1, dtype=np.int64)
-    last[nonempty] = times[bounds[1:][nonempty] - 1]
-    return last
 
 
 def _packed_doubles(raws: Sequence[bytes | None]) -> np.ndarray | None:
@@ -1108,66 +891,8 @@ def decode_event_times_us(raws: Sequence[bytes | None]) -> np.ndarray:
     return np.array([np.nan if s is None else s * 1e6 for s in seconds], dtype=np.float64)
 
 
-def _joined_lists(raws: list[bytes | None], value_type: ValueType) -> tuple[np.ndarray, list[int]]:
-    """Int64 or double list Values, concatenated, and each one's length (None: empty)."""
-    tag, unpack, dtype = {
-        ValueType.INT64_LIST: (_INT64_LIST_TAG[0], _unpack_int64s, np.int64),
-        ValueType.DOUBLE_LIST: (_DOUBLE_LIST_TAG[0], _unpack_doubles, np.float64),
-    }[value_type]
-    if kernels.available():  # compiled: all the customers' lists in one call
-        blob = b"".join([raw or b"" for raw in raws])
-        ends = np.fromiter(accumulate(len(raw or b"") for raw in raws), np.int64, len(raws))
-        bits, counts, packed = kernels.decode_number_lists(
-            np.frombuffer(blob, np.uint8), ends, tag, _VAL[0], dtype is np.float64
-        )
-        if packed:
-            return bits.view(dtype), counts.tolist()
-    payloads = []
-    for raw in raws:
-        payload = (_packed_payload(raw) if raw[0] == tag else None) if raw else memoryview(b"")
-        if payload is None or len(payload) % 8:
-            break
-        payloads.append(payload)
-    else:
-        values = unpack(memoryview(b"".join(payloads)))
-        if values is not None:
-            return values, [len(p) // 8 for p in payloads]
-    decode = _array_decoder(value_type)  # some other layout: value by value
-    arrays = [np.zeros(0, dtype) if not raw else decode(raw) for raw in raws]
-    return np.concatenate([np.zeros(0, dtype), *arrays]).astype(dtype), [len(a) for a in arrays]
 
 
-def _joined_strings(raws: list[bytes | None]) -> tuple[np.ndarray, list[int]]:
-    """String list Values as one array, and each one's length (None: empty). Lists of
-    ASCII strings of one width (terminal ids) come back as a numpy ``S`` array split by
-    numpy (protobuf's own repeated field costs ~0.15 µs per string); others as ``str``
-    objects."""
-    payloads: list[bytes | memoryview] = []
-    for raw in raws:
-        if not raw:
-            payloads.append(b"")
-            continue
-        if raw[0] != _STRING_LIST_TAG[0]:
-            break
-        length, pos = _read_varint(raw, 1)
-        if pos + length != len(raw):
-            break
-        payloads.append(memoryview(raw)[pos:])
-    else:
-        joined = b"".join(payloads)
-        width = joined[1] if len(joined) > 1 else 0
-        if 0 < width < 0x80 and all(len(p) % (width + 2) == 0 for p in payloads):
-            entries = np.frombuffer(joined, dtype=np.uint8).reshape(-1, width + 2)
-            text = entries[:, 2:]
-            if ((entries[:, 0] == _VAL[0]).all() and (entries[:, 1] == width).all()
-                    and ((text > 0) & (text < 0x80)).all()):  # fmt: skip
-                ids = np.ascontiguousarray(text).view(f"S{width}").ravel()
-                return ids, [len(p) // (width + 2) for p in payloads]
-    decode = _decoder(ValueType.STRING_LIST)
-    lists = [decode(raw) or [] if raw else [] for raw in raws]
-    flat = np.empty(sum(map(len, lists)), dtype=object)
-    flat[:] = [s for strings in lists for s in strings]
-    return flat, [len(strings) for strings in lists]
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -1244,42 +969,6 @@ class FastRedisWriter:
                 progress(done, total)
         return len(rows)
 
-    def write_states(
-        self,
-        view_name: str,
-        states: Mapping[str, Any] | StateBatch,
-        written_at: datetime,
-        wait: bool = True,
-    ) -> None:
-        """Customer states (``CustomerState`` by customer, or a ``StateBatch``) straight to
-        their hashes, one pre-encoded HSET each: the bytes ``write`` produces for the same
-        rows, without a DataFrame or Feast's converters (see :func:`encode_state`).
-        ``wait=False`` returns once the commands are sent (see :func:`_pipelined`)."""
-        spec = self.view(view_name)
-        if spec.features != STATE_FEATURES:
-            raise ValueError(f"{view_name} stores {spec.features}, not {STATE_FEATURES}")
-        written_at = _utc(written_at)
-        stamp = Timestamp(seconds=int(written_at.timestamp()), nanos=written_at.microsecond * 1000)
-        ts = _bulk(spec.ts_field) + _bulk(stamp.SerializeToString())
-        head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(spec.fields) + 1))
-        fields = [_bulk(field) for field in spec.fields]
-        customers = states.customers if isinstance(states, StateBatch) else list(states)
-        keys = self.layout.entity_keys(spec.join_key, customers, spec.join_key_type)
-        payloads: Iterable[tuple[bytes, int]] | None = None
-        if isinstance(states, StateBatch) and kernels.available():
-            payloads = _compiled_hsets(states, keys, head, fields, ts, self.batch_size)
-        if payloads is None:
-            if isinstance(states, StateBatch):
-                encoded = encode_state_batch(states)
-            else:
-                encoded = [encode_state(s) for s in states.values()]
-            commands = []
-            for key, values in zip(keys, encoded, strict=True):
-                body = b"".join([f + _bulk(v) for f, v in zip(fields, values, strict=True)])
-                commands.append(head + _bulk(key) + body + ts)
-            payloads = _batched(commands, self.batch_size)
-        for _ in _pipelined(self.client, payloads, wait=wait):
-            pass
 
     def _newer_rows(self, spec: _ViewSpec, keys: list[bytes], time_ns: np.ndarray) -> np.ndarray:
         """Positions of the rows to write: per entity its newest row (the first of equals),

@@ -14,8 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -26,9 +25,9 @@ from fraudops import contract as c
 from fraudops import registry
 from fraudops.contract import Transaction
 from fraudops.feast_store import feature_service, get_store, service_feature_names
-from fraudops.features import MISSING_FEATURE_VALUE
 from fraudops.model import FraudModel
-from fraudops.online import OnlineFeatures, ScoredFeatures, assemble
+from fraudops.online import OnlineFeatures
+from fraudops.realtime import Before, Conflict, InFlight, Replayed
 from fraudops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,10 +38,22 @@ class NotReady(RuntimeError):
     """The scorer cannot serve: no champion, or the model and feature store disagree."""
 
 
-class FailedAfterCommit(RuntimeError):
-    """Scoring failed after the transactions' customer states were written: scoring them
-    again would count each twice in its customer's real-time features, so callers must
-    not retry them (:class:`Coalescer` does not)."""
+class IdempotencyConflict(ValueError):
+    """A ``transaction_id`` scored before came again with other values."""
+
+    def __init__(self, transaction_id: str, fields: list[str]):
+        self.transaction_id = transaction_id
+        self.fields = fields
+        super().__init__(
+            f"transaction_id {transaction_id!r} was scored before with another "
+            f"{', '.join(fields)}: a retry must send the same transaction; a new transaction "
+            "needs a new id"
+        )
+
+
+class StillScoring(RuntimeError):
+    """The same transaction is being scored by another request right now: ask again
+    shortly for its result (:func:`score_until_done`)."""
 
 
 @dataclass(frozen=True)
@@ -62,26 +73,22 @@ class ScoreResult:
     model_version: str
     degraded: bool
     latency_ms: float
+    replayed: bool = False  # the stored result of an earlier request with this id
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
 
+    def stored(self) -> dict[str, Any]:
+        """What a retry of the transaction gets back."""
+        return {k: v for k, v in self.__dict__.items() if k != "replayed"}
+
+
+Outcome = ScoreResult | IdempotencyConflict | StillScoring
+
 
 class ScoringCore:
-    def __init__(
-        self,
-        settings: Settings,
-        prediction_log: Any | None = None,
-        wait_for_state_writes: bool = True,
-    ):
-        """``wait_for_state_writes=False`` (the HTTP service) answers once a customer's new
-        state is sent to Redis, without waiting for Redis's reply, which the next read on
-        that connection takes: one round trip per request instead of two. A write that
-        then fails (Redis gone) is lost as in any outage, and the answer, already sent,
-        was scored on features read normally. The stream consumer waits: it acknowledges
-        events only once their effects are stored."""
+    def __init__(self, settings: Settings, prediction_log: Any | None = None):
         self.settings = settings
-        self.wait_for_state_writes = wait_for_state_writes
         self.client = registry.configure(settings)
         self.store = get_store()
         self.prediction_log = prediction_log
@@ -90,7 +97,6 @@ class ScoringCore:
         self.current: LoadedModel = self._load_champion()
         self.degraded_since: float | None = None
         self._next_store_try = 0.0  # monotonic time of the next try while degraded
-        self._locks = CustomerLocks(single=settings.online_store == "sqlite")
         self.listeners: list[Callable[[dict[str, Any]], None]] = []  # called with status()
         freshness = feature_freshness(self.store.list_feature_views(), datetime.now(UTC))
         never = sorted(view for view, age in freshness.items() if age is None)
@@ -126,7 +132,7 @@ class ScoringCore:
                 "feature repository"
             )
         model.prepare_explanations()  # here, not on the event loop at the first review
-        return LoadedModel(model, version, OnlineFeatures(self.store, service))
+        return LoadedModel(model, version, OnlineFeatures(self.store, service, self.settings))
 
     def champion_version(self) -> str | None:
         mv = registry.version_for(self.client, self.settings.model_name, registry.CHAMPION)
@@ -191,66 +197,103 @@ class ScoringCore:
         source: str = "http",
         prediction_ids: list[str] | None = None,
         log_via: Callable[[list[dict[str, Any]]], object] | None = None,
-    ) -> list[ScoreResult]:
-        """Score transactions and log them. ``prediction_ids`` (default: random) make a
-        retried batch idempotent in the log; ``log_via`` hands the records to the caller's
-        function instead of the log's writer thread (the stream consumer makes them
-        durable itself before it acknowledges)."""
+    ) -> list[Outcome]:
+        """Score transactions, exactly once each, and log those scored now.
+
+        Each transaction is committed to its customer's real-time state, which returns
+        what came before it (:mod:`fraudops.realtime`). A ``transaction_id`` committed
+        before gets its first result back (``replayed``), an :class:`IdempotencyConflict`
+        if its values differ, or :class:`StillScoring` while the first request is still
+        being scored; none of these changes any state or writes a log record.
+        ``prediction_ids`` (default: random) name the log records; ``log_via`` hands the
+        records to the caller's function instead of the log's writer thread (the stream
+        consumer makes them durable itself before it acknowledges)."""
         started = time.perf_counter()
         loaded = self.current
-        tx = frame(transactions)
-        degraded = False
         model = loaded.model
-        # Reading a customer's state and writing it back must not interleave with another
-        # request for the same customer (and Feast's SQLite store is one connection). The
-        # write is sent within the request: measured here, handing it to a writer thread
-        # cost more (thread wake-ups, GIL hand-offs) than the round trip; instead its reply
-        # may be left for the next read (``wait_for_state_writes``).
-        with self._locks.hold(tx[c.CUSTOMER_ID]):
-            features = None
-            if self._store_worth_trying():
-                try:
-                    features = loaded.online.compute(tx)
-                except Exception as exc:  # online store unreachable: documented degraded mode
-                    if not is_store_outage(exc):
-                        raise
-                    self._note_outage(exc)
-            if features is None:
-                degraded = True
-                rows = len(transactions)
-                features = assemble(loaded.online.names, tx, {}, defaults_for(loaded.online, rows))
-            probability = model.predict_proba(features.matrix)
-            if not degraded:
-                try:
-                    loaded.online.commit(features, wait=self.wait_for_state_writes)
-                    self._note_recovery()
-                except Exception as exc:
-                    if not is_store_outage(exc):
-                        raise
-                    degraded = True
-                    self._note_outage(exc)
-        try:  # decisions, reasons, results and the log records
+        # the first of repeated ids in one call stands for the others
+        first: dict[str, int] = {}
+        unique = [i for i, t in enumerate(transactions)
+                  if first.setdefault(t.transaction_id, i) == i]  # fmt: skip
+        todo = [transactions[i] for i in unique]
+        tx = frame(todo)
+        scored = None
+        if self._store_worth_trying():
+            try:
+                scored = loaded.online.compute(tx)
+                self._note_recovery()
+            except Exception as exc:  # online store unreachable: documented degraded mode
+                if not is_store_outage(exc):
+                    raise
+                self._note_outage(exc)
+        outcomes: list[Outcome | None] = [None] * len(todo)
+        if scored is None:  # degraded: nothing committed, scored on default features
+            rows = np.arange(len(todo))
+            matrix = loaded.online.defaults(tx)
+            seqs: list[int | None] = [None] * len(todo)
+        else:
+            rows, matrix = scored.rows, scored.matrix
+            seqs = [o.seq if isinstance(o, Before) else None for o in scored.outcomes]
+            for i, o in enumerate(scored.outcomes):
+                if isinstance(o, Replayed):
+                    outcomes[i] = ScoreResult(**o.result, replayed=True)
+                elif isinstance(o, Conflict):
+                    outcomes[i] = IdempotencyConflict(todo[i].transaction_id, o.fields)
+                elif isinstance(o, InFlight):
+                    outcomes[i] = StillScoring(todo[i].transaction_id)
+        degraded = scored is None
+        new: list[ScoreResult] = []
+        if len(rows):
+            probability = model.predict_proba(matrix)
             decisions = model.decide(
                 probability, self.settings.review_threshold, self.settings.block_threshold
             )
             if degraded and self.settings.degraded_policy == "review":
                 decisions = np.where(decisions == "approve", "review", decisions)
-            reasons = explain(model, features, decisions)
+            reasons = explain(model, matrix, loaded.online.names, decisions)
             latency_ms = (time.perf_counter() - started) * 1000
-            version = loaded.version
-            results = [
-                ScoreResult(t.transaction_id, float(p), str(d), r, version, degraded, latency_ms)
-                for t, p, d, r in zip(transactions, probability, decisions, reasons, strict=True)
-            ]
+            for k, i in enumerate(rows.tolist()):
+                result = ScoreResult(todo[i].transaction_id, float(probability[k]),
+                                     str(decisions[k]), reasons[k], loaded.version, degraded,
+                                     latency_ms)  # fmt: skip
+                outcomes[i] = result
+                new.append(result)
+            # logged first, then kept for retries: if either fails, the transaction is
+            # finished by the next request with its id (same features, same log record id)
             if log_via is None and self.prediction_log is not None:
                 log_via = self.prediction_log.submit
             if log_via is not None:
-                log_via(records(transactions, results, features, source, prediction_ids))
-            return results
+                picked = [todo[i] for i in rows.tolist()]
+                if prediction_ids:
+                    ids = [prediction_ids[unique[i]] for i in rows.tolist()]
+                elif not degraded:
+                    ids = [committed_prediction_id(t.transaction_id) for t in picked]
+                else:  # not committed: a retry, once the store is back, is a new record
+                    ids = new_prediction_ids(len(picked))
+                log_via(records(picked, new, matrix, loaded.online.names, source, ids,
+                                [seqs[i] for i in rows.tolist()]))  # fmt: skip
+            if not degraded:
+                self._keep_results([(scored.commits[i], outcomes[i]) for i in rows.tolist()])  # type: ignore[union-attr]
+        by_id = {todo[i].transaction_id: outcomes[i] for i in range(len(todo))}
+        answers: list[Outcome] = []
+        for n, t in enumerate(transactions):
+            answer = by_id[t.transaction_id]
+            if first[t.transaction_id] != n and isinstance(answer, ScoreResult):
+                fields = _differing(transactions[first[t.transaction_id]], t)
+                answer = (IdempotencyConflict(t.transaction_id, fields) if fields
+                          else ScoreResult(**answer.stored(), replayed=True))  # fmt: skip
+            answers.append(answer)  # type: ignore[arg-type]
+        return answers
+
+    def _keep_results(self, items: list[tuple[Any, ScoreResult]]) -> None:
+        """Store the results for retries. If this fails, the transactions stay committed
+        and a retry finishes them once their lease runs out."""
+        try:
+            self.current.online.state.save_results((commit, r.stored()) for commit, r in items)
         except Exception as exc:
-            if degraded:  # no state was written: scoring them again is safe
+            if not is_store_outage(exc):
                 raise
-            raise FailedAfterCommit(f"scoring failed after the states were written: {exc}") from exc
+            log.warning("results not kept for retries (online store unreachable): %s", exc)
 
     def _store_worth_trying(self) -> bool:
         """While the online store is down, one request per ``outage_retry_seconds`` tries
@@ -320,7 +363,7 @@ class Coalescer:
 
     def __init__(
         self,
-        score: Callable[[list[Transaction]], list[ScoreResult]],
+        score: Callable[[list[Transaction]], list[Outcome]],
         max_turns: int = 16,
         max_batch: int = 256,
     ):
@@ -349,15 +392,13 @@ class Coalescer:
         batch, self._waiting = self._waiting, []
         try:
             results = self._score([transaction for transaction, _ in batch])
-        except FailedAfterCommit as exc:  # their states are written: never scored twice
-            for _, future in batch:
-                _settle(future, error=exc)
-            return
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0][1], error=exc)
                 return
-            for transaction, future in batch:  # which one broke it: alone, it fails alone
+            # which one broke it: alone, it fails alone (the others, committed already,
+            # are found committed and finished; see fraudops.realtime)
+            for transaction, future in batch:
                 try:
                     _settle(future, self._score([transaction])[0])
                 except Exception as error:
@@ -367,43 +408,75 @@ class Coalescer:
             _settle(future, result)
 
 
+async def score_batch_until_done(
+    score: Callable[[list[Transaction]], list[Outcome]],
+    transactions: list[Transaction],
+    patience_s: float = 5.0,
+) -> list[ScoreResult]:
+    """:func:`score_until_done` for a batch: the transactions still being scored elsewhere
+    are asked for again until their results are kept. Raises the first
+    :class:`IdempotencyConflict` (naming every conflicting id)."""
+    outcomes = score(transactions)
+    conflicts = [o for o in outcomes if isinstance(o, IdempotencyConflict)]
+    if conflicts:
+        first = conflicts[0]
+        if len(conflicts) > 1:
+            others = ", ".join(repr(o.transaction_id) for o in conflicts[1:6])
+            first.args = (f"{first}; also transaction_id {others}",)
+        raise first
+    deadline = time.monotonic() + patience_s
+    wait = 0.002
+    while True:
+        waiting = [i for i, o in enumerate(outcomes) if isinstance(o, StillScoring)]
+        if not waiting:
+            return cast(list[ScoreResult], outcomes)
+        if time.monotonic() > deadline:
+            raise outcomes[waiting[0]]  # type: ignore[misc]
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, 0.05)
+        for i, outcome in zip(waiting, score([transactions[i] for i in waiting]), strict=True):
+            if isinstance(outcome, IdempotencyConflict):
+                raise outcome
+            outcomes[i] = outcome
+
+
+async def score_until_done(
+    score: Callable[[], Awaitable[ScoreResult]], patience_s: float = 5.0
+) -> ScoreResult:
+    """``score()``, asked again while the same transaction is being scored elsewhere
+    (:class:`StillScoring`), until its result is kept or its lease runs out."""
+    deadline = time.monotonic() + patience_s
+    wait = 0.002
+    while True:
+        try:
+            return await score()
+        except StillScoring:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 0.05)
+
+
 def _settle(
     future: asyncio.Future[ScoreResult],
-    result: ScoreResult | None = None,
+    result: Outcome | None = None,
     error: Exception | None = None,
 ) -> None:
     if future.done():  # a request cancelled meanwhile (client gone)
         return
+    if isinstance(result, Exception):
+        error = result
     if error is not None:
         future.set_exception(error)
     else:
         future.set_result(cast(ScoreResult, result))
 
 
-class CustomerLocks:
-    """Striped per-customer locks for one process; one lock for everything when the store
-    is SQLite (Feast shares one connection, and its rows per feature could be read half
-    written). Locks are always taken in the same order, so batches cannot deadlock."""
+def commits_for(transactions: list[Transaction]) -> list[Any]:
+    """The state-store commits of transactions (for tools and tests)."""
+    from fraudops.online import commits_of
 
-    STRIPES = 64
-
-    def __init__(self, single: bool):
-        self.single = single
-        self._locks = [threading.Lock() for _ in range(1 if single else self.STRIPES)]
-
-    @contextmanager
-    def hold(self, customers: Any) -> Iterator[None]:
-        if self.single:
-            stripes = [0]
-        else:
-            stripes = sorted({hash(customer) % self.STRIPES for customer in customers})
-        for stripe in stripes:
-            self._locks[stripe].acquire()
-        try:
-            yield
-        finally:
-            for stripe in reversed(stripes):
-                self._locks[stripe].release()
+    return commits_of(frame(transactions))
 
 
 def frame(transactions: list[Transaction]) -> dict[str, np.ndarray]:
@@ -422,12 +495,6 @@ def frame(transactions: list[Transaction]) -> dict[str, np.ndarray]:
     }
 
 
-def defaults_for(online: OnlineFeatures, rows: int) -> dict[str, np.ndarray]:
-    return {
-        name: np.full(rows, MISSING_FEATURE_VALUE) for _, names in online.lookups for name in names
-    }
-
-
 def is_store_outage(exc: Exception) -> bool:
     import sqlite3
 
@@ -438,7 +505,7 @@ def is_store_outage(exc: Exception) -> bool:
 
 
 def explain(
-    model: FraudModel, features: ScoredFeatures, decisions: np.ndarray
+    model: FraudModel, matrix: np.ndarray, names: list[str], decisions: np.ndarray
 ) -> list[list[dict[str, Any]]]:
     """The top contributions (:meth:`FraudModel.contributions`, path attributions) for
     review and block decisions: analysts read reasons for the transactions they look at,
@@ -447,13 +514,12 @@ def explain(
     flagged = np.flatnonzero(decisions != "approve")
     if len(flagged) == 0:
         return reasons
-    matrix = features.matrix[flagged]
-    contributions = model.contributions(matrix)[:, :-1]
+    picked = matrix[flagged]
+    contributions = model.contributions(picked)[:, :-1]
     top = np.argsort(-contributions, axis=1, kind="stable")[:, :TOP_REASONS]
     rows = np.arange(len(flagged))[:, None]
-    values = matrix[rows, top].tolist()
+    values = picked[rows, top].tolist()
     amounts = np.round(contributions[rows, top], 6).tolist()
-    names = features.names
     for k, i in enumerate(flagged.tolist()):
         reasons[i] = [
             {"feature": names[j], "value": v, "contribution": a}
@@ -462,16 +528,25 @@ def explain(
     return reasons
 
 
+def _differing(first: Transaction, again: Transaction) -> list[str]:
+    """Request fields in which a repeated transaction id differs from its first use."""
+    return [name for name in ("customer_id", "terminal_id", "amount", "timestamp")
+            if getattr(first, name) != getattr(again, name)]  # fmt: skip
+
+
 def records(
     transactions: list[Transaction],
     results: list[ScoreResult],
-    features: ScoredFeatures,
+    matrix: np.ndarray,
+    names: list[str],
     source: str,
     prediction_ids: list[str] | None = None,
+    commit_seqs: list[int | None] | None = None,
 ) -> list[dict[str, Any]]:
     scored_at = datetime.now(UTC)
     ids = prediction_ids or new_prediction_ids(len(transactions))
-    rows = features.matrix.tolist()
+    seqs = commit_seqs or [None] * len(transactions)
+    rows = matrix.tolist()
     return [
         {
             "prediction_id": ids[i],
@@ -481,7 +556,7 @@ def records(
             "customer_id": t.customer_id,
             "terminal_id": t.terminal_id,
             "amount": t.amount,
-            "features": dict(zip(features.names, rows[i], strict=True)),
+            "features": dict(zip(names, rows[i], strict=True)),
             "fraud_probability": r.fraud_probability,
             "decision": r.decision,
             "reasons": r.reasons,
@@ -489,9 +564,19 @@ def records(
             "latency_ms": r.latency_ms,
             "degraded": r.degraded,
             "source": source,
+            "commit_seq": seqs[i],
         }
         for i, (t, r) in enumerate(zip(transactions, results, strict=True))
     ]
+
+
+def committed_prediction_id(transaction_id: str) -> str:
+    """The log record id of a transaction committed to the state: the same whoever
+    finishes it, so a transaction finished twice (its first scorer died after logging)
+    is logged once."""
+    import hashlib
+
+    return "tx:" + hashlib.blake2b(transaction_id.encode(), digest_size=16).hexdigest()
 
 
 def new_prediction_ids(count: int) -> list[str]:

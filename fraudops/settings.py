@@ -12,7 +12,7 @@ Read settings through :func:`get_settings` (cached); tests call ``get_settings.c
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -128,8 +128,21 @@ class Settings(MonitorSettings):
         "redis://127.0.0.1:6379/0",
         description="Redis URL for the online store and streams (`redis://[:password@]host:port/db`).",
     )
+    redis_mode: Literal["single", "cluster"] = Field(
+        "single",
+        description="`cluster` when FRAUDOPS_REDIS_URL names a node of a Redis Cluster: the "
+        "client discovers the others, and each customer's real-time state lives in one hash "
+        "slot.",
+    )
     redis_key_prefix: str = Field(
-        "fraudops", description="Prefix of FraudOps' own Redis keys (streams, locks)."
+        "fraudops",
+        description="Prefix of FraudOps' own Redis keys (real-time customer state, streams).",
+    )
+    idempotency_ttl_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="How long a scored transaction's result is kept for retries of its "
+        "transaction_id (default: the label delay).",
     )
     feast_project: str = Field("fraudops", description="Feast project name.")
     feature_service: str = Field(
@@ -137,6 +150,20 @@ class Settings(MonitorSettings):
     )
     label_delay_days: int = Field(
         7, ge=0, description="Days until a fraud label is known (default label_timestamp)."
+    )
+    freshness_budgets: Annotated[dict[str, timedelta], NoDecode] = Field(
+        default_factory=dict,
+        description="How old a batch view's newest value may be before it is stale, per view "
+        "(`terminal_daily=36h,other_view=2d`); default: the view's TTL. Stale features make "
+        "/readyz fail, raise a monitor alert and mark responses degraded "
+        "(docs/nightly-job.md).",
+    )
+    log_overlap_hours: float = Field(
+        48.0,
+        gt=0,
+        description="The nightly job reads the prediction log from its last high-water mark "
+        "(scoring time) minus this, so records written late (a spool replayed after a "
+        "database outage) are still taken; ids already in the offline store are skipped.",
     )
 
     # --- offline side: DuckDB on one machine, or Spark (docs/spark.md) ---------------------
@@ -210,6 +237,28 @@ class Settings(MonitorSettings):
         ge=0,
         description="Promotion refuses a challenger whose Brier score is higher by more.",
     )
+    promote_min_labelled_frauds: int = Field(
+        50,
+        ge=1,
+        description="`fraudops promote --evidence live` waits until the transactions both "
+        "models scored live hold at least this many labelled frauds (fewer: the comparison's "
+        "confidence intervals are too wide to tell the models apart).",
+    )
+
+    # --- challenger on live traffic (model lifecycle) ------------------------------------
+    shadow: bool = Field(
+        False,
+        description="Also score every transaction with the @challenger version, off the "
+        "response path, and log its results beside the champion's (`shadow_predictions`); "
+        "the answer stays the champion's. `fraudops compare` reads them.",
+    )
+    challenger_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of customers whose transactions the @challenger decides (A/B), "
+        "sticky by a hash of customer_id; 0 (default): the champion decides all.",
+    )
 
     # --- scoring service ----------------------------------------------------------------
     api_key: SecretStr | None = Field(
@@ -278,12 +327,19 @@ class Settings(MonitorSettings):
         "access-log lines carry no trace id), which halves the framework's CPU per request "
         "(README, 'Benchmarks'); turn it on when BentoML's `tracing` exports spans.",
     )
-    compiled: bool = Field(
-        True,
-        description="Compute customer activity features and states with the compiled kernel "
-        "(numba, `fraudops/kernels.py`); off, with the numpy functions the offline build uses. "
-        "Both give the same features (tested); the kernel is faster (README, 'Benchmarks').",
-    )
+
+    @field_validator("freshness_budgets", mode="before")
+    @classmethod
+    def _view_durations(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        budgets = {}
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            view, sep, duration = part.partition("=")
+            if not sep or not view.strip():
+                raise ValueError(f"expected view=duration such as terminal_daily=36h, got {part!r}")
+            budgets[view.strip()] = parse_duration(duration.strip())
+        return budgets
 
     @field_validator("data_dir")
     @classmethod
@@ -349,6 +405,10 @@ class Settings(MonitorSettings):
         return self.data_dir / "reports"
 
     @property
+    def resolved_idempotency_ttl_seconds(self) -> float:
+        return self.idempotency_ttl_seconds or self.label_delay_days * 86_400.0 or 86_400.0
+
+    @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'predictions.db'}"
 
@@ -359,6 +419,20 @@ class Settings(MonitorSettings):
     @property
     def mlflow_artifact_location(self) -> str:
         return (self.data_dir / "mlartifacts").as_uri()
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30s``, ``15m``, ``36h``, ``2d`` as a positive duration."""
+    try:
+        seconds = float(text[:-1]) * _UNITS[text[-1]]
+    except (KeyError, ValueError, IndexError):
+        seconds = 0
+    if not seconds > 0:
+        raise ValueError(f"expected a positive duration like 30s, 15m, 36h, 2d; got {text!r}")
+    return timedelta(seconds=seconds)
 
 
 @lru_cache

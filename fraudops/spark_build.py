@@ -25,8 +25,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 
 MIN_JAVA = 17
 EVENT_DATE = "event_date"  # the partition column of every table the build writes
-COMMIT_SEQ = "commit_seq"  # optional recorded commit order of equal timestamps, passed through
 TABLE = "_table"  # which table a row of the customer step belongs to
 INSTALL_HINT = "install PySpark with `uv sync --extra spark` (it needs Java 17 or later)"
 
@@ -223,7 +223,8 @@ def build_on_spark(settings: Settings, spark: SparkSession | None = None) -> Spa
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     source = spark.read.parquet(settings.spark_transactions_uri)
-    wanted = [*c.TRANSACTION_COLUMNS, *c.LABEL_COLUMNS, COMMIT_SEQ]
+    # commit_seq (the recorded order of equal timestamps), when present, goes through
+    wanted = [*c.TRANSACTION_COLUMNS, *c.LABEL_COLUMNS, c.COMMIT_SEQ]
     tx = source.select(*[name for name in wanted if name in source.columns])
     extent = tx.agg(F.min(c.TIMESTAMP), F.max(c.TIMESTAMP), F.count("*")).first()
     first, last, rows = extent if extent is not None else (None, None, 0)
@@ -277,6 +278,21 @@ def build_on_spark(settings: Settings, spark: SparkSession | None = None) -> Spa
     tables["terminal_daily"] = (uri, n_terminals * n_days)
     seconds["terminal_daily"] = time.perf_counter() - started
     return SparkBuildReport(tables, seconds, parts)
+
+
+def table_rows(
+    settings: Settings, name: str, columns: list[str]
+) -> Iterator[dict[str, Any]] | None:
+    """A table the Spark build wrote, row by row on the driver (a partition at a time, not
+    the whole table), or None if it is not there."""
+    from pyspark.errors import AnalysisException
+
+    spark = spark_session(settings)
+    try:
+        frame = spark.read.parquet(settings.spark_table_uri(name)).select(*columns)
+    except AnalysisException:  # PATH_NOT_FOUND: nothing built yet
+        return None
+    return (row.asDict() for row in frame.toLocalIterator())
 
 
 def read_table(spark: SparkSession, uri: str) -> pd.DataFrame:

@@ -163,7 +163,12 @@ class StreamNames:
 
     @classmethod
     def from_settings(cls, settings: Settings, transactions: str = DEFAULT_STREAM) -> StreamNames:
-        return cls.under(settings.redis_key_prefix, transactions)
+        """On a Redis Cluster the prefix is a hash tag (``{fraudops}:transactions``): the
+        streams a batch's script writes must share a slot."""
+        prefix = settings.redis_key_prefix
+        if settings.redis_mode == "cluster":
+            prefix = "{" + prefix + "}"
+        return cls.under(prefix, transactions)
 
     def lease(self, customer_id: str) -> str:
         return f"{self.prefix}:lease:customer:{customer_id}"
@@ -544,10 +549,11 @@ class StreamConsumer:
 
         logged = self._already_logged([e for e in valid if e.redelivered])
         to_score = [e for e in valid if e.entry_id not in logged]
-        leased, deferred = self._lease(to_score)
         records: list[dict[str, Any]] = []
-        results = self._score(leased, poison, records)
+        deferred: list[Event] = []
+        results = self._score(to_score, poison, records, deferred)
         results.update(logged)
+        leased: list[Event] = []  # customer leases are gone: the state store is exact
 
         done = [e for e in valid if e.entry_id in results]
         log_write = self._log_writer.submit(self.prediction_log.write_now, records) if (
@@ -647,39 +653,36 @@ class StreamConsumer:
         events: list[Event],
         poison: list[tuple[Event, PoisonEvent]],
         records: list[dict[str, Any]],
+        deferred: list[Event],
     ) -> dict[str, ScoreResult]:
-        """Results by entry id; their prediction records are appended to ``records``.
-        When a batch fails for a reason other than infrastructure, its events are scored
-        one by one and those that still fail are dead-lettered; if every one fails, it is
-        a bug or a broken dependency, not bad data: raise."""
+        """Results by entry id; their prediction records are appended to ``records``. An
+        event whose transaction id is being scored elsewhere right now (the same event
+        delivered twice, or sent over HTTP too) waits in ``deferred`` for the next batch;
+        one whose id was scored with other values is dead-lettered. When a batch fails for
+        a reason other than infrastructure, its events are scored one by one and those
+        that still fail are dead-lettered; if every one fails, it is a bug or a broken
+        dependency, not bad data: raise."""
         if not events:
             return {}
-        from fraudops.scoring import FailedAfterCommit  # loaded with the core already
-
         try:
-            return self._score_events(events, records)
+            return self._score_events(events, records, poison, deferred)
         except INFRASTRUCTURE_ERRORS:
             raise
-        except FailedAfterCommit as exc:  # states written: scored again, they would count twice
-            log.error("scoring %d events failed after their states were written, "
-                      "dead-lettering them: %r", len(events), exc)  # fmt: skip
-            reason = f"scoring failed after the customer's state was written: {str(exc)[:500]}"
-            poison.extend((event, PoisonEvent(reason, [])) for event in events)
-            return {}
         except Exception as exc:
             if len(events) > 1:
                 log.warning("scoring a batch of %d failed (%s): scoring its events one by one",
                             len(events), _short(exc))  # fmt: skip
             results: dict[str, ScoreResult] = {}
+            waiting = len(deferred)
             failed: list[tuple[Event, Exception]] = []
             for event in events:
                 try:
-                    results.update(self._score_events([event], records))
+                    results.update(self._score_events([event], records, poison, deferred))
                 except INFRASTRUCTURE_ERRORS:
                     raise
                 except Exception as error:
                     failed.append((event, error))
-            if len(events) > 1 and not results:
+            if len(events) > 1 and not results and len(deferred) == waiting:
                 raise
             for event, problem in failed:
                 log.error("scoring event %s failed, dead-lettering it: %r", event.entry_id, problem)
@@ -688,15 +691,30 @@ class StreamConsumer:
             return results
 
     def _score_events(
-        self, events: list[Event], records: list[dict[str, Any]]
+        self,
+        events: list[Event],
+        records: list[dict[str, Any]],
+        poison: list[tuple[Event, PoisonEvent]],
+        deferred: list[Event],
     ) -> dict[str, ScoreResult]:
-        results = self.core.score(
+        from fraudops.scoring import IdempotencyConflict, ScoreResult, StillScoring
+
+        outcomes = self.core.score(
             [e.tx for e in events],
             source=SOURCE,
             prediction_ids=[prediction_id(e.entry_id) for e in events],
             log_via=records.extend,
         )
-        return {e.entry_id: r for e, r in zip(events, results, strict=True)}
+        results: dict[str, ScoreResult] = {}
+        for event, outcome in zip(events, outcomes, strict=True):
+            if isinstance(outcome, ScoreResult):
+                results[event.entry_id] = outcome
+            elif isinstance(outcome, StillScoring):
+                deferred.append(event)
+            elif isinstance(outcome, IdempotencyConflict):
+                errors = [{"loc": [name], "msg": str(outcome)} for name in outcome.fields]
+                poison.append((event, PoisonEvent(str(outcome), errors)))
+        return results
 
     def _publish(
         self,
@@ -790,13 +808,14 @@ def run_consumer(
     except Exception:
         prediction_log.close()
         raise
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    names = StreamNames.from_settings(settings, stream)
+    client = stream_client(settings, names)
     if freeze:
         freeze_startup_heap()
     try:
         core.follow_champion()
         worker = StreamConsumer(
-            core, client, StreamNames.from_settings(settings, stream), group=group,
+            core, client, names, group=group,
             consumer=consumer, batch_size=batch_size, max_wait_ms=max_wait_ms,
             claim_idle_ms=claim_idle_ms, max_len=max_len,
         )  # fmt: skip
@@ -804,6 +823,21 @@ def run_consumer(
     finally:
         core.close()
         client.close()
+
+
+def stream_client(settings: Settings, names: StreamNames) -> redis.Redis:
+    """A client of the Redis that holds the streams: on a cluster, of the node that serves
+    their slot (found through the cluster, which also tells the node's address)."""
+    if settings.redis_mode != "cluster":
+        return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    from redis.cluster import RedisCluster
+
+    cluster = RedisCluster.from_url(settings.redis_url, decode_responses=True)
+    node = cluster.get_node_from_key(names.transactions)
+    client = cluster.get_redis_connection(node)
+    if client is None:
+        raise redis.ConnectionError(f"no connection to {node.name}, which holds the streams")
+    return client
 
 
 def _safe(name: str) -> str:

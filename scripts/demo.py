@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,6 +65,9 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
             with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
                 if response.status == 200:
                     return
+        except urllib.error.HTTPError as error:  # 503 naming stale views: up and scoring
+            if error.code == 503 and b"stale_views" in error.read():
+                return
         except OSError:
             pass
         time.sleep(0.3)

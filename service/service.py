@@ -50,6 +50,11 @@ class Score(BaseModel):
     model_version: str = Field(description="The registered model version that scored it.")
     degraded: bool = Field(description="True when features could not be read (defaults used).")
     latency_ms: float
+    idempotent_replayed: bool = Field(
+        False,
+        description="True when this transaction_id was scored before: the first result, "
+        "unchanged (nothing was scored or logged again).",
+    )
 
 
 class BatchScores(BaseModel):
@@ -141,7 +146,7 @@ class FraudScorer:
             flush_interval=settings.log_flush_seconds,
         ).start()  # fmt: skip
         try:
-            self.core = ScoringCore(settings, prediction_log, wait_for_state_writes=False)
+            self.core = ScoringCore(settings, prediction_log)
         except NotReady as exc:
             # Refuse to start: BentoML would restart this worker forever, never ready, so
             # stop the whole server with the reason instead.
@@ -155,8 +160,10 @@ class FraudScorer:
         # concurrent /score requests are scored together (see Coalescer)
         self.coalescer = Coalescer(self.core.score)
         self.metrics = _Metrics()
-        self.metrics.status(self.core.status())  # model version and feature freshness now
-        self.core.listeners.append(self.metrics.status)
+        self.metrics.status(status_with_freshness(self.core))  # model version, freshness now
+        self.core.listeners.append(
+            lambda status: self.metrics.status(with_freshness(self.core, status))
+        )
         freeze_startup_heap()
         log.info("scoring with %s version %s", settings.model_name, self.core.current.version)
 
@@ -178,11 +185,21 @@ class FraudScorer:
     # bench/bench_service.py at concurrency 16: 294 requests/s as sync APIs, 539 as async.
     # Requests that arrive together are scored together (fraudops.scoring.Coalescer).
     @bentoml.api(route="/score")
-    async def score(self, transaction: Transaction) -> Score:
-        """Score one transaction."""
-        result = await self.coalescer.score(transaction)
-        self.metrics.scored([result])
-        return Score.model_validate(result.as_dict())
+    async def score(self, transaction: Transaction, ctx: bentoml.Context) -> Score:
+        """Score one transaction. Idempotent by ``transaction_id``: a retry gets the first
+        result with the header ``Idempotent-Replayed: true``; the same id with other values
+        gets 409 naming the fields that differ."""
+        from fraudops.scoring import IdempotencyConflict, score_until_done
+
+        try:
+            result = await score_until_done(lambda: self.coalescer.score(transaction))
+        except IdempotencyConflict as exc:
+            raise BentoMLException(str(exc), error_code=HTTPStatus.CONFLICT) from exc
+        if result.replayed:
+            ctx.response.headers["Idempotent-Replayed"] = "true"
+        else:
+            self.metrics.scored([result])
+        return _score(result)
 
     @bentoml.api(route="/score_batch")
     async def score_batch(
@@ -191,10 +208,18 @@ class FraudScorer:
             list[Transaction], Field(min_length=1, max_length=_settings.max_batch_size)
         ],
     ) -> BatchScores:
-        """Score up to ``FRAUDOPS_MAX_BATCH_SIZE`` (1,000) transactions; results in order."""
-        results = self.core.score(transactions)
-        self.metrics.scored(results)
-        return BatchScores(results=[Score.model_validate(r.as_dict()) for r in results])
+        """Score up to ``FRAUDOPS_MAX_BATCH_SIZE`` (1,000) transactions; results in order,
+        ``idempotent_replayed`` on those scored before. 409 when an id was scored before
+        with other values (the batch's other transactions are scored: send it again
+        without that one to read their results)."""
+        from fraudops.scoring import score_batch_until_done
+
+        try:
+            results = await score_batch_until_done(self.core.score, transactions)
+        except ValueError as exc:  # IdempotencyConflict
+            raise BentoMLException(str(exc), error_code=HTTPStatus.CONFLICT) from exc
+        self.metrics.scored([r for r in results if not r.replayed])
+        return BatchScores(results=[_score(r) for r in results])
 
     @bentoml.api(route="/admin/reload")
     def reload(self) -> Reloaded:
@@ -213,15 +238,33 @@ class FraudScorer:
             raise ServiceUnavailable(
                 f"the model registry could not be read ({exc}); {serving}"
             ) from exc
-        self.metrics.status(self.core.status())
+        self.metrics.status(status_with_freshness(self.core))
         return Reloaded(changed=changed, model_version=version)
 
     @bentoml.api(route="/admin/status")
     def status(self) -> dict:
-        """Model version, feature freshness and degraded state."""
-        status = self.core.status()
+        """Model version, feature freshness (stale views named) and degraded state."""
+        status = status_with_freshness(self.core)
         self.metrics.status(status)
         return status
+
+
+def _score(result: Any) -> Score:
+    answer = result.as_dict()
+    answer["idempotent_replayed"] = answer.pop("replayed")
+    return Score.model_validate(answer)
+
+
+def with_freshness(core: ScoringCore, status: dict) -> dict:
+    """The scorer's status plus what the online store itself holds: each batch view's age
+    and budget, and the stale views (fraudops.freshness), which make /readyz answer 503."""
+    from fraudops.freshness import online_store_status
+
+    return {**status, **online_store_status(core.settings, core.store)}
+
+
+def status_with_freshness(core: ScoringCore) -> dict:
+    return with_freshness(core, core.status())
 
 
 FraudScorer.add_asgi_middleware(
@@ -229,7 +272,7 @@ FraudScorer.add_asgi_middleware(
 )
 _scorers: list[ScoringCore] = []  # this worker's scoring core, once started
 FraudScorer.add_asgi_middleware(
-    ReadinessDetails, details=lambda: _scorers[-1].status() if _scorers else None
+    ReadinessDetails, details=lambda: status_with_freshness(_scorers[-1]) if _scorers else None
 )
 
 
@@ -246,7 +289,19 @@ class _Metrics:
         )  # fmt: skip
         self.freshness = bentoml.metrics.Gauge(
             name="fraudops_feature_age_seconds",
-            documentation="Seconds since the online store was last materialized, per view.",
+            documentation="Age of the newest row the online store holds per batch view (by "
+            "the clock); views without a budget: seconds since the last materialization.",
+            labelnames=["view"],
+        )
+        self.budget = bentoml.metrics.Gauge(
+            name="fraudops_feature_budget_seconds",
+            documentation="Freshness budget per batch view (its TTL unless configured).",
+            labelnames=["view"],
+        )
+        self.stale = bentoml.metrics.Gauge(
+            name="fraudops_feature_stale",
+            documentation="1 while a batch view is past its freshness budget (or the online "
+            "store holds none of it), else 0.",
             labelnames=["view"],
         )
         self.decisions = bentoml.metrics.Counter(
@@ -269,9 +324,14 @@ class _Metrics:
 
     def status(self, status: dict) -> None:
         self.model(status["model_version"])
-        for view, age in status["feature_freshness_seconds"].items():
+        ages = {**status["feature_freshness_seconds"], **status.get("feature_age_seconds", {})}
+        for view, age in ages.items():
             if age is not None:  # None: never materialized, no age to report
                 self.freshness.labels(view=view).set(age)
+        stale = status.get("stale_views", {})
+        for view, budget in status.get("feature_budget_seconds", {}).items():
+            self.budget.labels(view=view).set(budget)
+            self.stale.labels(view=view).set(1 if view in stale else 0)
         self.flush()
 
     def scored(self, results: list) -> None:  # type: ignore[type-arg]

@@ -19,6 +19,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,92 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+# --- Redis Cluster --------------------------------------------------------------------------
+@dataclass
+class RedisClusterNodes:
+    """A throwaway 3-master Redis Cluster: ``url`` names one node; ``procs`` by port."""
+
+    url: str
+    ports: list[int]
+    procs: dict[int, subprocess.Popen[bytes]]
+    directory: Path
+
+    def kill(self, port: int) -> None:
+        self.procs[port].kill()
+        self.procs[port].wait()
+
+    def restart(self, port: int) -> None:
+        self.procs[port] = _cluster_node(port, self.directory)
+
+
+def _cluster_ports(count: int) -> list[int]:
+    """Free ports whose cluster bus ports (port + 10000) are free too."""
+    import random
+
+    def free(port: int) -> bool:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randint(20_000, 29_999)
+        if port not in ports and free(port) and free(port + 10_000):
+            ports.append(port)
+    return ports
+
+
+def _cluster_node(port: int, directory: Path) -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+         "--cluster-node-timeout", "1000", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not _redis_answers(f"redis://127.0.0.1:{port}"):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            service_missing("redis-cluster", f"a cluster node on port {port} did not start")
+        time.sleep(0.02)
+    return proc
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """A real 3-master Redis Cluster started from ``redis-server`` on spare ports (and
+    ``redis-cli --cluster create``), removed after the session."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        service_missing("redis-cluster", "redis-server and redis-cli are needed (apt install redis)")
+    directory = tmp_path_factory.mktemp("redis-cluster")
+    ports = _cluster_ports(3)
+    procs = {port: _cluster_node(port, directory) for port in ports}
+    nodes = RedisClusterNodes(f"redis://127.0.0.1:{ports[0]}", ports, procs, directory)
+    try:
+        created = subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if created.returncode != 0:
+            service_missing("redis-cluster", f"redis-cli --cluster create failed: {created.stdout}")
+        deadline = time.monotonic() + 30
+        while True:
+            info = subprocess.run(["redis-cli", "-p", str(ports[0]), "cluster", "info"],
+                                  capture_output=True, text=True).stdout  # fmt: skip
+            if "cluster_state:ok" in info:
+                break
+            if time.monotonic() > deadline:
+                service_missing("redis-cluster", "the cluster did not reach state ok in 30 s")
+            time.sleep(0.1)
+        yield nodes
+    finally:
+        for proc in nodes.procs.values():
+            stop(proc)

@@ -1,4 +1,5 @@
-"""Models: registered versions, their aliases, test metrics side by side, promotion history."""
+"""Models: registered versions, their aliases, test metrics side by side, promotion history,
+and the @challenger against the @champion on the same live transactions (shadow scoring)."""
 
 import json
 
@@ -7,6 +8,8 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard import data
+from fraudops.comparison import LABELS
+from fraudops.comparison import METRICS as LIVE_METRICS
 
 METRICS = {
     "test_roc_auc": "ROC AUC",
@@ -98,3 +101,67 @@ else:
                 st.dataframe(
                     pd.DataFrame({"challenger": challenger, "champion": incumbent}).round(4)
                 )
+
+st.subheader("Champion against challenger on live traffic")
+comparison, why = data.live_comparison(data.current_filters())
+if comparison is None:
+    st.info(why, icon=":material/info:")
+    st.stop()
+st.caption(
+    f"@challenger v{comparison.challenger_version} scored in shadow beside @champion "
+    f"v{comparison.champion_version} on the same transactions of the time range, as "
+    "`fraudops compare` reports (and records on the version in MLflow)."
+)
+cols = st.columns(4)
+cols[0].metric("Scored by both", f"{comparison.transactions:,}")
+cols[1].metric("Same decision", f"{comparison.decision_agreement:.1%}")
+cols[2].metric("Score rank correlation", data.number(comparison.score_rank_correlation))
+cols[3].metric("Labelled frauds", f"{comparison.frauds:,} of {comparison.labelled:,}")
+
+mix = pd.DataFrame(comparison.decision_mix).rename_axis("decision").reset_index()
+mix = mix.melt(id_vars="decision", var_name="model", value_name="share")
+st.plotly_chart(
+    px.bar(mix, x="model", y="share", color="decision", color_discrete_map=data.DECISION_COLORS,
+           title="Decision mix on the same transactions"),
+    key="live_mix",
+)  # fmt: skip
+
+if comparison.flips:
+    flips = pd.DataFrame(
+        [
+            {"flip": key, "count": count, **example}
+            for key, count in comparison.flips.items()
+            for example in comparison.flip_examples.get(key, [])
+        ]
+    ).sort_values("count", ascending=False, kind="stable")
+    st.markdown("**Decision flips** (champion -> challenger), largest score changes first")
+    st.dataframe(flips, hide_index=True, key="live_flips")
+else:
+    st.success("Both models took the same decision on every transaction.")
+
+if comparison.metrics:
+    quality = pd.DataFrame(
+        [
+            {
+                "metric": LABELS[name],
+                **{
+                    role: comparison.metrics[role][name].text(
+                        ".3f" if role != "difference" else "+.3f"
+                    )
+                    for role in ("champion", "challenger", "difference")
+                },
+            }
+            for name in LIVE_METRICS
+        ]
+    ).rename(columns={"difference": "challenger - champion"})
+    st.markdown(
+        f"**Labelled transactions** ({comparison.confidence:.0%} bootstrap intervals, "
+        f"{comparison.resamples} resamples)"
+    )
+    st.dataframe(quality, hide_index=True, key="live_quality")
+else:
+    st.info(
+        "No labelled transactions of both classes among them yet: quality figures come "
+        "once labels arrive (`fraudops labels ingest`, or the review queue).",
+        icon=":material/info:",
+    )

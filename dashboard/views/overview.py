@@ -8,6 +8,12 @@ import streamlit as st
 from dashboard import data
 
 st.title("Overview")
+for reason in data.stale_features().values():
+    st.error(
+        f"Stale batch features: {reason}. The scorer's /readyz fails until they are "
+        "fresh again; check the nightly job (`fraudops nightly`, docs/nightly-job.md).",
+        icon=":material/schedule:",
+    )
 f = data.current_filters()
 frame = data.predictions(f)
 if frame.empty:

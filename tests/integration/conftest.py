@@ -46,6 +46,7 @@ def prepare_trained_environment(values: dict[str, str], seed: int = 5) -> pd.Dat
     from fraudops.feast_store import apply_definitions, get_store
     from fraudops.feature_build import build_from_offline_store
     from fraudops.ingest import write_parquet_atomic
+    from fraudops.materialize import seed_customer_states
     from fraudops.promotion import promote
     from fraudops.settings import get_settings
     from fraudops.simulator import simulate
@@ -60,6 +61,7 @@ def prepare_trained_environment(values: dict[str, str], seed: int = 5) -> pd.Dat
         apply_definitions(store)
         end = tx[c.TIMESTAMP].max().floor("D") + timedelta(days=1, seconds=1)
         store.materialize(start_date=tx[c.TIMESTAMP].min() - timedelta(days=1), end_date=end)
+        seed_customer_states(settings)
         train(settings, train_start=TRAIN_START, train_days=7, delay_days=7, test_days=7)
         promote(settings)
     return tx
@@ -79,6 +81,7 @@ class Server:
 @contextmanager
 def bentoml_serve(values: dict[str, str], log_path: Path, timeout: float = 90) -> Iterator[Server]:
     """`bentoml serve` in the repository root, polled for readiness (never a fixed sleep)."""
+    from fraudops.readiness import serving_on_stale_features
     from tests.conftest import free_port
 
     port = free_port()
@@ -97,7 +100,11 @@ def bentoml_serve(values: dict[str, str], log_path: Path, timeout: float = 90) -
             if process.poll() is not None:
                 raise RuntimeError(f"bentoml serve exited ({process.returncode}):\n{server.log()}")
             try:
-                if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                ready = httpx.get(f"{server.url}/readyz", timeout=1)
+                # simulated history lies in the past: by the clock its features are stale
+                if ready.status_code == 200 or serving_on_stale_features(
+                    ready.status_code, ready.content
+                ):
                     break
             except httpx.HTTPError:
                 pass

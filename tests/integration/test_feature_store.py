@@ -12,6 +12,7 @@ import pytest
 from fraudops import contract as c
 from fraudops.feast_store import apply_definitions, feature_service, get_store
 from fraudops.feature_build import build_feature_tables, write_feature_tables
+from fraudops.materialize import seed_customer_states
 from fraudops.offline import offline_features
 from fraudops.online import OnlineFeatures
 from fraudops.settings import Settings, get_settings
@@ -30,11 +31,19 @@ def build(settings: Settings, tx: pd.DataFrame) -> None:
     write_feature_tables(tables, settings.offline_dir / "features")
 
 
-@pytest.fixture(params=["sqlite", "redis", "redis-feast-sdk"])
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
 def feature_settings(request, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    if request.param.startswith("redis"):
+    if request.param == "redis":
         monkeypatch.setenv("FRAUDOPS_ONLINE_STORE", "redis")
         monkeypatch.setenv("FRAUDOPS_REDIS_URL", request.getfixturevalue("redis_url"))
+    if request.param == "redis-cluster":
+        from redis.cluster import RedisCluster
+
+        url = request.getfixturevalue("redis_cluster").url
+        RedisCluster.from_url(url).flushall(target_nodes="primaries")
+        monkeypatch.setenv("FRAUDOPS_ONLINE_STORE", "redis")
+        monkeypatch.setenv("FRAUDOPS_REDIS_MODE", "cluster")
+        monkeypatch.setenv("FRAUDOPS_REDIS_URL", url)
     get_settings.cache_clear()
     return get_settings()
 
@@ -57,23 +66,13 @@ def test_online_features_equal_offline_point_in_time_features(
     apply_definitions(store)
     store.materialize(start_date=history[c.TIMESTAMP].min() - timedelta(days=1),
                       end_date=replay_day.to_pydatetime())  # fmt: skip
-    if feature_settings.online_store == "redis":  # the states really live in Redis
-        import redis
-
-        assert (
-            redis.Redis.from_url(feature_settings.redis_url).dbsize()
-            >= history[c.CUSTOMER_ID].nunique()
-        )
-    # "redis" reads and writes Feast's keys directly (redis_fast); the others use Feast's SDK
-    online = OnlineFeatures(
-        store,
-        feature_service(store),
-        fast=request.node.callspec.params["feature_settings"] == "redis",
-    )
+    seeded = seed_customer_states(feature_settings)
+    assert seeded == history[c.CUSTOMER_ID].nunique()
+    online = OnlineFeatures(store, feature_service(store), feature_settings)
     seen = []
     for i in range(0, len(day), batch):  # in time order
         scored = online.compute(day.iloc[i : i + batch])
-        online.commit(scored)
+        assert len(scored.rows) == len(day.iloc[i : i + batch])  # every one committed now
         seen.extend(scored.matrix)
     online_values = pd.DataFrame(seen, columns=online.names)
 
@@ -142,13 +141,19 @@ def test_feast_cli_and_fraudops_see_the_same_configuration(
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     assert "customer_state" in listed.stdout and "terminal_daily" in listed.stdout
-    end = (transactions[c.TIMESTAMP].max() + pd.Timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    # fraudops' first materialization starts at the beginning of the data (Feast's first
+    # incremental run would look back one TTL from now); the feast CLI continues from it
+    stamp = "%Y-%m-%dT%H:%M:%S"
+    middle = (transactions[c.TIMESTAMP].max() - pd.Timedelta(days=3)).strftime(stamp)
+    result = runner.invoke(app, ["materialize", "--end", middle])
+    assert result.exit_code == 0, result.output
+    client = redis.Redis.from_url(redis_url)
+    assert client.dbsize() >= transactions[c.TERMINAL_ID].nunique()  # where fraudops reads
+    end = (transactions[c.TIMESTAMP].max() + pd.Timedelta(days=1)).strftime(stamp)
     done = subprocess.run([str(feast), "-c", str(repo), "materialize-incremental", end], env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    client = redis.Redis.from_url(redis_url)
-    assert client.dbsize() >= transactions[c.CUSTOMER_ID].nunique()  # written where fraudops reads
-    # and fraudops' own (fast) materialization continues from the recorded end
+    assert middle.replace("T", " ") in done.stdout  # it took over where fraudops stopped
     result = runner.invoke(app, ["materialize", "--end", end])
     assert result.exit_code == 0, result.output
 

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from fraudops.readiness import serving_on_stale_features
 from tests.integration.conftest import (
     Server,
     bentoml_serve,
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-not-a-secret"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 SCORE_FIELDS = {"transaction_id", "fraud_probability", "decision", "reasons", "model_version",
-                "degraded", "latency_ms"}  # fmt: skip
+                "degraded", "latency_ms", "idempotent_replayed"}  # fmt: skip
 
 
 @dataclass
@@ -214,7 +215,8 @@ def test_api_key_is_required(stack: Stack) -> None:
     assert stack.post("/score", tx, headers={}).status_code == 401
     assert stack.post("/score", tx, headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert stack.post("/admin/reload", {}, headers={}).status_code == 401
-    assert httpx.get(stack.server.url + "/readyz").status_code == 200  # probes stay open
+    ready = httpx.get(stack.server.url + "/readyz")  # probes stay open
+    assert ready.status_code == 200 or serving_on_stale_features(ready.status_code, ready.content)
     assert API_KEY not in stack.server.log(tail=None)  # the whole log, start-up included
 
 
@@ -225,10 +227,13 @@ def test_metrics_and_status(stack: Stack) -> None:
     status = stack.post("/admin/status", {}).json()
     assert status["model_version"] == "1"
     ready = httpx.get(stack.server.url + "/readyz")  # no key: probes stay open
-    assert ready.status_code == 200
-    assert ready.json()["ready"] is True and ready.json()["model_version"] == "1"
-    assert set(ready.json()["feature_freshness_seconds"]) == {"customer_state", "terminal_daily"}
-    assert set(status["feature_freshness_seconds"]) == {"customer_state", "terminal_daily"}
+    # the stack's simulated history ended months ago: by the clock terminal_daily is stale
+    assert ready.status_code == 503 and ready.json()["ready"] is False
+    assert set(ready.json()["stale_views"]) == {"terminal_daily"}
+    assert ready.json()["model_version"] == "1"
+    assert re.search(r'fraudops_feature_stale\{[^}]*view="terminal_daily"[^}]*\} 1\.0', metrics)
+    assert set(ready.json()["feature_freshness_seconds"]) == {"terminal_daily"}
+    assert set(status["feature_freshness_seconds"]) == {"terminal_daily"}
     # decisions are counted (added to the counter at least once a second and on /admin/status)
     before = decisions_counted(httpx.get(stack.server.url + "/metrics").text)
     for i in range(3):

@@ -13,6 +13,7 @@ outside CI the tests skip saying what to install; with ``CI=true`` they fail.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ def spark_session_for_tests() -> Iterator[object]:
         session = spark_build.spark_session(get_settings())
     yield session
     session.stop()
+    # py4j logs its connections' closing at exit, after pytest has closed the streams
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @dataclass
@@ -216,3 +219,21 @@ def test_materialize_from_the_spark_offline_store(built: Built):
     duck, spark = rows.values()
     assert duck["terminal_tx_count_7d"].notna().all()
     pd.testing.assert_frame_equal(spark, duck)
+
+
+def test_the_real_time_state_store_is_seeded_from_the_spark_table(built: Built):
+    """`fraudops materialize` seeds the customers' states (SQLite state store here) from
+    the Spark build's customer_state table as from DuckDB's."""
+    import sqlite3
+
+    from fraudops.materialize import seed_customer_states
+    from fraudops.settings import get_settings
+
+    tables = []
+    for env in (built.duckdb_env, built.spark_env):
+        with environment(env):
+            settings = get_settings()
+            assert seed_customer_states(settings) == built.tx[c.CUSTOMER_ID].nunique()
+            with sqlite3.connect(settings.data_dir / "online" / "state.db") as db:
+                tables.append(db.execute("SELECT * FROM customer_state ORDER BY 1").fetchall())
+    assert tables[1] == tables[0]

@@ -24,6 +24,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from fraudops.materialize import seed_customer_states
 from fraudops import contract as c
 from fraudops.scoring import ScoringCore
 from fraudops.stream import (
@@ -196,6 +197,7 @@ def test_replayed_history_scores_equal_the_champion_on_offline_features(stack: S
     fast_materialize(
         store, start=history[c.TIMESTAMP].min() - timedelta(days=1), end=day_start.to_pydatetime()
     )
+    seed_customer_states(settings)  # as `fraudops materialize` does
 
     names = stack.names()
     consumer = stack.consumer(names, batch_size=200, max_wait_ms=20)
@@ -580,11 +582,13 @@ def test_an_event_that_breaks_scoring_is_isolated_and_dead_lettered(stack: Stack
     assert pending(stack, names) == 3 and stack.client.xlen(names.deadletter) == 0
 
 
-def test_a_failure_after_the_state_write_raises_failed_after_commit(stack: Stack) -> None:
-    """The real core: a failure once the customer's state is written (here the records'
-    hand-off) is FailedAfterCommit, and the state holds the transaction once."""
+def test_a_failure_after_the_state_write_is_finished_once_by_a_retry(stack: Stack) -> None:
+    """The real core: a failure once the transaction is committed (here the records'
+    hand-off) leaves it in the state once; scoring it again, after its lease, finishes
+    it from what the store kept, without counting it twice."""
     from fraudops.contract import Transaction
-    from fraudops.scoring import FailedAfterCommit, frame
+    from fraudops.realtime import LEASE_MS, Before
+    from fraudops.scoring import ScoreResult, StillScoring, commits_for
 
     customer = f"after-{uuid.uuid4().hex[:6]}"
     first, second = (Transaction(**event(customer, i)) for i in (0, 1))
@@ -592,27 +596,38 @@ def test_a_failure_after_the_state_write_raises_failed_after_commit(stack: Stack
     def refuse(records: list) -> None:
         raise OSError("disk full")
 
-    with pytest.raises(FailedAfterCommit, match="disk full"):
+    with pytest.raises(OSError, match="disk full"):
         stack.core.score([first], log_via=refuse)
-    after_second = stack.core.current.online.compute(frame([second])).states
-    assert len(after_second[customer].history_time_us) == 2  # the first once, the second
+    (waiting,) = stack.core.score([first])
+    assert isinstance(waiting, StillScoring)  # its lease: the first scorer may yet answer
+    time.sleep(LEASE_MS / 1000 + 0.1)
+    (finished,) = stack.core.score([first])
+    assert isinstance(finished, ScoreResult) and not finished.replayed
+    (before,), _ = stack.core.current.online.state.commit(commits_for([second]))
+    assert isinstance(before, Before) and len(before.time_us) == 1  # the first, once
 
 
-class FailsAfterCommit(Explodes):
+class FailsAfterCommitOnce(Explodes):
+    """The first call of a batch holding a bad event commits, then fails."""
+
     def score(self, transactions: list, **kwargs: Any) -> list:
-        from fraudops.scoring import FailedAfterCommit
-
         self.calls = getattr(self, "calls", 0) + 1
-        if any(t.transaction_id in self.bad for t in transactions):
-            raise FailedAfterCommit("the model's reasons failed")
+        if self.calls == 1 and any(t.transaction_id in self.bad for t in transactions):
+
+            def fail(records: list) -> None:
+                raise ValueError("the model's reasons failed")
+
+            return self.core.score(transactions, **{**kwargs, "log_via": fail})
         return self.core.score(transactions, **kwargs)
 
 
-def test_a_batch_that_failed_after_its_state_write_is_dead_lettered_not_rescored(
-    stack: Stack,
-) -> None:
-    names, _, core, consumer = consumer_breaking_on(stack, FailsAfterCommit, 4, broken=1)
-    drain(consumer, lambda: stack.client.xlen(names.deadletter) == 4)
-    dead = [fields["reason"] for _, fields in stack.client.xrange(names.deadletter)]
-    assert len(dead) == 4 and all("after the customer's state was written" in r for r in dead)
-    assert core.calls == 1 and pending(stack, names) == 0
+def test_a_batch_that_failed_after_its_state_write_is_scored_once_later(stack: Stack) -> None:
+    """Its events, committed already, wait for their lease, then are finished from the
+    store: all published, none dead-lettered, each counted once by its customer."""
+    names, events, core, consumer = consumer_breaking_on(stack, FailsAfterCommitOnce, 4, broken=1)
+    drain(consumer, lambda: stack.client.xlen(names.scores) == 4, timeout=30)
+    assert stack.client.xlen(names.deadletter) == 0 and pending(stack, names) == 0
+    for sent in events:  # each of its own customer: logged once, counting nothing before it
+        logged = stack.logged(sent["customer_id"])
+        assert logged["transaction_id"].tolist() == [sent["transaction_id"]]
+        assert logged["features"][0]["customer_tx_count_30d"] == 0

@@ -10,7 +10,13 @@ from datetime import UTC, datetime
 import pytest
 
 from fraudops.contract import Transaction
-from fraudops.scoring import Coalescer, FailedAfterCommit, ScoreResult
+from fraudops.scoring import (
+    Coalescer,
+    IdempotencyConflict,
+    ScoreResult,
+    StillScoring,
+    score_until_done,
+)
 
 
 def tx(i: int) -> Transaction:
@@ -73,23 +79,35 @@ def test_a_transaction_that_breaks_scoring_fails_only_its_request() -> None:
         asyncio.run(coalescer.score(tx(3)))
 
 
-def test_a_batch_that_failed_after_its_states_were_written_is_not_scored_again() -> None:
-    """Scored again one by one, each transaction would enter its customer's history twice."""
-    calls: list[list[str]] = []
+def test_outcomes_that_are_errors_fail_only_their_own_request() -> None:
+    """A conflicting id and a duplicate still in flight come back as outcomes of their own
+    (the others in the batch are scored); score_until_done asks again for the latter."""
+    attempts: dict[str, int] = {}
 
-    def score(transactions: list[Transaction]) -> list[ScoreResult]:
-        calls.append([t.transaction_id for t in transactions])
-        raise FailedAfterCommit("the log refused the records")
+    def score(transactions: list[Transaction]) -> list:
+        out = []
+        for t in transactions:
+            attempts[t.transaction_id] = attempts.get(t.transaction_id, 0) + 1
+            if t.transaction_id == "t1":
+                out.append(IdempotencyConflict("t1", ["amount"]))
+            elif t.transaction_id == "t2" and attempts["t2"] < 3:
+                out.append(StillScoring("t2"))
+            else:
+                out.append(ScoreResult(t.transaction_id, 0.1, "approve", [], "7", False, 1.0))
+        return out
 
     coalescer = Coalescer(score)
 
     async def main() -> list[ScoreResult | BaseException]:
-        return await asyncio.gather(*(coalescer.score(tx(i)) for i in range(4)),
-                                    return_exceptions=True)  # fmt: skip
+        return await asyncio.gather(
+            *(score_until_done(lambda i=i: coalescer.score(tx(i))) for i in range(4)),
+            return_exceptions=True,
+        )
 
     results = asyncio.run(main())
-    assert calls == [["t0", "t1", "t2", "t3"]]
-    assert all(isinstance(r, FailedAfterCommit) for r in results)
+    assert isinstance(results[1], IdempotencyConflict) and results[1].fields == ["amount"]
+    assert [r.transaction_id for r in (results[0], results[2], results[3])] == ["t0", "t2", "t3"]
+    assert attempts == {"t0": 1, "t1": 1, "t2": 3, "t3": 1}
 
 
 async def arrive_after(turns: int, coalescer: Coalescer, transaction: Transaction) -> ScoreResult:

@@ -199,3 +199,22 @@ def test_an_unreachable_webhook_is_logged_not_raised(caplog: pytest.LogCaptureFi
     url = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
     assert notify([alert], window, url, timeout=2) is False
     assert "could not POST 1 alert(s) to the webhook" in caplog.text
+
+
+def test_stale_batch_features_raise_an_alert_naming_the_view() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from fraudops.freshness import store_freshness
+    from fraudops.monitoring import freshness_alerts
+
+    now = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    budgets = {"terminal_daily": timedelta(days=2)}
+    fresh = store_freshness(budgets, {"terminal_daily": now - timedelta(hours=3)}, now)
+    assert freshness_alerts(fresh) == []
+    old = store_freshness(budgets, {"terminal_daily": now - timedelta(days=5)}, now)
+    (alert,) = freshness_alerts(old)
+    assert alert.kind == "stale_features" and alert.severity == "critical"
+    assert "terminal_daily: newest row" in alert.message and "fraudops nightly" in alert.message
+    assert (alert.value, alert.threshold) == (5 * 86400, 2 * 86400)
+    (empty,) = freshness_alerts(store_freshness(budgets, {"terminal_daily": None}, now))
+    assert "holds no row" in empty.message and empty.value == -1.0

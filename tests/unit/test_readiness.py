@@ -53,6 +53,23 @@ def test_a_ready_probe_says_which_model_and_how_fresh_the_features_are() -> None
     assert b"prediction_log_backlog" not in body  # only what /metrics shows without a key
 
 
+def test_stale_features_make_the_probe_fail_and_name_the_view() -> None:
+    from fraudops.readiness import serving_on_stale_features
+
+    why = {"terminal_daily": "terminal_daily: newest row ... 72.0 h old"}
+    stale = {**STATUS, "feature_age_seconds": {"terminal_daily": 259200.0}, "stale_views": why}
+    start, body = call(ReadinessDetails(plain_app(200), details=lambda: stale))
+    assert start["status"] == 503
+    answer = json.loads(body)
+    assert answer["ready"] is False and set(answer["stale_views"]) == {"terminal_daily"}
+    assert answer["feature_age_seconds"] == {"terminal_daily": 259200.0}
+    assert serving_on_stale_features(503, body)  # up and scoring, on stale features
+    assert not serving_on_stale_features(503, b"not ready")
+    fresh = {**STATUS, "feature_age_seconds": {"terminal_daily": 60.0}, "stale_views": {}}
+    start, body = call(ReadinessDetails(plain_app(200), details=lambda: fresh))
+    assert start["status"] == 200 and json.loads(body)["stale_views"] == {}
+
+
 def test_not_ready_other_paths_and_failing_details_pass_through() -> None:
     start, body = call(ReadinessDetails(plain_app(503, b"not ready"), details=lambda: STATUS))
     assert (start["status"], body) == (503, b"not ready")
