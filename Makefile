@@ -19,11 +19,14 @@ help:  ## List the targets
 SOURCES := fraudops service dashboard feature_repo scripts tests bench
 NOT_COMPILED := '/plotly/(validators|graph_objs)/'
 SITE_PACKAGES = $$($(RUN) python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+# Optional extras to install: `make test` adds PySpark (the Spark parity tests), `make demo`
+# does not (it never uses Spark, and PySpark is a 400 MB download).
+EXTRAS ?=
 setup:  ## Install uv if missing, then the locked environment (uv sync --frozen)
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || { \
 	  echo "uv not found: installing it with pip"; \
 	  python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv; }
-	@$(UV) sync --frozen
+	@$(UV) sync --frozen $(EXTRAS)
 	@$(if $(PYTHONDONTWRITEBYTECODE),$(RUN) python -m compileall -q -j 0 -x $(NOT_COMPILED) \
 	  $(SITE_PACKAGES) $(SOURCES) >/dev/null)
 
@@ -39,7 +42,8 @@ system-deps:  ## As root (CI): install docker-compose and chromium for the compo
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
 	else echo "not root: skipping system packages (docker-compose, chromium); their tests will say so"; fi
 
-test: setup  ## Run the whole test suite (unit, model, integration)
+test: EXTRAS = --extra spark
+test: setup  ## Run the whole test suite (unit, model, integration; Spark's extra included)
 	@$(RUN) pytest tests
 
 test-unit: setup  ## Unit tests only (no services)

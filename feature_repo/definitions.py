@@ -30,7 +30,6 @@ from feast import (
     FeatureService,
     FeatureView,
     Field,
-    FileSource,
     RequestSource,
     ValueType,
 )
@@ -38,7 +37,7 @@ from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Array, Float64, Int64, String
 
 from fraudops import features as f
-from fraudops.feast_store import offline_table_path
+from fraudops.feast_store import offline_source
 
 # --- entities ---------------------------------------------------------------------------
 customer = Entity(
@@ -61,23 +60,15 @@ transaction = Entity(
 )
 
 # --- sources ----------------------------------------------------------------------------
-customer_activity_source = FileSource(
-    name="customer_activity_source",
-    path=offline_table_path("customer_activity"),
-    timestamp_field="event_timestamp",
-    description="Built by `fraudops features build`: one row per transaction.",
+# FileSource (DuckDB) or SparkSource (Spark), as FRAUDOPS_OFFLINE_STORE says
+customer_activity_source = offline_source(
+    "customer_activity", "Built by `fraudops features build`: one row per transaction."
 )
-customer_state_source = FileSource(
-    name="customer_state_source",
-    path=offline_table_path("customer_state"),
-    timestamp_field="event_timestamp",
-    description="Built by `fraudops features build`: one row per customer, its latest state.",
+customer_state_source = offline_source(
+    "customer_state", "Built by `fraudops features build`: one row per customer, its latest state."
 )
-terminal_daily_source = FileSource(
-    name="terminal_daily_source",
-    path=offline_table_path("terminal_daily"),
-    timestamp_field="event_timestamp",
-    description="Built by `fraudops features build`: one row per terminal and day start.",
+terminal_daily_source = offline_source(
+    "terminal_daily", "Built by `fraudops features build`: one row per terminal and day start."
 )
 transaction_request = RequestSource(
     name="transaction_request",

@@ -203,32 +203,43 @@ features_app = typer.Typer(help="Feature store: build offline tables, register d
 app.add_typer(features_app, name="features")
 
 
+class OfflineEngine(StrEnum):
+    duckdb = "duckdb"
+    spark = "spark"
+
+
 @features_app.command("build")
-def features_build() -> None:
+def features_build(
+    engine: Annotated[
+        OfflineEngine | None,
+        typer.Option(
+            help="duckdb (this machine) or spark (PySpark; docs/spark.md). "
+            "Default: FRAUDOPS_OFFLINE_ENGINE, duckdb."
+        ),
+    ] = None,
+) -> None:
     """Compute the batch feature tables from the ingested transactions (vectorised).
 
-    Writes customer_activity, customer_state and terminal_daily under
-    <data_dir>/offline/features/, where the Feast sources read them.
+    DuckDB writes customer_activity, customer_state and terminal_daily under
+    <data_dir>/offline/features/, where the Feast sources read them; Spark writes them
+    partitioned by day under <offline_uri>/features/, for FRAUDOPS_OFFLINE_STORE=spark.
     """
-    import pyarrow.parquet as pq
-
     from fraudops.feature_build import build_from_offline_store
+    from fraudops.spark_build import SparkUnavailable
 
     settings = get_settings()
-    path = settings.transactions_path
-    rows = pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
+    chosen = engine.value if engine else settings.offline_engine
     with progress_bar() as bar:
-        task = bar.add_task("customers", total=None)
+        task = bar.add_task(f"customers ({chosen})", total=None)
         try:
             built = build_from_offline_store(
-                settings, progress=lambda done: bar.update(task, completed=done)
+                settings, progress=lambda done: bar.update(task, completed=done), engine=chosen
             )
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, SparkUnavailable) as exc:
             raise fail(str(exc)) from None
         bar.update(task, total=1, completed=1)
     for name, (table_path, count) in built.items():
         logging.getLogger(__name__).info("%s: %s rows -> %s", name, f"{count:,}", table_path)
-    logging.getLogger(__name__).info("built from %s transactions", f"{rows:,}")
 
 
 @features_app.command("apply")

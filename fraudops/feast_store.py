@@ -20,7 +20,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
-from feast import FeatureService, FeatureStore
+from feast import FeatureService, FeatureStore, FileSource
 from feast.infra.online_stores.online_store import OnlineStore
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
 from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
@@ -38,7 +38,32 @@ FEATURE_REPO = Path(__file__).resolve().parents[1] / "feature_repo"
 def offline_table_path(name: str, settings: Settings | None = None) -> str:
     """Where ``fraudops features build`` writes a feature table and Feast reads it."""
     settings = settings or get_settings()
+    if settings.offline_store == "spark":
+        return settings.spark_table_uri(name)
     return str(settings.offline_dir / "features" / f"{name}.parquet")
+
+
+def offline_source(name: str, description: str, settings: Settings | None = None) -> Any:
+    """The Feast source of a feature table the build writes: a parquet ``FileSource`` for
+    DuckDB, a ``SparkSource`` over the day-partitioned table for Spark."""
+    settings = settings or get_settings()
+    path = offline_table_path(name, settings)
+    if settings.offline_store == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import (
+            SparkSource,
+        )
+
+        from fraudops.spark_build import EVENT_DATE
+
+        return SparkSource(
+            name=f"{name}_source", path=path, file_format="parquet",
+            timestamp_field="event_timestamp", date_partition_column=EVENT_DATE,
+            date_partition_column_format="%Y-%m-%d", description=description,
+        )  # fmt: skip
+    return FileSource(
+        name=f"{name}_source", path=path, timestamp_field="event_timestamp",
+        description=description,
+    )  # fmt: skip
 
 
 def feast_redis_connection_string(url: str) -> str:
@@ -163,6 +188,31 @@ class FraudOpsOnlineStore(OnlineStore):
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+class FraudOpsOfflineStoreConfig:
+    """Feast's DuckDB or Spark offline store config, chosen by FRAUDOPS_OFFLINE_STORE.
+
+    ``feature_store.yaml`` names ``fraudops.feast_store.FraudOpsOfflineStore``; Feast builds
+    its config by calling this class, then finds the store from the config's class. Making
+    Feast's own config (``__new__``) has Feast use its own store, unwrapped. The Spark config
+    carries FraudOps' session settings, so a session Feast starts is the one
+    ``fraudops.spark_build`` would (FRAUDOPS_SPARK_MASTER, FRAUDOPS_SPARK_CONF)."""
+
+    def __new__(cls, **_: Any) -> Any:
+        settings = get_settings()
+        if settings.offline_store == "spark":
+            from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
+                SparkOfflineStoreConfig,
+            )
+
+            from fraudops.spark_build import session_conf, use_this_python_locally
+
+            use_this_python_locally(settings)
+            return SparkOfflineStoreConfig(type="spark", spark_conf=session_conf(settings))
+        from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
+
+        return DuckDBOfflineStoreConfig(type="duckdb")
 
 
 class FraudOpsRegistryStore(FileRegistryStore):

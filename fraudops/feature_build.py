@@ -17,12 +17,15 @@ All features come from the pure functions in :mod:`fraudops.features`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from fraudops import contract as c
 from fraudops import features as f
@@ -30,6 +33,9 @@ from fraudops.realtime import STATE_FIELDS, STATS
 from fraudops.settings import Settings
 
 EVENT_TIMESTAMP = "event_timestamp"
+
+
+TABLES = ("customer_activity", "customer_state", "terminal_daily")
 
 
 @dataclass(frozen=True)
@@ -145,11 +151,15 @@ def build_customer_tables(
 
 
 def build_terminal_daily(
-    tx: pd.DataFrame, label_delay_days: int, through: pd.Timestamp | None = None
+    tx: pd.DataFrame,
+    label_delay_days: int,
+    through: pd.Timestamp | None = None,
+    first_day: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
-    """One row per terminal and day start, from the first day of data to ``through``
-    (default: the day after the last transaction, so today's scoring has a row)."""
-    first_day = tx[c.TIMESTAMP].min().floor("D")
+    """One row per terminal and day start, from ``first_day`` (default: the first day of
+    data) to ``through`` (default: the day after the last transaction, so today's scoring
+    has a row). A build in parts (some terminals each) passes the whole data's days."""
+    first_day = (first_day if first_day is not None else tx[c.TIMESTAMP].min()).floor("D")
     last_day = through.floor("D") if through is not None else tx[c.TIMESTAMP].max().floor("D")
     if through is None:
         last_day += pd.Timedelta(days=1)
@@ -189,26 +199,155 @@ def build_feature_tables(
     return FeatureTables(activity, state, build_terminal_daily(tx, label_delay_days))
 
 
+def customer_parts_sql(column: str, parts: int) -> str:
+    """DuckDB SQL for the part (0..parts-1) a customer's or terminal's transactions go to.
+
+    Both engines split by this same hash (the Spark build's ``spark_build.part_column``),
+    so each calls the feature functions on the same groups of customers: the running
+    statistics are sums over a call's rows, so their last bits depend on the group."""
+    return f"('0x' || substr(md5({column}), 1, 15))::BIGINT % {parts}"
+
+
+def part_count(rows: int, rows_per_part: int) -> int:
+    return max(1, -(-rows // rows_per_part))
+
+
+def utc_timestamp(value: object) -> pd.Timestamp:
+    """A timestamp from DuckDB or Spark, zoned or not (then UTC), in UTC."""
+    ts = pd.Timestamp(value)  # type: ignore[arg-type]
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
 def build_from_offline_store(
-    settings: Settings, progress: Callable[[int], None] | None = None
-) -> dict[str, tuple[Path, int]]:
-    """Build all tables from the ingested transactions; where each went and its rows."""
+    settings: Settings,
+    progress: Callable[[int], None] | None = None,
+    engine: str | None = None,
+) -> dict[str, tuple[str, int]]:
+    """Build all tables from the ingested transactions; where each went and its rows.
+
+    ``engine`` (default ``FRAUDOPS_OFFLINE_ENGINE``): ``duckdb`` on this machine, or
+    ``spark`` (:mod:`fraudops.spark_build`)."""
+    if (engine or settings.offline_engine) == "spark":
+        from fraudops.spark_build import build_on_spark
+
+        return build_on_spark(settings).tables
     if not settings.transactions_path.exists():
         raise FileNotFoundError(
             f"no ingested transactions at {settings.transactions_path}; "
             "run `fraudops ingest PATH` (or `fraudops simulate` first)"
         )
-    tx = pd.read_parquet(settings.transactions_path)
-    tables = build_feature_tables(tx, settings.label_delay_days, progress)
-    paths = write_feature_tables(tables, settings.offline_dir / "features")
-    return {name: (path, len(getattr(tables, name))) for name, path in paths.items()}
+    return build_in_parts(settings, progress)
+
+
+def build_in_parts(
+    settings: Settings, progress: Callable[[int], None] | None = None
+) -> dict[str, tuple[str, int]]:
+    """The DuckDB build, a part at a time: DuckDB splits the transactions by customer (and
+    again by terminal) into parts of about ``offline_rows_per_part`` rows in one streaming
+    pass, spilling to disk; each part goes through the feature functions and is appended to
+    the tables. Memory holds one part, not the data set."""
+    import tempfile
+
+    import duckdb
+
+    source = str(settings.transactions_path)
+    directory = settings.offline_dir / "features"
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=settings.offline_dir, prefix=".build-") as tmp:
+        con = duckdb.connect()
+        con.execute(f"SET temp_directory = '{tmp}/spill'")
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET preserve_insertion_order = false")  # lets COPY stream
+        rows, first, last = con.execute(
+            f"SELECT count(*), min({c.TIMESTAMP}), max({c.TIMESTAMP}) FROM read_parquet(?)",
+            [source],
+        ).fetchone() or (0, None, None)  # fmt: skip
+        if not rows:
+            raise FileNotFoundError(f"no transactions in {source}")
+        parts = part_count(rows, settings.offline_rows_per_part)
+        for key in (c.CUSTOMER_ID, c.TERMINAL_ID):
+            con.execute(
+                f"COPY (SELECT *, {customer_parts_sql(key, parts)} AS _part "
+                f"FROM read_parquet('{source}')) TO '{tmp}/{key}' "
+                "(FORMAT parquet, PARTITION_BY (_part))"
+            )
+        con.close()
+
+        def part(key: str, k: int) -> pd.DataFrame | None:
+            path = Path(tmp) / key / f"_part={k}"
+            if not path.exists():
+                return None
+            frame = pd.read_parquet(path)
+            return frame.drop(columns=["_part"], errors="ignore")
+
+        first_day = utc_timestamp(first).floor("D")
+        through = utc_timestamp(last).floor("D") + pd.Timedelta(days=1)
+        writers = {name: _PartWriter(directory / f"{name}.parquet") for name in TABLES}
+        try:
+            customers = 0
+            for k in range(parts):
+                tx = part(c.CUSTOMER_ID, k)
+                if tx is None:
+                    continue
+                activity, state = build_customer_tables(tx)
+                writers["customer_activity"].write(activity)
+                writers["customer_state"].write(state)
+                customers += len(state)
+                if progress:
+                    progress(customers)
+            for k in range(parts):
+                tx = part(c.TERMINAL_ID, k)
+                if tx is None:
+                    continue
+                daily = build_terminal_daily(
+                    tx, settings.label_delay_days, through=through, first_day=first_day
+                )
+                writers["terminal_daily"].write(daily)
+        except BaseException:
+            for writer in writers.values():
+                writer.abort()
+            raise
+        return {name: (str(writer.commit()), writer.rows) for name, writer in writers.items()}
+
+
+class _PartWriter:
+    """Appends frames to a parquet file that appears, whole, only at :meth:`commit`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.writer is None:
+            # Microsecond timestamps: DuckDB (Feast's offline store) cannot cast nanosecond
+            # time-zone-aware timestamps (as write_parquet_atomic).
+            self.writer = pq.ParquetWriter(
+                self.tmp, table.schema, coerce_timestamps="us", allow_truncated_timestamps=True
+            )
+        self.writer.write_table(table.cast(self.writer.schema))
+        self.rows += len(frame)
+
+    def commit(self) -> Path:
+        if self.writer is None:
+            raise ValueError(f"nothing was built for {self.path.name}")
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 def write_feature_tables(tables: FeatureTables, directory: Path) -> dict[str, Path]:
     from fraudops.ingest import write_parquet_atomic
 
     paths = {}
-    for name in ("customer_activity", "customer_state", "terminal_daily"):
+    for name in TABLES:
         paths[name] = directory / f"{name}.parquet"
         write_parquet_atomic(getattr(tables, name), paths[name])
     return paths

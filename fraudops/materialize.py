@@ -33,7 +33,7 @@ def materialize_once(
 ) -> None:
     """One materialization run. ``engine``: ``feast`` (Feast's own), ``fast`` (FraudOps'
     Redis writer: same keys and values, ~9x faster, see ``fraudops.redis_fast``) or
-    ``auto`` (fast with Redis, Feast otherwise)."""
+    ``auto`` (fast with Redis, Feast otherwise, and with Spark's offline store)."""
     from fraudops.feast_store import get_store
     from fraudops.settings import get_settings
 
@@ -52,7 +52,12 @@ def materialize_once(
         raise NothingToMaterialize(
             "no feature views are registered with Feast: run `fraudops features apply` first"
         )
-    fast_possible = settings.online_store == "redis" and settings.redis_mode == "single"
+    # the fast writer needs a single Redis and reads parquet FileSources (not Spark's tables)
+    fast_possible = (
+        settings.online_store == "redis"
+        and settings.redis_mode == "single"
+        and settings.offline_store != "spark"
+    )
     if engine == "fast" or (engine == "auto" and fast_possible):
         from fraudops.redis_fast import fast_materialize
 
@@ -91,6 +96,12 @@ def seed_customer_states(settings: Settings) -> int:
 
     from fraudops.online import state_store
 
+    if settings.offline_store == "spark":  # the Spark build's table, streamed to the driver
+        from fraudops.realtime import STATE_FIELDS
+        from fraudops.spark_build import table_rows
+
+        rows = table_rows(settings, "customer_state", ["customer_id", *STATE_FIELDS])
+        return state_store(settings).seed(rows) if rows is not None else 0
     path = settings.offline_dir / "features" / "customer_state.parquet"
     if not path.exists():
         return 0

@@ -166,6 +166,43 @@ class Settings(MonitorSettings):
         "database outage) are still taken; ids already in the offline store are skipped.",
     )
 
+    # --- offline side: DuckDB on one machine, or Spark (docs/spark.md) ---------------------
+    offline_engine: Literal["duckdb", "spark"] = Field(
+        "duckdb",
+        description="What `fraudops features build` runs on: `duckdb` (this machine) or "
+        "`spark` (PySpark, `uv sync --extra spark`; date-partitioned parquet under "
+        "offline_uri). Both call the same feature functions and give the same tables.",
+    )
+    offline_store: Literal["duckdb", "spark"] = Field(
+        "duckdb",
+        description="Feast's offline store: `duckdb` reads the single-file tables the DuckDB "
+        "build writes; `spark` (SparkSource) reads the Spark build's partitioned tables, "
+        "for training sets and materialization.",
+    )
+    offline_uri: str | None = Field(
+        None,
+        description="Root of the offline data Spark reads and writes: transactions.parquet "
+        "and features/<table>/. Any URI the Spark cluster can open (s3a://, abfss://, "
+        "hdfs://, a local path); default <data_dir>/offline.",
+    )
+    spark_master: str = Field(
+        "local[*]",
+        description="Spark master URL (`local[2]`, `spark://host:7077`, `yarn`, `k8s://...`).",
+    )
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="More Spark configuration, as JSON (FRAUDOPS_SPARK_CONF="
+        '\'{"spark.executor.memory": "8g"}\'): credentials providers, executors, '
+        "shuffle partitions. Applied after FraudOps' own defaults, so these win.",
+    )
+    offline_rows_per_part: int = Field(
+        200_000,
+        ge=1_000,
+        description="Transactions per call of the feature functions in the offline build: "
+        "both engines split the customers into parts of about this size by the same hash "
+        "(so they give bit-identical features), and each part is built whole in memory.",
+    )
+
     # --- prediction log and MLflow -------------------------------------------------
     database_url: str | None = Field(
         None,
@@ -349,6 +386,19 @@ class Settings(MonitorSettings):
     @property
     def labels_path(self) -> Path:
         return self.offline_dir / "labels.parquet"
+
+    @property
+    def resolved_offline_uri(self) -> str:
+        """Where Spark reads the transactions and writes the feature tables."""
+        return (self.offline_uri or str(self.offline_dir)).rstrip("/")
+
+    @property
+    def spark_transactions_uri(self) -> str:
+        return f"{self.resolved_offline_uri}/{self.transactions_path.name}"
+
+    def spark_table_uri(self, name: str) -> str:
+        """A feature table the Spark build writes, partitioned by day: a lake table."""
+        return f"{self.resolved_offline_uri}/features/{name}"
 
     @property
     def feast_dir(self) -> Path:

@@ -52,3 +52,13 @@ def test_requirements_lock_is_the_export_of_uv_lock(tmp_path: Path) -> None:
         "requirements.lock.txt is stale: run `uv export --frozen --no-dev --no-hashes "
         "--no-emit-project -o requirements.lock.txt`"
     )
+
+
+def test_make_test_installs_the_spark_extra_and_make_demo_does_not() -> None:
+    def sync_line(target: str) -> str:
+        done = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return next(line for line in done.stdout.splitlines() if " sync --frozen" in line)
+
+    assert "--extra spark" in sync_line("test")
+    assert "spark" not in sync_line("demo")
