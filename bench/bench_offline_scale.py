@@ -67,11 +67,16 @@ def prepare(scale: float, data_root: Path) -> tuple[Path, int]:
         tx = simulate(
             customers=round(HANDBOOK["customers"] * scale),
             terminals=round(HANDBOOK["terminals"] * scale),
-            days=HANDBOOK["days"], seed=0,
-        )  # fmt: skip
+            days=HANDBOOK["days"],
+            seed=0,
+        )
         write_parquet_atomic(tx, path)
-        logger.info("%gx: simulated %s transactions in %.0f s", scale, f"{len(tx):,}",
-                    time.perf_counter() - started)  # fmt: skip
+        logger.info(
+            "%gx: simulated %s transactions in %.0f s",
+            scale,
+            f"{len(tx):,}",
+            time.perf_counter() - started,
+        )
         del tx
     return path, pq.ParquetFile(path).metadata.num_rows
 
@@ -94,10 +99,14 @@ def tree_rss(pid: int) -> int:
 def run_child(step: str, engine: str, data_dir: Path) -> dict[str, Any]:
     """One step in a child process; its wall time, the tree's peak RSS, its own report."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDOPS_")}
-    env.update({
-        "FRAUDOPS_DATA_DIR": str(data_dir), "FRAUDOPS_OFFLINE_STORE": engine,
-        "FRAUDOPS_SPARK_MASTER": SPARK_MASTER, "FRAUDOPS_SPARK_CONF": json.dumps(SPARK_CONF),
-    })  # fmt: skip
+    env.update(
+        {
+            "FRAUDOPS_DATA_DIR": str(data_dir),
+            "FRAUDOPS_OFFLINE_STORE": engine,
+            "FRAUDOPS_SPARK_MASTER": SPARK_MASTER,
+            "FRAUDOPS_SPARK_CONF": json.dumps(SPARK_CONF),
+        }
+    )
     command = [sys.executable, __file__, "--child", step, "--engine", engine]
     started = time.perf_counter()
     child = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -117,11 +126,19 @@ def run_child(step: str, engine: str, data_dir: Path) -> dict[str, Any]:
     done.set()
     sampler.join()
     if child.returncode != 0:
-        return {"completed": False, "returncode": child.returncode,
-                "seconds": round(seconds, 1), "peak_rss_gb": round(peak / GB, 2)}  # fmt: skip
+        return {
+            "completed": False,
+            "returncode": child.returncode,
+            "seconds": round(seconds, 1),
+            "peak_rss_gb": round(peak / GB, 2),
+        }
     report = json.loads(out.strip().splitlines()[-1])
-    return {"completed": True, "seconds": round(seconds, 1), "peak_rss_gb": round(peak / GB, 2),
-            **report}  # fmt: skip
+    return {
+        "completed": True,
+        "seconds": round(seconds, 1),
+        "peak_rss_gb": round(peak / GB, 2),
+        **report,
+    }
 
 
 # --- the children ----------------------------------------------------------------------------
@@ -134,8 +151,10 @@ def child_build(engine: str) -> dict[str, Any]:
         from fraudops.feature_build import build_from_offline_store
 
         built = build_from_offline_store(settings, engine="duckdb")
-        return {"inner_seconds": round(time.perf_counter() - started, 1),
-                "rows": {name: rows for name, (_, rows) in built.items()}}  # fmt: skip
+        return {
+            "inner_seconds": round(time.perf_counter() - started, 1),
+            "rows": {name: rows for name, (_, rows) in built.items()},
+        }
     from fraudops.spark_build import build_on_spark, spark_session
 
     spark = spark_session(settings)
@@ -145,11 +164,13 @@ def child_build(engine: str) -> dict[str, Any]:
     stages = spark_task_times(spark)
     spark.stop()
     return {
-        "inner_seconds": round(inner, 1), "session_seconds": round(session_seconds, 1),
+        "inner_seconds": round(inner, 1),
+        "session_seconds": round(session_seconds, 1),
         "step_seconds": {k: round(v, 1) for k, v in report.seconds.items()},
-        "parts": report.parts, "rows": {name: rows for name, (_, rows) in report.tables.items()},
+        "parts": report.parts,
+        "rows": {name: rows for name, (_, rows) in report.tables.items()},
         **executor_estimates(stages),
-    }  # fmt: skip
+    }
 
 
 def spark_task_times(spark: Any) -> list[dict[str, Any]]:
@@ -165,31 +186,40 @@ def spark_task_times(spark: Any) -> list[dict[str, Any]]:
     stages = []
     for stage in get("/stages?status=complete"):
         tasks = get(f"/stages/{stage['stageId']}/{stage['attemptId']}/taskList?length=100000")
-        stages.append({
-            "stage": stage["stageId"], "name": stage["name"][:80],
-            "task_seconds": sorted((t.get("duration", 0) / 1000 for t in tasks), reverse=True),
-        })  # fmt: skip
+        stages.append(
+            {
+                "stage": stage["stageId"],
+                "name": stage["name"][:80],
+                "task_seconds": sorted((t.get("duration", 0) / 1000 for t in tasks), reverse=True),
+            }
+        )
     return sorted(stages, key=lambda s: s["stage"])
 
 
 def executor_estimates(stages: list[dict[str, Any]]) -> dict[str, Any]:
     total = sum(sum(s["task_seconds"]) for s in stages)
     estimate = {
-        str(n): round(sum(max(sum(s["task_seconds"]) / n, max(s["task_seconds"], default=0))
-                          for s in stages), 1)
+        str(n): round(
+            sum(max(sum(s["task_seconds"]) / n, max(s["task_seconds"], default=0)) for s in stages),
+            1,
+        )
         for n in (1, 2, 8, 32, 128)
-    }  # fmt: skip
+    }
     heavy = sorted(stages, key=lambda s: -sum(s["task_seconds"]))[:4]
     return {
         "task_seconds_total": round(total, 1),
         "estimated_seconds_with_executors": estimate,
         "heaviest_stages": [
-            {"stage": s["stage"], "name": s["name"], "tasks": len(s["task_seconds"]),
-             "task_seconds_total": round(sum(s["task_seconds"]), 1),
-             "longest_tasks": [round(t, 1) for t in s["task_seconds"][:5]]}
+            {
+                "stage": s["stage"],
+                "name": s["name"],
+                "tasks": len(s["task_seconds"]),
+                "task_seconds_total": round(sum(s["task_seconds"]), 1),
+                "longest_tasks": [round(t, 1) for t in s["task_seconds"][:5]],
+            }
             for s in heavy
         ],
-    }  # fmt: skip
+    }
 
 
 def child_read(engine: str) -> dict[str, Any]:
@@ -289,14 +319,18 @@ def machine() -> dict[str, Any]:
         spark_version = None
     java = subprocess.run(["java", "-version"], capture_output=True, text=True)
     return {
-        "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / GB, 1),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(), "duckdb": duckdb.__version__,
-        "feast": feast.__version__, "pyspark": spark_version,
+        "python": platform.python_version(),
+        "duckdb": duckdb.__version__,
+        "feast": feast.__version__,
+        "pyspark": spark_version,
         "java": (java.stderr.splitlines() or [""])[0],
-        "spark_master": SPARK_MASTER, "spark_conf": SPARK_CONF,
-    }  # fmt: skip
+        "spark_master": SPARK_MASTER,
+        "spark_conf": SPARK_CONF,
+    }
 
 
 def main() -> None:
@@ -315,15 +349,20 @@ def main() -> None:
         return
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    results: dict[str, Any] = json.loads(args.out.read_text()).get("results", {}) \
-        if args.out.exists() else {}  # fmt: skip
+    results: dict[str, Any] = (
+        json.loads(args.out.read_text()).get("results", {}) if args.out.exists() else {}
+    )
     meta = machine()
     for scale in (float(s) for s in args.scales.split(",")):
         path, rows = prepare(scale, args.data_dir)
         data_dir = path.parents[1]
         entry = results.setdefault(f"{scale:g}x", {})
-        entry.update({**{k: round(v * (scale if k != "days" else 1)) for k, v in HANDBOOK.items()},
-                      "transactions": rows})  # fmt: skip
+        entry.update(
+            {
+                **{k: round(v * (scale if k != "days" else 1)) for k, v in HANDBOOK.items()},
+                "transactions": rows,
+            }
+        )
         for engine in args.engines.split(","):
             for step in args.steps.split(","):
                 if step == "floor" and engine != "duckdb":
@@ -336,9 +375,12 @@ def main() -> None:
                 entry.setdefault(engine, {})[step] = result
                 logger.info("%gx %s %s: %s", scale, engine, step, json.dumps(result)[:400])
                 args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps(
-                    {"machine": meta, "results": results, "goals": goals(results)}, indent=2
-                ) + "\n")  # fmt: skip
+                args.out.write_text(
+                    json.dumps(
+                        {"machine": meta, "results": results, "goals": goals(results)}, indent=2
+                    )
+                    + "\n"
+                )
     print(json.dumps(goals(results), indent=2))
 
 

@@ -56,14 +56,20 @@ def offline_source(name: str, description: str, settings: Settings | None = None
         from fraudops.spark_build import EVENT_DATE
 
         return SparkSource(
-            name=f"{name}_source", path=path, file_format="parquet",
-            timestamp_field="event_timestamp", date_partition_column=EVENT_DATE,
-            date_partition_column_format="%Y-%m-%d", description=description,
-        )  # fmt: skip
+            name=f"{name}_source",
+            path=path,
+            file_format="parquet",
+            timestamp_field="event_timestamp",
+            date_partition_column=EVENT_DATE,
+            date_partition_column_format="%Y-%m-%d",
+            description=description,
+        )
     return FileSource(
-        name=f"{name}_source", path=path, timestamp_field="event_timestamp",
+        name=f"{name}_source",
+        path=path,
+        timestamp_field="event_timestamp",
         description=description,
-    )  # fmt: skip
+    )
 
 
 def feast_redis_connection_string(url: str) -> str:

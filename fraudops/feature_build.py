@@ -261,7 +261,7 @@ def build_in_parts(
         rows, first, last = con.execute(
             f"SELECT count(*), min({c.TIMESTAMP}), max({c.TIMESTAMP}) FROM read_parquet(?)",
             [source],
-        ).fetchone() or (0, None, None)  # fmt: skip
+        ).fetchone() or (0, None, None)
         if not rows:
             raise FileNotFoundError(f"no transactions in {source}")
         parts = part_count(rows, settings.offline_rows_per_part)

@@ -243,12 +243,18 @@ def build_on_spark(settings: Settings, spark: SparkSession | None = None) -> Spa
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     counts: dict[str, int] = dict(customers.groupBy(TABLE).count().collect())  # computes it once
-    activity_columns = [c.TRANSACTION_ID, c.CUSTOMER_ID, EVENT_TIMESTAMP,
-                        *f.CUSTOMER_ACTIVITY_FEATURES]  # fmt: skip
+    activity_columns = [
+        c.TRANSACTION_ID,
+        c.CUSTOMER_ID,
+        EVENT_TIMESTAMP,
+        *f.CUSTOMER_ACTIVITY_FEATURES,
+    ]
     state_columns = [c.CUSTOMER_ID, EVENT_TIMESTAMP, *STATE_FIELDS]
     tables: dict[str, tuple[str, int]] = {}
-    for name, columns in (("customer_activity", activity_columns),
-                          ("customer_state", state_columns)):  # fmt: skip
+    for name, columns in (
+        ("customer_activity", activity_columns),
+        ("customer_state", state_columns),
+    ):
         uri = settings.spark_table_uri(name)
         _write_by_day(customers.where(F.col(TABLE) == name).select(*columns), uri)
         tables[name] = (uri, int(counts.get(name, 0)))
@@ -267,7 +273,7 @@ def build_on_spark(settings: Settings, spark: SparkSession | None = None) -> Spa
             tx.select(*[name for name in terminal_columns if name in tx.columns]),
             c.TERMINAL_ID,
             parts,
-        )  # fmt: skip
+        )
         .groupBy("_part")
         .applyInPandas(terminals, schema=_terminal_schema())
     )

@@ -89,8 +89,11 @@ def built(spark_session_for_tests, tmp_path_factory) -> Built:
     tx = simulate(customers=CUSTOMERS, terminals=TERMINALS, days=DAYS, seed=11)
     common = {**SPARK_ENV, "FRAUDOPS_OFFLINE_ROWS_PER_PART": ROWS_PER_PART}
     duckdb_env = {**common, "FRAUDOPS_DATA_DIR": str(root / "duckdb")}
-    spark_env = {**common, "FRAUDOPS_DATA_DIR": str(root / "spark"),
-                 "FRAUDOPS_OFFLINE_STORE": "spark"}  # fmt: skip
+    spark_env = {
+        **common,
+        "FRAUDOPS_DATA_DIR": str(root / "spark"),
+        "FRAUDOPS_OFFLINE_STORE": "spark",
+    }
     with environment(duckdb_env):
         settings = get_settings()
         write_parquet_atomic(tx, settings.transactions_path)
@@ -98,8 +101,10 @@ def built(spark_session_for_tests, tmp_path_factory) -> Built:
     with environment(spark_env):
         settings = get_settings()
         settings.offline_dir.mkdir(parents=True)
-        shutil.copy(Path(duckdb_env["FRAUDOPS_DATA_DIR"]) / "offline" / "transactions.parquet",
-                    settings.transactions_path)  # fmt: skip
+        shutil.copy(
+            Path(duckdb_env["FRAUDOPS_DATA_DIR"]) / "offline" / "transactions.parquet",
+            settings.transactions_path,
+        )
         result = CliRunner().invoke(app, ["features", "build", "--engine", "spark"])
         assert result.exit_code == 0, result.output
     return Built(duckdb_env, spark_env, tx)
@@ -165,8 +170,9 @@ def _training_set(env: dict[str, str], tx: pd.DataFrame) -> tuple[pd.DataFrame, 
     from fraudops.offline import offline_features
     from fraudops.training import plan_windows
 
-    windows = plan_windows(tx, tx[c.TIMESTAMP].min().date() + timedelta(days=30),
-                           TRAIN_DAYS, DELAY_DAYS, TEST_DAYS)  # fmt: skip
+    windows = plan_windows(
+        tx, tx[c.TIMESTAMP].min().date() + timedelta(days=30), TRAIN_DAYS, DELAY_DAYS, TEST_DAYS
+    )
     window_tx = tx[(tx[c.TIMESTAMP] >= windows.train_start) & (tx[c.TIMESTAMP] < windows.test_end)]
     with environment(env):
         store = get_store()

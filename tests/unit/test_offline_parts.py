@@ -42,8 +42,11 @@ def test_a_build_in_parts_gives_the_tables_of_a_build_in_one(settings, monkeypat
     monkeypatch.setattr(settings, "offline_rows_per_part", 1000)
     built = build_from_offline_store(settings)
     assert part_count(len(tx), 1000) > 3
-    keys = {"customer_activity": ["transaction_id"], "customer_state": ["customer_id"],
-            "terminal_daily": ["terminal_id", "event_timestamp"]}  # fmt: skip
+    keys = {
+        "customer_activity": ["transaction_id"],
+        "customer_state": ["customer_id"],
+        "terminal_daily": ["terminal_id", "event_timestamp"],
+    }
     for name, key in keys.items():
         path, rows = built[name]
         parts = pd.read_parquet(path).sort_values(key).reset_index(drop=True)
