@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import gc
 import logging
 import os
@@ -362,37 +363,45 @@ FraudScorer.add_asgi_middleware(
 METRICS_FLUSH_SECONDS = 1.0
 
 
+@functools.cache
+def _instruments() -> tuple[Any, Any, Any, Any, Any]:
+    """The Prometheus instruments, registered once per process (a registry refuses a name
+    twice; a test process may start several scorers)."""
+    version = bentoml.metrics.Gauge(
+        name="fraudops_model_info",
+        documentation="Model version being served (value 1).",
+        labelnames=["model_version"],
+    )
+    freshness = bentoml.metrics.Gauge(
+        name="fraudops_feature_age_seconds",
+        documentation="Age of the newest row the online store holds per batch view (by "
+        "the clock); views without a budget: seconds since the last materialization.",
+        labelnames=["view"],
+    )
+    budget = bentoml.metrics.Gauge(
+        name="fraudops_feature_budget_seconds",
+        documentation="Freshness budget per batch view (its TTL unless configured).",
+        labelnames=["view"],
+    )
+    stale = bentoml.metrics.Gauge(
+        name="fraudops_feature_stale",
+        documentation="1 while a batch view is past its freshness budget (or the online "
+        "store holds none of it), else 0.",
+        labelnames=["view"],
+    )
+    decisions = bentoml.metrics.Counter(
+        name="fraudops_decisions",
+        documentation="Scored transactions by decision.",
+        labelnames=["decision", "degraded"],
+    )
+    return version, freshness, budget, stale, decisions
+
+
 class _Metrics:
     """Prometheus metrics, served by BentoML's own /metrics."""
 
     def __init__(self) -> None:
-        self.version = bentoml.metrics.Gauge(
-            name="fraudops_model_info",
-            documentation="Model version being served (value 1).",
-            labelnames=["model_version"],
-        )
-        self.freshness = bentoml.metrics.Gauge(
-            name="fraudops_feature_age_seconds",
-            documentation="Age of the newest row the online store holds per batch view (by "
-            "the clock); views without a budget: seconds since the last materialization.",
-            labelnames=["view"],
-        )
-        self.budget = bentoml.metrics.Gauge(
-            name="fraudops_feature_budget_seconds",
-            documentation="Freshness budget per batch view (its TTL unless configured).",
-            labelnames=["view"],
-        )
-        self.stale = bentoml.metrics.Gauge(
-            name="fraudops_feature_stale",
-            documentation="1 while a batch view is past its freshness budget (or the online "
-            "store holds none of it), else 0.",
-            labelnames=["view"],
-        )
-        self.decisions = bentoml.metrics.Counter(
-            name="fraudops_decisions",
-            documentation="Scored transactions by decision.",
-            labelnames=["decision", "degraded"],
-        )
+        (self.version, self.freshness, self.budget, self.stale, self.decisions) = _instruments()
         self._current: str | None = None
         # Decisions are counted here and added to the Prometheus counter at most once a
         # second (and on every status check): in BentoML's multiprocess mode an increment

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -19,6 +21,16 @@ from fraudops import contract as c
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_START = pd.Timestamp("2026-04-17").date()
+
+
+@functools.cache
+def scorer_asgi_app() -> Any:
+    """The scorer's ASGI app, built once per test process: BentoML registers the app's
+    request metrics in Prometheus' process-wide registry, which refuses them twice. Each
+    ``TestClient`` still starts a new scorer with the settings of its environment."""
+    from service.service import FraudScorer
+
+    return FraudScorer.to_asgi()
 
 
 @contextmanager

@@ -21,7 +21,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraudops import contract as c
-from tests.integration.conftest import environment
+from tests.integration.conftest import environment, scorer_asgi_app
 
 pytestmark = pytest.mark.integration
 WEEK = 7
@@ -82,10 +82,10 @@ def test_a_week_through_the_api_with_only_the_nightly_job(tmp_path: Path) -> Non
         promote(settings)
         budgets = view_budgets(store.list_feature_views(), settings.freshness_budgets)
 
-        from service.service import FraudScorer, _scorers
+        from service.service import _scorers
 
         scored: list[pd.DataFrame] = []
-        with TestClient(FraudScorer.to_asgi()) as client:
+        with TestClient(scorer_asgi_app()) as client:
             # where a week without the nightly job leaves the store: stale, and said so
             ready = client.get("/readyz")
             assert ready.status_code == 503, ready.text

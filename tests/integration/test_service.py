@@ -475,9 +475,10 @@ def test_contract_through_the_asgi_app(stack: Stack) -> None:
 
     with environment({**stack.values, "FRAUDOPS_LOG_FLUSH_SECONDS": "0.25"}):
         from fraudops.http_guard import RequestTimeout
-        from service.service import FraudScorer, _scorers
+        from service.service import _scorers
+        from tests.integration.conftest import scorer_asgi_app
 
-        app = FraudScorer.to_asgi()
+        app = scorer_asgi_app()
         timeouts = [m.cls for m in app.user_middleware if "Timeout" in m.cls.__name__]
         assert timeouts == [RequestTimeout]  # in place of BentoML's, whose timers stayed alive
         with TestClient(app) as client:
