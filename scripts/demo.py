@@ -8,7 +8,8 @@ doubles as a walkthrough:
 3. build features, register them with Feast, materialize the online store;
 4. train, evaluate and register a model in MLflow, promote it to @champion;
 5. start ``bentoml serve`` in the background and replay the last two days through it;
-6. chargebacks for the first replayed day arrive: ingest them as labels;
+6. chargebacks for the first replayed day arrive: ingest them as labels, then the nightly
+   job takes the scored traffic and the labels into the history (``fraudops nightly``);
 7. run the monitor on the replayed traffic; print what happened and where to look.
 
 State lives in ``data/demo`` (``--data-dir``); running it again starts afresh. The demo
@@ -310,6 +311,11 @@ def main() -> int:
                 "labels",
                 "ingest",
                 str(raw / "chargebacks.csv"),
+            )
+            steps.run(  # the scored traffic becomes history: terminal features stay fresh
+                "run the nightly job (scored traffic and labels into the history)",
+                fraudops,
+                "nightly",
             )
             monitor = json.loads(
                 steps.run(
