@@ -134,30 +134,12 @@ def record_newest_rows(settings, store, end: datetime) -> None:  # type: ignore[
 
 
 def run_schedule(every_seconds: int, rebuild: bool = False, engine: str = "auto") -> None:
-    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES
-    from apscheduler.schedulers.blocking import BlockingScheduler
+    from fraudops.schedule import one_at_a_time, run_until_interrupted
 
-    scheduler = BlockingScheduler(timezone=UTC)
-
-    def on_event(event) -> None:  # type: ignore[no-untyped-def]
-        if event.code == EVENT_JOB_MAX_INSTANCES:
-            log.warning("previous materialization still running: skipped this one")
-        else:
-            log.error("materialization failed: %s", event.exception)
-
-    scheduler.add_listener(on_event, EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES)
-    scheduler.add_job(
-        materialize_once,
-        "interval",
-        seconds=every_seconds,
-        kwargs={"rebuild": rebuild, "engine": engine},
-        max_instances=1,
-        coalesce=True,
-        next_run_time=datetime.now(UTC),
-        id="materialize",
+    scheduler = one_at_a_time(
+        "materialization",
+        lambda: materialize_once(rebuild=rebuild, engine=engine),
+        every_seconds,
     )
     log.info("materializing every %d s; Ctrl-C to stop", every_seconds)
-    try:
-        scheduler.start()
-    except (KeyboardInterrupt, SystemExit):
-        log.info("scheduler stopped")
+    run_until_interrupted(scheduler)

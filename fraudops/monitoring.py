@@ -896,10 +896,7 @@ def run_schedule(
 ) -> None:
     """Monitor the trailing ``length`` every ``every_seconds`` until interrupted; a run still
     going when the next is due is skipped and logged (as for materialization)."""
-    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES
-    from apscheduler.schedulers.blocking import BlockingScheduler
-
-    scheduler = BlockingScheduler(timezone=UTC)
+    from fraudops.schedule import one_at_a_time, run_until_interrupted
 
     def run_once() -> None:
         try:
@@ -907,24 +904,6 @@ def run_schedule(
         except NoPredictions as exc:  # a quiet hour is not a failure of the schedule
             log.warning("%s", exc)
 
-    def on_event(event) -> None:  # type: ignore[no-untyped-def]
-        if event.code == EVENT_JOB_MAX_INSTANCES:
-            log.warning("previous monitor run still going: skipped this one")
-        else:
-            log.error("monitor run failed: %s", event.exception)
-
-    scheduler.add_listener(on_event, EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES)
-    scheduler.add_job(
-        run_once,
-        "interval",
-        seconds=every_seconds,
-        max_instances=1,
-        coalesce=True,
-        next_run_time=datetime.now(UTC),
-        id="monitor",
-    )
+    scheduler = one_at_a_time("monitor run", run_once, every_seconds)
     log.info("monitoring the last %s every %d s; Ctrl-C to stop", length, every_seconds)
-    try:
-        scheduler.start()
-    except (KeyboardInterrupt, SystemExit):
-        log.info("scheduler stopped")
+    run_until_interrupted(scheduler)

@@ -606,41 +606,12 @@ def run_nightly(
 def run_schedule(every_seconds: int, at: str | None = None) -> None:
     """Run the job every ``every_seconds`` (first run now), or every day at ``at`` (HH:MM
     UTC); one run at a time, a run still going when the next is due is skipped and logged."""
-    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES
-    from apscheduler.schedulers.blocking import BlockingScheduler
-
+    from fraudops.schedule import one_at_a_time, run_until_interrupted
     from fraudops.settings import get_settings
 
-    scheduler = BlockingScheduler(timezone=UTC)
-
-    def on_event(event) -> None:  # type: ignore[no-untyped-def]
-        if event.code == EVENT_JOB_MAX_INSTANCES:
-            log.warning("previous nightly run still going: skipped this one")
-        else:
-            log.error("nightly run failed: %s", event.exception)
-
-    def job() -> None:
-        run_nightly(get_settings())
-
-    scheduler.add_listener(on_event, EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES)
+    scheduler = one_at_a_time("nightly run", lambda: run_nightly(get_settings()), every_seconds, at)
     if at is not None:
-        hour, minute = (int(part) for part in at.split(":"))
-        scheduler.add_job(
-            job, "cron", hour=hour, minute=minute, max_instances=1, coalesce=True, id="nightly"
-        )
-        log.info("nightly job every day at %02d:%02d UTC; Ctrl-C to stop", hour, minute)
+        log.info("nightly job every day at %s UTC; Ctrl-C to stop", at)
     else:
-        scheduler.add_job(
-            job,
-            "interval",
-            seconds=every_seconds,
-            max_instances=1,
-            coalesce=True,
-            next_run_time=datetime.now(UTC),
-            id="nightly",
-        )
         log.info("nightly job every %d s; Ctrl-C to stop", every_seconds)
-    try:
-        scheduler.start()
-    except (KeyboardInterrupt, SystemExit):
-        log.info("scheduler stopped")
+    run_until_interrupted(scheduler)

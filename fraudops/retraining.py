@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from fraudops.promotion import Evidence, PromotionResult
@@ -126,28 +125,9 @@ def build_scheduler(
     (a run still going when the next is due is skipped and logged), as ``materialize
     --every`` does. Blocking unless given another scheduler class (tests use the
     background one)."""
-    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES
-    from apscheduler.schedulers.blocking import BlockingScheduler
+    from fraudops.schedule import one_at_a_time
 
-    scheduler = (scheduler_class or BlockingScheduler)(timezone=UTC)
-
-    def on_event(event) -> None:  # type: ignore[no-untyped-def]
-        if event.code == EVENT_JOB_MAX_INSTANCES:
-            log.warning("previous retraining still running: skipped this one")
-        else:
-            log.error("retraining failed: %s", event.exception)
-
-    scheduler.add_listener(on_event, EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES)
-    scheduler.add_job(
-        job,
-        "interval",
-        seconds=every_seconds,
-        max_instances=1,
-        coalesce=True,
-        next_run_time=datetime.now(UTC),
-        id="retrain",
-    )
-    return scheduler
+    return one_at_a_time("retraining", job, every_seconds, scheduler_class=scheduler_class)
 
 
 def run_schedule(
@@ -168,7 +148,6 @@ def run_schedule(
         every_seconds,
         f", promoting on {evidence} evidence" if auto_promote else "",
     )
-    try:
-        scheduler.start()
-    except (KeyboardInterrupt, SystemExit):
-        log.info("scheduler stopped")
+    from fraudops.schedule import run_until_interrupted
+
+    run_until_interrupted(scheduler)
