@@ -46,7 +46,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -70,21 +70,6 @@ SOURCE = "stream"
 # Failures of Redis, the network or the database: retry the batch, never dead-letter it.
 INFRASTRUCTURE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError, sa.exc.SQLAlchemyError)
 
-# A customer lease: take it when free or already ours (a batch retried after a Redis
-# error still holds its leases); release only our own.
-_ACQUIRE = """
-local got = {}
-for i, key in ipairs(KEYS) do
-  local holder = redis.call('GET', key)
-  if holder == false or holder == ARGV[1] then
-    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
-    got[i] = 1
-  else
-    got[i] = 0
-  end
-end
-return got
-"""
 SCORE_FIELDS = (
     "event_id",
     "transaction_id",
@@ -106,9 +91,9 @@ def _lua_names(names: Sequence[str]) -> str:
     return "{" + ", ".join(f"'{name}'" for name in names) + "}"
 
 
-# A batch's results, alerts and dead letters, its acknowledgement and the release of its
-# leases, in one script: atomic like MULTI/EXEC, with one reply instead of one per command.
-# KEYS: scores, alerts, deadletter, transactions, then the leases to release.
+# A batch's results, alerts and dead letters and its acknowledgement, in one script: atomic
+# like MULTI/EXEC, with one reply instead of one per command.
+# KEYS: scores, alerts, deadletter, transactions.
 # ARGV: max length ('' for none), group, consumer, number of results, number of dead
 # letters, each result's SCORE_FIELDS values, each dead letter's DEADLETTER_FIELDS values,
 # then the entry ids to acknowledge.
@@ -144,9 +129,6 @@ for first = at, #ARGV, 1000 do
   for k = first, math.min(first + 999, #ARGV) do ids[#ids + 1] = ARGV[k] end
   acked = acked + redis.call('XACK', KEYS[4], ARGV[2], unpack(ids))
 end
-for k = 5, #KEYS do
-  if redis.call('GET', KEYS[k]) == ARGV[3] then redis.call('DEL', KEYS[k]) end
-end
 return acked
 """.replace("SCORE_FIELDS", _lua_names(SCORE_FIELDS))
     .replace("DEADLETTER_FIELDS", _lua_names(DEADLETTER_FIELDS))
@@ -178,9 +160,6 @@ class StreamNames:
         if settings.redis_mode == "cluster":
             prefix = "{" + prefix + "}"
         return cls.under(prefix, transactions)
-
-    def lease(self, customer_id: str) -> str:
-        return f"{self.prefix}:lease:customer:{customer_id}"
 
 
 def prediction_id(entry_id: str) -> str:
@@ -283,7 +262,7 @@ class ConsumerStats:
     alerts: int = 0
     deadlettered: int = 0
     claimed: int = 0
-    deferred: int = 0  # waits for another consumer's lease on its customer
+    deferred: int = 0  # waits while another scorer finishes the same transaction
     deleted: int = 0  # pending entries trimmed from the stream before we read them
     batches: int = 0
     errors: int = 0
@@ -347,7 +326,6 @@ class Unpublished:
     results: dict[str, ScoreResult]
     poison: list[tuple[Event, PoisonEvent]]
     deleted: list[Event]
-    leased: list[Event]
 
     def events(self) -> list[Event]:
         return [*self.done, *(event for event, _ in self.poison), *self.deleted]
@@ -369,7 +347,6 @@ class StreamConsumer:
         max_wait_ms: int = 20,
         block_ms: int = 500,
         claim_idle_ms: int = 30_000,
-        lease_ms: int = 30_000,
         max_len: int | None = 1_000_000,
     ):
         if core.prediction_log is None:
@@ -384,10 +361,8 @@ class StreamConsumer:
         self.max_wait_ms = max_wait_ms
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
-        self.lease_ms = lease_ms
         self.max_len = max_len
         self.stats = ConsumerStats()
-        self._acquire = client.register_script(_ACQUIRE)
         self._publisher = ScriptSender(client, _PUBLISH)
         self._deferred: list[Event] = []
         self._shadow_rows: list[dict[str, Any]] = []  # the batch's, with its records
@@ -508,7 +483,7 @@ class StreamConsumer:
             self._pending_cursor = "0"
         room = self.batch_size - len(deferred)
         if room <= 0:
-            time.sleep(0.01)  # everything in hand waits for leases
+            time.sleep(0.01)  # everything in hand waits for others to finish it
             return deferred
         # Block for the first event (briefly when we already hold deferred ones), then
         # top the batch up for at most max_wait_ms.
@@ -578,7 +553,6 @@ class StreamConsumer:
         self._shadow_rows = []
         results = self._score(to_score, poison, records, deferred)
         results.update(logged)
-        leased: list[Event] = []  # customer leases are gone: the state store is exact
 
         done = [e for e in valid if e.entry_id in results]
         log_write = (
@@ -587,9 +561,9 @@ class StreamConsumer:
             else None
         )
         # the previous batch: its records are durable by now (they were written while this
-        # batch was scored), so it is published; its leases that this batch holds stay
-        self._publish_previous(keep={e.tx.customer_id for e in leased})
-        self._unpublished = Unpublished(log_write, done, results, poison, deleted, leased)
+        # batch was scored), so it is published
+        self._publish_previous()
+        self._unpublished = Unpublished(log_write, done, results, poison, deleted)
         if deferred:  # still ours: reset their idle time so no one claims them meanwhile
             self.client.xclaim(
                 self.names.transactions,
@@ -665,17 +639,15 @@ class StreamConsumer:
             )
         return found
 
-    def _publish_previous(self, keep: Collection[str] = ()) -> None:
+    def _publish_previous(self) -> None:
         """Publish and acknowledge the batch scored before, once its records are durable
-        (in the database or fsynced in the spool), and release its customers' leases but
-        those in ``keep`` (held again by the batch in hand)."""
+        (in the database or fsynced in the spool)."""
         batch, self._unpublished = self._unpublished, None
         if batch is None:
             return
         if batch.log_write is not None:
             batch.log_write.result()  # raises if the records could not be made durable
-        leased = [e for e in batch.leased if e.tx.customer_id not in keep]
-        self._publish(batch.done, batch.results, batch.poison, batch.deleted, leased)
+        self._publish(batch.done, batch.results, batch.poison, batch.deleted)
 
     def _forget_previous(self) -> None:
         """After a failure: the batch scored before stays pending in the group, to be read
@@ -769,11 +741,9 @@ class StreamConsumer:
         results: dict[str, ScoreResult],
         poison: list[tuple[Event, PoisonEvent]],
         deleted: list[Event],
-        leased: list[Event],
     ) -> None:
-        """Results, alerts and dead letters, the acknowledgement and the lease release, in
-        one script (atomic): an event is acknowledged exactly when its result is in the
-        stream."""
+        """Results, alerts and dead letters and the acknowledgement, in one script
+        (atomic): an event is acknowledged exactly when its result is in the stream."""
         values: list[Any] = []
         for event in done:
             values.extend(score_values(event.entry_id, event.tx, results[event.entry_id]))
@@ -782,8 +752,7 @@ class StreamConsumer:
             values.extend(dead[name] for name in DEADLETTER_FIELDS)
             log.warning("dead-lettered event %s: %s", event.entry_id, reason.reason)
         acked = [e.entry_id for e in (*done, *(p[0] for p in poison), *deleted)]
-        customers = dict.fromkeys(e.tx.customer_id for e in leased)
-        if not acked and not customers:
+        if not acked:
             return
         n = self.names
         self._publisher.send(
@@ -792,7 +761,6 @@ class StreamConsumer:
                 n.alerts,
                 n.deadletter,
                 n.transactions,
-                *(n.lease(customer) for customer in customers),
             ],
             args=[
                 "" if self.max_len is None else self.max_len,

@@ -329,7 +329,7 @@ def test_a_batch_scored_and_logged_but_not_acked_is_not_scored_twice(stack: Stac
     first = [event(cu, i) for i in range(4) for cu in customers]
     stack.send(names, first)
     victim = DiesBeforeAck(
-        stack.core, stack.client, names, consumer="victim", lease_ms=300, block_ms=50, max_wait_ms=5
+        stack.core, stack.client, names, consumer="victim", block_ms=50, max_wait_ms=5
     )
     victim.ensure_group()
     with pytest.raises(KeyboardInterrupt):  # publishing waits for the next step
@@ -338,7 +338,7 @@ def test_a_batch_scored_and_logged_but_not_acked_is_not_scored_twice(stack: Stac
     assert len(stack.logged("half-")) >= 12 and pending(stack, names) == 12
 
     time.sleep(0.4)  # the victim's events are idle and its leases expired
-    rescuer = stack.consumer(names, "rescuer", claim_idle_ms=300, lease_ms=300)
+    rescuer = stack.consumer(names, "rescuer", claim_idle_ms=300)
     drain(rescuer, lambda: stack.client.xlen(names.scores) == 12)
     assert rescuer.stats.from_log == 12 and rescuer.stats.scored == 0
     logged = {r.prediction_id: r.fraud_probability for r in stack.logged("half-").itertuples()}
