@@ -75,7 +75,7 @@ def configure_environment(data_dir: Path, redis_url: str) -> None:
     os.environ["FRAUDOPS_DATA_DIR"] = str(data_dir)
     os.environ["FRAUDOPS_ONLINE_STORE"] = "redis"
     os.environ["FRAUDOPS_REDIS_URL"] = redis_url
-    from fraudops.settings import get_settings
+    from fraudops.core.settings import get_settings
 
     get_settings.cache_clear()
 
@@ -92,7 +92,7 @@ def percentiles_ms(samples_ns: list[int]) -> dict[str, float]:
 # --- synthetic feature tables --------------------------------------------------------------
 def terminal_daily_table(terminals: int, days: int, seed: int) -> pd.DataFrame:
     """``terminal_daily`` rows: every terminal on each of ``days`` day starts."""
-    from fraudops.features import TERMINAL_FEATURES
+    from fraudops.features.maths import TERMINAL_FEATURES
 
     rng = np.random.default_rng(seed)
     ids = np.char.add("t_", np.char.zfill(np.arange(terminals).astype(str), 7)).astype(object)
@@ -136,7 +136,7 @@ def customer_state_table(customers: int, terminals: int, seed: int) -> pd.DataFr
 
 def customer_activity_table() -> pd.DataFrame:
     """A one-row ``customer_activity`` table: the view is offline only, but needs a source."""
-    from fraudops.features import CUSTOMER_ACTIVITY_FEATURES
+    from fraudops.features.maths import CUSTOMER_ACTIVITY_FEATURES
 
     return pd.DataFrame(
         {
@@ -149,8 +149,8 @@ def customer_activity_table() -> pd.DataFrame:
 
 
 def prepare_store(features_dir: Path, terminal_daily: pd.DataFrame, customer_state: pd.DataFrame):  # type: ignore[no-untyped-def]
-    from fraudops.feast_store import apply_definitions, get_store
-    from fraudops.ingest import write_parquet_atomic as write_parquet
+    from fraudops.data.ingest import write_parquet_atomic as write_parquet
+    from fraudops.features.feast_store import apply_definitions, get_store
 
     write_parquet(terminal_daily, features_dir / "terminal_daily.parquet")
     write_parquet(customer_state, features_dir / "customer_state.parquet")
@@ -176,13 +176,13 @@ def send_resp(client: Any, payloads: list[tuple[bytes, int]]) -> None:
 def bench_materialize(sizes: dict[str, int], features_dir: Path, client: Any) -> dict[str, Any]:
     from feast.value_type import ValueType
 
-    from fraudops.features import TERMINAL_FEATURES
-    from fraudops.redis_fast import (
+    from fraudops.adapters.feast_redis import (
         FeastRedisLayout,
         fast_materialize,
         serialize_timestamps,
         serialize_values,
     )
+    from fraudops.features.maths import TERMINAL_FEATURES
 
     entities = sizes["entities"]
     daily = terminal_daily_table(entities, days=2, seed=1)  # materialize keeps the latest day
@@ -290,10 +290,10 @@ def bench_materialize(sizes: dict[str, int], features_dir: Path, client: Any) ->
 
 # --- 1. online read ------------------------------------------------------------------------
 def service_lookups(store: Any, service: Any) -> list[tuple[str, list[str]]]:
-    """What the scorer reads from the online store for the service (see fraudops.online):
+    """What the scorer reads from the online store for the service (see fraudops.serving.online):
     the state view named by a view tagged ``online_source``, and the stored views;
     on-demand views are computed from the request."""
-    from fraudops.online import STATE_FIELDS, STATE_VIEW_TAG
+    from fraudops.serving.online import STATE_FIELDS, STATE_VIEW_TAG
 
     on_demand = {view.name for view in store.list_on_demand_feature_views()}
     lookups = []
@@ -309,8 +309,8 @@ def service_lookups(store: Any, service: Any) -> list[tuple[str, list[str]]]:
 
 
 def bench_read(sizes: dict[str, int], features_dir: Path, client: Any) -> dict[str, Any]:
-    from fraudops.feast_store import feature_service
-    from fraudops.redis_fast import FastRedisReader, FeastRedisLayout
+    from fraudops.adapters.feast_redis import FastRedisReader, FeastRedisLayout
+    from fraudops.features.feast_store import feature_service
 
     client.flushdb()
     daily = terminal_daily_table(sizes["read_terminals"], days=1, seed=3)
@@ -402,9 +402,9 @@ def bench_read(sizes: dict[str, int], features_dir: Path, client: Any) -> dict[s
 
 # --- 3. offline build ------------------------------------------------------------------------
 def bench_build(sizes: dict[str, int], scratch: Path) -> dict[str, Any]:
-    from fraudops import contract as c
-    from fraudops.feature_build import build_feature_tables
-    from fraudops.simulator import simulate
+    from fraudops.core import contract as c
+    from fraudops.data.simulator import simulate
+    from fraudops.features.build import build_feature_tables
 
     started = time.perf_counter()
     tx = simulate(
@@ -476,7 +476,7 @@ def main() -> None:
         configure_environment(Path(scratch) / "data", args.redis_url)
         import redis
 
-        from fraudops.settings import get_settings
+        from fraudops.core.settings import get_settings
 
         client = redis.Redis.from_url(args.redis_url)
         client.flushdb()

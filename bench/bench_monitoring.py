@@ -6,7 +6,7 @@ over 100,000 logged predictions, each against a floor measured in the same run.
 1. Monitor. Simulates Handbook-size traffic (5,000 customers, 10,000 terminals: about
    10,000 transactions a day) for 30 days, builds features, trains and promotes a model,
    scores the last day into the prediction log (point-in-time features, as the scorer
-   logs them), ingests its labels, then times ``fraudops.monitoring.monitor`` over that
+   logs them), ingests its labels, then times ``fraudops.monitoring.monitor.monitor`` over that
    day end to end (MLflow reference, database, Evidently drift and quality reports, HTML
    and JSON snapshots, Evidently workspace, summary rows), with a per-stage breakdown (the
    first run's Evidently stage includes importing Evidently), then a second run in the
@@ -57,7 +57,7 @@ def environment(data_dir: Path) -> None:
     for key in [k for k in os.environ if k.startswith("FRAUDOPS_")]:
         del os.environ[key]
     os.environ["FRAUDOPS_DATA_DIR"] = str(data_dir)
-    from fraudops.settings import get_settings
+    from fraudops.core.settings import get_settings
 
     get_settings.cache_clear()
 
@@ -67,17 +67,17 @@ def bench_monitor(data_dir: Path, sizes: dict[str, int]) -> dict[str, Any]:
     import numpy as np
     from scipy import stats
 
-    from fraudops import contract as c
-    from fraudops.db import create_db_engine
-    from fraudops.feast_store import apply_definitions, get_store
-    from fraudops.feature_build import build_from_offline_store
-    from fraudops.ingest import write_parquet_atomic
-    from fraudops.labels import ingest_labels
-    from fraudops.monitoring import Window, load_reference, monitor, read_window
-    from fraudops.promotion import promote
-    from fraudops.settings import get_settings
-    from fraudops.simulator import simulate
-    from fraudops.training import train
+    from fraudops.core import contract as c
+    from fraudops.core.db import create_db_engine
+    from fraudops.core.settings import get_settings
+    from fraudops.data.ingest import write_parquet_atomic
+    from fraudops.data.labels import ingest_labels
+    from fraudops.data.simulator import simulate
+    from fraudops.features.build import build_from_offline_store
+    from fraudops.features.feast_store import apply_definitions, get_store
+    from fraudops.model.promotion import promote
+    from fraudops.model.training import train
+    from fraudops.monitoring.monitor import Window, load_reference, monitor, read_window
     from tests.integration.test_monitoring import chargebacks, log_predictions
 
     environment(data_dir)

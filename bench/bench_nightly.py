@@ -8,7 +8,7 @@ throwaway ``redis-server``; the last day (about 10,000 transactions) written to 
 prediction log in PostgreSQL (``FRAUDOPS_TEST_POSTGRES_URL`` or 127.0.0.1:5432, a database
 of its own; SQLite if there is none) as the scorer writes it.
 
-Timed: one run of :func:`fraudops.nightly.run_nightly` end to end (read the log, take the
+Timed: one run of :func:`fraudops.features.nightly.run_nightly` end to end (read the log, take the
 new transactions into the offline store, build what changed, materialize it). Goal: under
 30 s. Floors measured in the same run: reading and rewriting the offline transactions
 table (I/O every run pays), and the full ``features build`` the job replaces.
@@ -108,8 +108,8 @@ def drop_database(name: str) -> None:
 
 def log_day(url: str, tx: pd.DataFrame) -> None:
     """The day's transactions as the scorer logs them (features and reasons included)."""
-    from fraudops.db import create_db_engine, predictions, upgrade
-    from fraudops.prediction_log import insert_ignoring_duplicates
+    from fraudops.core.db import create_db_engine, predictions, upgrade
+    from fraudops.serving.prediction_log import insert_ignoring_duplicates
 
     upgrade(url)
     engine = create_db_engine(url)
@@ -167,13 +167,13 @@ def main() -> None:
         )
         if log_url:
             os.environ["FRAUDOPS_DATABASE_URL"] = log_url
-        from fraudops.feast_store import apply_definitions, get_store
-        from fraudops.feature_build import build_feature_tables, write_feature_tables
-        from fraudops.ingest import write_parquet_atomic
-        from fraudops.nightly import run_nightly
-        from fraudops.redis_fast import fast_materialize
-        from fraudops.settings import get_settings
-        from fraudops.simulator import simulate
+        from fraudops.adapters.feast_redis import fast_materialize
+        from fraudops.core.settings import get_settings
+        from fraudops.data.ingest import write_parquet_atomic
+        from fraudops.data.simulator import simulate
+        from fraudops.features.build import build_feature_tables, write_feature_tables
+        from fraudops.features.feast_store import apply_definitions, get_store
+        from fraudops.features.nightly import run_nightly
 
         get_settings.cache_clear()
         settings = get_settings()

@@ -10,8 +10,8 @@ measured tree is that step's alone; the simulation is not measured), while this 
 samples the RSS of the child's whole process tree (Spark's JVM and Python workers included)
 every 0.2 s:
 
-1. ``build``: ``fraudops.feature_build.build_from_offline_store`` (DuckDB: in parts of
-   FRAUDOPS_OFFLINE_ROWS_PER_PART) or ``fraudops.spark_build.build_on_spark`` (Spark
+1. ``build``: ``fraudops.features.build.build_from_offline_store`` (DuckDB: in parts of
+   FRAUDOPS_OFFLINE_ROWS_PER_PART) or ``fraudops.features.spark_build.build_on_spark`` (Spark
    ``local[2]``). For Spark, every task's time from Spark's REST API: a stage of T task-
    seconds whose longest task takes m needs at least max(T / N, m) with N executors, which
    is the ``estimated_seconds_with_executors`` figure (Spark's scheduling and the shuffle's
@@ -60,8 +60,8 @@ def prepare(scale: float, data_root: Path) -> tuple[Path, int]:
 
     path = data_root / f"{scale:g}x" / "offline" / "transactions.parquet"
     if not path.exists():
-        from fraudops.ingest import write_parquet_atomic
-        from fraudops.simulator import simulate
+        from fraudops.data.ingest import write_parquet_atomic
+        from fraudops.data.simulator import simulate
 
         started = time.perf_counter()
         tx = simulate(
@@ -143,19 +143,19 @@ def run_child(step: str, engine: str, data_dir: Path) -> dict[str, Any]:
 
 # --- the children ----------------------------------------------------------------------------
 def child_build(engine: str) -> dict[str, Any]:
-    from fraudops.settings import get_settings
+    from fraudops.core.settings import get_settings
 
     settings = get_settings()
     started = time.perf_counter()
     if engine == "duckdb":
-        from fraudops.feature_build import build_from_offline_store
+        from fraudops.features.build import build_from_offline_store
 
         built = build_from_offline_store(settings, engine="duckdb")
         return {
             "inner_seconds": round(time.perf_counter() - started, 1),
             "rows": {name: rows for name, (_, rows) in built.items()},
         }
-    from fraudops.spark_build import build_on_spark, spark_session
+    from fraudops.features.spark_build import build_on_spark, spark_session
 
     spark = spark_session(settings)
     session_seconds = time.perf_counter() - started
@@ -227,15 +227,15 @@ def child_read(engine: str) -> dict[str, Any]:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from fraudops import contract as c
-    from fraudops.feast_store import apply_definitions, feature_service, get_store
-    from fraudops.offline import offline_features
-    from fraudops.settings import get_settings
+    from fraudops.core import contract as c
+    from fraudops.core.settings import get_settings
+    from fraudops.features.feast_store import apply_definitions, feature_service, get_store
+    from fraudops.features.offline import offline_features
 
     settings = get_settings()
     started = time.perf_counter()
     if engine == "spark":
-        from fraudops.spark_build import spark_session
+        from fraudops.features.spark_build import spark_session
 
         spark_session(settings)
     session_seconds = time.perf_counter() - started
@@ -262,7 +262,7 @@ def child_read(engine: str) -> dict[str, Any]:
 def child_floor(_: str) -> dict[str, Any]:
     import duckdb
 
-    from fraudops.settings import get_settings
+    from fraudops.core.settings import get_settings
 
     settings = get_settings()
     out = settings.offline_dir / "floor_sorted.parquet"

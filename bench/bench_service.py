@@ -65,8 +65,8 @@ from typing import Any
 
 import pandas as pd
 
-from fraudops import contract as c
-from fraudops.readiness import serving_on_stale_features
+from fraudops.core import contract as c
+from fraudops.serving.readiness import serving_on_stale_features
 
 logger = logging.getLogger("bench_service")
 
@@ -242,7 +242,7 @@ class Stream:
     """
 
     def __init__(self, after: pd.Timestamp, path: Path):
-        from fraudops.simulator import simulate
+        from fraudops.data.simulator import simulate
 
         start = (after + pd.Timedelta(days=1)).date()
         tx = simulate(
@@ -296,8 +296,8 @@ def clone_customer_states(values: dict[str, str]) -> int:
     from tests.integration.conftest import environment
 
     with environment(values):
-        from fraudops.online import state_store
-        from fraudops.settings import get_settings
+        from fraudops.core.settings import get_settings
+        from fraudops.serving.online import state_store
 
         states = pd.read_parquet(get_settings().offline_dir / "features" / "customer_state.parquet")
         clones = pd.concat(
@@ -540,7 +540,7 @@ def logged_predictions(values: dict[str, str]) -> dict[str, Any]:
     from tests.integration.conftest import environment
 
     with environment(values):
-        from fraudops.settings import get_settings
+        from fraudops.core.settings import get_settings
 
         engine = sa.create_engine(get_settings().resolved_database_url)
     try:
@@ -676,8 +676,8 @@ def run_shadow_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, A
     one stack with a challenger beside the champion."""
     import redis
 
-    from fraudops.settings import get_settings
-    from fraudops.training import train
+    from fraudops.core.settings import get_settings
+    from fraudops.model.training import train
     from tests.integration.conftest import (
         TRAIN_START,
         environment,
@@ -789,7 +789,7 @@ def shadow_rows(values: dict[str, str]) -> dict[str, int]:
     from tests.integration.conftest import environment
 
     with environment(values):
-        from fraudops.settings import get_settings
+        from fraudops.core.settings import get_settings
 
         engine = sa.create_engine(get_settings().resolved_database_url)
     counts = {}

@@ -4,7 +4,7 @@ Run it::
 
     python bench/bench_simulator.py [--out bench/results/simulator.json] [--runs 2]
 
-Times ``fraudops.simulator.simulate`` (best of ``--runs``), prints the result as JSON and
+Times ``fraudops.data.simulator.simulate`` (best of ``--runs``), prints the result as JSON and
 writes it to ``--out``. The goal is well under 30 s on a 2-core machine. To tell a slow
 machine from a slow simulator, the same run also times a floor: drawing the random columns
 for the same number of rows, sorting them and materialising the same DataFrame shape, which
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fraudops.contract import FRAUD_SCENARIO, IS_FRAUD, FraudScenario
-from fraudops.simulator import simulate
+from fraudops.core.contract import FRAUD_SCENARIO, IS_FRAUD, FraudScenario
+from fraudops.data.simulator import simulate
 
 logger = logging.getLogger("bench_simulator")
 

@@ -27,8 +27,8 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fraudops import features as f  # noqa: E402
-from fraudops.realtime import Commit, RedisStateStore  # noqa: E402
+from fraudops.features import maths as f  # noqa: E402
+from fraudops.features.realtime import Commit, RedisStateStore  # noqa: E402
 
 T0 = 1_780_000_000_000_000  # µs, 2026-05-28
 RESULT = {  # ScoreResult.stored() of a review

@@ -12,7 +12,7 @@ promote. The last days are the events (held-out history, in time order).
 
 1. Floor: the same events read with XREADGROUP and acknowledged (XACK) in batches of
    ``--batch-size``, nothing else (in this process).
-2. Plumbing: the consumer (:class:`fraudops.stream.StreamConsumer`, in this process) with
+2. Plumbing: the consumer (:class:`fraudops.serving.stream.StreamConsumer`, in this process) with
    the scoring core replaced by a constant answer: parsing, results, alerts, leases, acks.
    Where the consumer's own overhead ends and scoring begins.
 3. Throughput: ``fraudops stream`` as a subprocess (one consumer, SQLite prediction log
@@ -63,10 +63,10 @@ PREFIX = "bench"
 GOAL_EVENTS_PER_S = 5_000
 FULL = {"customers": 5_000, "terminals": 10_000, "days": 48, "event_days": 7, "events": 30_000}
 QUICK = {"customers": 1_000, "terminals": 2_000, "days": 33, "event_days": 3, "events": 4_000}
-# Runs `fraudops stream` whether or not fraudops.cli registers it yet.
+# Runs `fraudops stream` whether or not fraudops.cli.app registers it yet.
 CONSUMER = (
-    "from fraudops.cli import app\n"
-    "from fraudops.cli_stream import stream\n"
+    "from fraudops.cli.app import app\n"
+    "from fraudops.cli.stream import stream\n"
     "if 'stream' not in {c.name or c.callback.__name__ for c in app.registered_commands}:\n"
     "    app.command()(stream)\n"
     "app()\n"
@@ -86,7 +86,7 @@ def configure_environment(data_dir: Path, database_url: str | None) -> dict[str,
     for key in [k for k in os.environ if k.startswith("FRAUDOPS_")]:
         del os.environ[key]
     os.environ.update(values)
-    from fraudops.settings import get_settings
+    from fraudops.core.settings import get_settings
 
     get_settings.cache_clear()
     return values
@@ -96,15 +96,15 @@ def configure_environment(data_dir: Path, database_url: str | None) -> dict[str,
 def prepare(size: dict[str, int], seed: int) -> pd.DataFrame:
     """Ingest, build, materialize, train and promote on all but the last days; returns the
     held-out events (contract columns, time order)."""
-    from fraudops import contract as c
-    from fraudops.feast_store import apply_definitions, get_store
-    from fraudops.feature_build import build_from_offline_store
-    from fraudops.ingest import write_parquet_atomic
-    from fraudops.materialize import materialize_once
-    from fraudops.promotion import promote
-    from fraudops.settings import get_settings
-    from fraudops.simulator import simulate
-    from fraudops.training import train
+    from fraudops.core import contract as c
+    from fraudops.core.settings import get_settings
+    from fraudops.data.ingest import write_parquet_atomic
+    from fraudops.data.simulator import simulate
+    from fraudops.features.build import build_from_offline_store
+    from fraudops.features.feast_store import apply_definitions, get_store
+    from fraudops.features.materialize import materialize_once
+    from fraudops.model.promotion import promote
+    from fraudops.model.training import train
 
     settings = get_settings()
     started = time.perf_counter()
@@ -131,7 +131,7 @@ def prepare(size: dict[str, int], seed: int) -> pd.DataFrame:
 
 
 def fill_stream(client: Any, key: str, events: list[dict]) -> None:
-    from fraudops.stream import event_fields
+    from fraudops.serving.stream import event_fields
 
     for start in range(0, len(events), 2_000):
         pipe = client.pipeline(transaction=False)
@@ -175,7 +175,7 @@ class _ConstantCore:
         self.current = self._Loaded()
 
     def score(self, transactions, source, prediction_ids, log_via):  # type: ignore[no-untyped-def]
-        from fraudops.scoring import ScoreResult
+        from fraudops.serving.scoring import ScoreResult
 
         log_via([])
         return [
@@ -185,8 +185,8 @@ class _ConstantCore:
 
 
 def plumbing(client: Any, events: list[dict], batch_size: int, max_wait_ms: int) -> dict:
-    import fraudops.scoring  # noqa: F401 - imported before the clock starts
-    from fraudops.stream import StreamConsumer, StreamNames
+    import fraudops.serving.scoring  # noqa: F401 - imported before the clock starts
+    from fraudops.serving.stream import StreamConsumer, StreamNames
 
     names = StreamNames.under(f"{PREFIX}-plumbing")
     fill_stream(client, names.transactions, events)
@@ -331,7 +331,7 @@ def start_profiler(py_spy: str, pid: int, out: Path) -> subprocess.Popen:
 
 
 def profile(py_spy: str, pid: int, tmp: Path, client: Any, names: Any, events: list) -> dict:
-    from fraudops.replay import replay_stream
+    from fraudops.data.replay import replay_stream
 
     out = tmp / "profile.txt"
     profiler = start_profiler(py_spy, pid, out)
@@ -429,9 +429,9 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_stream_") as tmp:
         values = configure_environment(Path(tmp) / "data", args.database_url)
-        from fraudops.replay import payloads, replay_stream
-        from fraudops.settings import get_settings
-        from fraudops.stream import StreamNames
+        from fraudops.core.settings import get_settings
+        from fraudops.data.replay import payloads, replay_stream
+        from fraudops.serving.stream import StreamNames
 
         try:
             events = prepare(size, args.seed)

@@ -30,11 +30,11 @@ def main() -> None:
     os.environ["FRAUDOPS_DATA_DIR"] = tmp
     os.environ.pop("FRAUDOPS_ONLINE_STORE", None)
 
-    from fraudops.feature_build import build_from_offline_store
-    from fraudops.ingest import write_parquet_atomic
-    from fraudops.settings import get_settings
-    from fraudops.simulator import simulate
-    from fraudops.training import train
+    from fraudops.core.settings import get_settings
+    from fraudops.data.ingest import write_parquet_atomic
+    from fraudops.data.simulator import simulate
+    from fraudops.features.build import build_from_offline_store
+    from fraudops.model.training import train
 
     settings = get_settings()
     tx = simulate(customers=5000, terminals=10000, days=183, seed=0)

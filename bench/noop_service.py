@@ -29,11 +29,11 @@ from typing import Annotated, Any
 import bentoml
 from pydantic import Field
 
-from fraudops.contract import Transaction
-from fraudops.http_guard import GuardMiddleware
-from fraudops.readiness import ReadinessDetails
-from fraudops.scoring import freeze_startup_heap
-from fraudops.settings import get_settings
+from fraudops.adapters.bentoml import GuardMiddleware
+from fraudops.core.contract import Transaction
+from fraudops.core.settings import get_settings
+from fraudops.serving.readiness import ReadinessDetails
+from fraudops.serving.scoring import freeze_startup_heap
 from service.service import BatchScores, FraudScorer, Score, tune_gc
 
 MODEL_VERSION = "noop"
@@ -96,7 +96,7 @@ NoopScorer = _floor("noop_scorer", _Noop)
 def _champion() -> Any:
     """The @champion as the scorer loads it (``ScoringCore``: the model, its feature
     service's online reader, the same checks), without a prediction log."""
-    from fraudops.scoring import ScoringCore
+    from fraudops.serving.scoring import ScoringCore
 
     return ScoringCore(get_settings()).current
 
@@ -111,8 +111,8 @@ class _RoundTrip:
     async def score(self, transaction: Transaction) -> Score:
         """The scorer's store work: commit the transaction to its customer's state and read
         its terminal's features (one round trip), then the same approval."""
-        from fraudops.online import commits_of
-        from fraudops.scoring import frame
+        from fraudops.serving.online import commits_of
+        from fraudops.serving.scoring import frame
 
         tx = frame([transaction])
         self.online.commit_and_read(tx, commits_of(tx), tx["time_us"])

@@ -20,8 +20,8 @@ import pandas as pd
 import sqlalchemy as sa
 import streamlit as st
 
-from fraudops import db
-from fraudops.settings import Settings, get_settings
+from fraudops.core import db
+from fraudops.core.settings import Settings, get_settings
 
 TTL = 60  # seconds: fresh enough for monitoring, cheap enough for many analysts
 REVIEW_QUEUE_LIMIT = 500
@@ -48,8 +48,8 @@ def stale_features() -> dict[str, str]:
     """Batch views whose newest row in the online store is past its freshness budget, and
     why (what /readyz and the monitor's stale_features alert say); {} when the store or the
     feature registry cannot be read (the alerts page shows the monitor's view then)."""
-    from fraudops.feast_store import get_store
-    from fraudops.freshness import check_online_store, stale_views
+    from fraudops.features.feast_store import get_store
+    from fraudops.features.freshness import check_online_store, stale_views
 
     try:
         return stale_views(check_online_store(settings(), get_store()))
@@ -350,7 +350,7 @@ def model_versions() -> pd.DataFrame:
     """Every registered version: aliases, status, test metrics and promotion tags."""
     from mlflow.exceptions import MlflowException
 
-    from fraudops import registry
+    from fraudops.model import registry
 
     s = settings()
     client = registry.configure(s)
@@ -384,8 +384,8 @@ def model_versions() -> pd.DataFrame:
 def live_comparison(f: Filters) -> tuple[Any, str | None]:
     """The current @champion against the @challenger scored in shadow, on the range's
     transactions (see ``fraudops compare``); or None and why there is nothing to show."""
-    from fraudops.comparison import compare_pairs
-    from fraudops.prediction_log import read_shadow_pairs
+    from fraudops.model.comparison import compare_pairs
+    from fraudops.serving.prediction_log import read_shadow_pairs
 
     versions = model_versions()
     if versions.empty:
@@ -411,7 +411,7 @@ def live_comparison(f: Filters) -> tuple[Any, str | None]:
 def mlflow_ui_link() -> tuple[str, str | None]:
     """Where the registered model is in the MLflow UI, and how to start the UI if tracking
     is a local store."""
-    from fraudops.monitoring import MonitorSettings
+    from fraudops.monitoring.monitor import MonitorSettings
 
     s = settings()
     uri = s.resolved_mlflow_tracking_uri

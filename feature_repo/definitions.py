@@ -11,11 +11,11 @@ How the views fit together (see docs/feature-store.md):
 - ``customer_activity``: per transaction, the customer's behaviour before it (windows,
   velocity, z-score, usual hour, recency). Offline it is the table ``fraudops features
   build`` computes; online the scorer computes the same values at request time from
-  ``customer_state`` with the same functions (``fraudops.features``), so it is not
+  ``customer_state`` with the same functions (``fraudops.features.maths``), so it is not
   materialized (``online=False``).
 - ``customer_state``: the real-time state behind ``customer_activity``: the last 30 days of
   the customer's transactions and running Welford statistics, as of the batch build. The
-  online state lives in FraudOps' real-time state store (``fraudops.realtime``), which
+  online state lives in FraudOps' real-time state store (``fraudops.features.realtime``), which
   commits each scored transaction atomically; ``fraudops materialize`` seeds it with the
   customers it does not know yet.
 - ``transaction_request``: on-demand features of the request itself.
@@ -36,8 +36,8 @@ from feast import (
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Array, Float64, Int64, String
 
-from fraudops import features as f
-from fraudops.feast_store import offline_source
+from fraudops.features import maths as f
+from fraudops.features.feast_store import offline_source
 
 # --- entities ---------------------------------------------------------------------------
 customer = Entity(
@@ -142,7 +142,7 @@ customer_state = FeatureView(
         Field(name="hour_cos_sum", dtype=Float64, description="Sum of cos(hour angle)."),
     ],
     source=customer_state_source,
-    online=False,  # the scorers keep it in FraudOps' own keys (fraudops.realtime), seeded
+    online=False,  # the scorers keep it in FraudOps' own keys (fraudops.features.realtime), seeded
     # from this table by `fraudops materialize`: a blind overwrite by Feast would lose the
     # transactions scored since the batch build
 )
@@ -195,7 +195,7 @@ def transaction_features(inputs: pd.DataFrame) -> pd.DataFrame:
     # Feast stores this function's source and runs it without this module's globals.
     import pandas as pd
 
-    from fraudops.features import request_features
+    from fraudops.features.maths import request_features
 
     features = request_features(inputs["amount"].to_numpy(), inputs["tx_time_us"].to_numpy())
     return pd.DataFrame(features, index=inputs.index)

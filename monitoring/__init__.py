@@ -2,6 +2,6 @@
 
     python -m monitoring --window 1d --every 1h --workspace data/evidently
 
-All logic lives in :mod:`fraudops.monitoring`; this folder only wires it to a process
+All logic lives in :mod:`fraudops.monitoring.monitor`; this folder only wires it to a process
 (a cron job, a container, a systemd unit).
 """

@@ -2,8 +2,8 @@
 
 import typer
 
-from fraudops.cli import main as configure_logging
-from fraudops.cli_monitor import monitor
+from fraudops.cli.app import main as configure_logging
+from fraudops.cli.monitor import monitor
 
 if __name__ == "__main__":
     configure_logging(verbose=False)

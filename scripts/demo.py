@@ -167,7 +167,7 @@ def tracking_uri(data: Path, env: dict[str, str], use_settings: bool) -> str:
     ``use_settings`` the tracking URI the settings resolve to (environment or ``.env``)."""
     if not use_settings:
         return env["FRAUDOPS_MLFLOW_TRACKING_URI"]
-    from fraudops.settings import Settings
+    from fraudops.core.settings import Settings
 
     return Settings(data_dir=data).resolved_mlflow_tracking_uri
 

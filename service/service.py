@@ -5,7 +5,7 @@
       {"transaction_id": "t1", "timestamp": "2026-01-05T10:00:00Z", "customer_id": "c1",
        "terminal_id": "t9", "amount": 12.5}}'
 
-The service is a thin wrapper of ``fraudops.scoring.ScoringCore``, which the stream
+The service is a thin wrapper of ``fraudops.serving.scoring.ScoringCore``, which the stream
 consumer shares.
 """
 
@@ -32,13 +32,13 @@ import bentoml
 from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from pydantic import BaseModel, Field
 
-from fraudops.contract import Transaction
-from fraudops.http_guard import GuardMiddleware, use_request_timeout
-from fraudops.readiness import ReadinessDetails
-from fraudops.settings import get_settings
+from fraudops.adapters.bentoml import GuardMiddleware, use_request_timeout
+from fraudops.core.contract import Transaction
+from fraudops.core.settings import get_settings
+from fraudops.serving.readiness import ReadinessDetails
 
 if TYPE_CHECKING:
-    from fraudops.scoring import ScoringCore
+    from fraudops.serving.scoring import ScoringCore
 
 log = logging.getLogger("fraudops.service")  # under "fraudops": see show_operational_logs
 
@@ -185,13 +185,13 @@ use_request_timeout()  # and builds its app from what its modules hold then
 )
 class FraudScorer:
     def __init__(self) -> None:
-        from fraudops.prediction_log import (
+        from fraudops.serving.prediction_log import (
             SHADOW_SPOOL_STEM,
             PredictionLog,
             claim_spool,
             open_shadow_log,
         )
-        from fraudops.scoring import Coalescer, NotReady, ScoringCore, freeze_startup_heap
+        from fraudops.serving.scoring import Coalescer, NotReady, ScoringCore, freeze_startup_heap
 
         show_operational_logs()
         tune_gc()
@@ -264,13 +264,13 @@ class FraudScorer:
     # FRAUDOPS_REDIS_TIMEOUT_SECONDS): it is CPU-bound Python, which threads cannot run in
     # parallel, and handing each request to a thread cost more than it saved. Measured with
     # bench/bench_service.py at concurrency 16: 294 requests/s as sync APIs, 539 as async.
-    # Requests that arrive together are scored together (fraudops.scoring.Coalescer).
+    # Requests that arrive together are scored together (fraudops.serving.scoring.Coalescer).
     @bentoml.api(route="/score")
     async def score(self, transaction: Transaction, ctx: bentoml.Context) -> Score:
         """Score one transaction. Idempotent by ``transaction_id``: a retry gets the first
         result with the header ``Idempotent-Replayed: true``; the same id with other values
         gets 409 naming the fields that differ."""
-        from fraudops.scoring import IdempotencyConflict, score_until_done
+        from fraudops.serving.scoring import IdempotencyConflict, score_until_done
 
         try:
             result = await score_until_done(lambda: self.coalescer.score(transaction))
@@ -293,7 +293,7 @@ class FraudScorer:
         ``idempotent_replayed`` on those scored before. 409 when an id was scored before
         with other values (the batch's other transactions are scored: send it again
         without that one to read their results)."""
-        from fraudops.scoring import score_batch_until_done
+        from fraudops.serving.scoring import score_batch_until_done
 
         score = partial(self.core.score, defer_shadow=True)
         try:
@@ -310,7 +310,7 @@ class FraudScorer:
         """Load the current @champion now (the service also polls for it). 409 when the
         registry has no usable champion, 503 when it cannot be read; either way the model
         being served goes on scoring."""
-        from fraudops.scoring import NotReady
+        from fraudops.serving.scoring import NotReady
 
         serving = f"still scoring with version {self.core.current.version}"
         try:
@@ -341,8 +341,8 @@ def _score(result: Any) -> Score:
 
 def with_freshness(core: ScoringCore, status: dict) -> dict:
     """The scorer's status plus what the online store itself holds: each batch view's age
-    and budget, and the stale views (fraudops.freshness), which make /readyz answer 503."""
-    from fraudops.freshness import online_store_status
+    and budget, and the stale views (fraudops.features.freshness), which make /readyz answer 503."""
+    from fraudops.features.freshness import online_store_status
 
     return {**status, **online_store_status(core.settings, core.store)}
 

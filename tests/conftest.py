@@ -55,7 +55,7 @@ def free_port() -> int:
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Settings pointing at a fresh data directory; clears the settings cache around it."""
-    from fraudops.settings import get_settings
+    from fraudops.core.settings import get_settings
 
     for key in list(os.environ):
         if key.startswith("FRAUDOPS_") and not key.startswith("FRAUDOPS_TEST_"):

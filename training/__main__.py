@@ -2,7 +2,7 @@
 
 import sys
 
-from fraudops.cli import app
+from fraudops.cli.app import app
 
 if __name__ == "__main__":
     sys.exit(app(["train", *sys.argv[1:]]))

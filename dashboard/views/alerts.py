@@ -4,7 +4,7 @@ stay here until someone acknowledges them."""
 import streamlit as st
 
 from dashboard import data
-from fraudops.monitoring import acknowledge_alerts
+from fraudops.monitoring.monitor import acknowledge_alerts
 
 SEVERITY_ICONS = {"critical": "🔴", "warning": "🟠"}
 COLUMNS = [

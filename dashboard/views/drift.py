@@ -7,7 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard import data
-from fraudops.monitoring import MonitorSettings
+from fraudops.monitoring.monitor import MonitorSettings
 
 st.title("Drift")
 f = data.current_filters()

@@ -8,8 +8,8 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard import data
-from fraudops.comparison import LABELS
-from fraudops.comparison import METRICS as LIVE_METRICS
+from fraudops.model.comparison import LABELS
+from fraudops.model.comparison import METRICS as LIVE_METRICS
 
 METRICS = {
     "test_roc_auc": "ROC AUC",

@@ -4,7 +4,7 @@ and the decision is recorded as a label (who and when) for monitoring and traini
 import streamlit as st
 
 from dashboard import data
-from fraudops.labels import record_analyst_labels
+from fraudops.data.labels import record_analyst_labels
 
 st.title("Review queue")
 f = data.current_filters()

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from fraudops import contract as c
+from fraudops.core import contract as c
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_START = pd.Timestamp("2026-04-17").date()
@@ -35,7 +35,7 @@ def scorer_asgi_app() -> Any:
 
 @contextmanager
 def environment(values: dict[str, str]) -> Iterator[None]:
-    from fraudops.settings import get_settings
+    from fraudops.core.settings import get_settings
 
     saved = dict(os.environ)
     for key in [
@@ -55,14 +55,14 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 def prepare_trained_environment(values: dict[str, str], seed: int = 5) -> pd.DataFrame:
     """Simulate, ingest, build, apply, materialize, train and promote, as a user would;
     returns the transactions."""
-    from fraudops.feast_store import apply_definitions, get_store
-    from fraudops.feature_build import build_from_offline_store
-    from fraudops.ingest import write_parquet_atomic
-    from fraudops.materialize import materialize_once
-    from fraudops.promotion import promote
-    from fraudops.settings import get_settings
-    from fraudops.simulator import simulate
-    from fraudops.training import train
+    from fraudops.core.settings import get_settings
+    from fraudops.data.ingest import write_parquet_atomic
+    from fraudops.data.simulator import simulate
+    from fraudops.features.build import build_from_offline_store
+    from fraudops.features.feast_store import apply_definitions, get_store
+    from fraudops.features.materialize import materialize_once
+    from fraudops.model.promotion import promote
+    from fraudops.model.training import train
 
     with environment(values):
         settings = get_settings()
@@ -96,7 +96,7 @@ class Server:
 @contextmanager
 def bentoml_serve(values: dict[str, str], log_path: Path, timeout: float = 90) -> Iterator[Server]:
     """`bentoml serve` in the repository root, polled for readiness (never a fixed sleep)."""
-    from fraudops.readiness import serving_on_stale_features
+    from fraudops.serving.readiness import serving_on_stale_features
     from tests.conftest import free_port
 
     port = free_port()

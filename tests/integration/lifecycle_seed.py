@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from fraudops import contract as c
-from fraudops import db
-from fraudops.settings import Settings
+from fraudops.core import contract as c
+from fraudops.core import db
+from fraudops.core.settings import Settings
 
 START = datetime(2026, 5, 10, tzinfo=UTC)
 
@@ -21,7 +21,7 @@ def seed_versions(settings: Settings, champion: str, challenger: str) -> None:
     """Versions 1.. up to the larger of the two, with the two aliases set."""
     from mlflow.exceptions import MlflowException
 
-    from fraudops import registry
+    from fraudops.model import registry
 
     client = registry.configure(settings)
     experiment = registry.experiment_id(settings)
@@ -52,7 +52,7 @@ def seed_shadow_log(
 ) -> pd.DataFrame:
     """``count`` transactions scored by the champion and, in shadow, by the challenger
     (a sharper model); returns them with their true label (not recorded yet)."""
-    from fraudops.prediction_log import insert_ignoring_duplicates, shadow_records
+    from fraudops.serving.prediction_log import insert_ignoring_duplicates, shadow_records
 
     rng = np.random.default_rng(seed)
     fraud = (rng.random(count) < 0.1).astype(int)
@@ -110,7 +110,7 @@ def seed_shadow_log(
 
 
 def record_labels_for(settings: Settings, frame: pd.DataFrame) -> None:
-    from fraudops.labels import record_labels
+    from fraudops.data.labels import record_labels
 
     engine = db.create_db_engine(settings.resolved_database_url)
     labels = pd.DataFrame(

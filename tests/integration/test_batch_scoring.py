@@ -8,19 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudops import contract as c
-from fraudops.batch_scoring import point_in_time_features
-from fraudops.feast_store import (
+from fraudops.core import contract as c
+from fraudops.core.settings import Settings, get_settings
+from fraudops.data.ingest import write_parquet_atomic
+from fraudops.data.simulator import simulate
+from fraudops.features.build import build_from_offline_store
+from fraudops.features.feast_store import (
     apply_definitions,
     feature_service,
     get_store,
     service_feature_names,
 )
-from fraudops.feature_build import build_from_offline_store
-from fraudops.ingest import write_parquet_atomic
-from fraudops.offline import offline_features
-from fraudops.settings import Settings, get_settings
-from fraudops.simulator import simulate
+from fraudops.features.offline import offline_features
+from fraudops.model.batch_scoring import point_in_time_features
 
 pytestmark = pytest.mark.integration
 DAY = pd.Timestamp("2026-04-25", tz="UTC")

@@ -49,7 +49,7 @@ def test_bentoml_build_makes_a_bento_of_the_scorer(tmp_path: Path) -> None:
     src = bento / "src"
     for path in (
         "service/service.py",
-        "fraudops/scoring.py",
+        "fraudops/serving/scoring.py",
         "feature_repo/definitions.py",
         "feature_repo/feature_store.yaml",
     ):

@@ -24,9 +24,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from fraudops import contract as c
-from fraudops import db
-from fraudops.settings import Settings, get_settings
+from fraudops.core import contract as c
+from fraudops.core import db
+from fraudops.core.settings import Settings, get_settings
 from tests.conftest import IN_CI, free_port
 from tests.integration.conftest import REPO, environment
 
@@ -64,8 +64,8 @@ def seed_predictions(
 ) -> pd.DataFrame:
     """``count`` predictions over ``days`` days up to ``end`` (version 1, then 2 for the
     last third), labels for the first two thirds of the time. Returns them."""
-    from fraudops.labels import record_labels
-    from fraudops.prediction_log import insert_ignoring_duplicates
+    from fraudops.data.labels import record_labels
+    from fraudops.serving.prediction_log import insert_ignoring_duplicates
 
     rng = np.random.default_rng(seed)
     start = end - timedelta(days=days)
@@ -140,7 +140,7 @@ def seed_monitoring(
 ) -> None:
     """``runs`` daily monitor runs up to ``end`` (the last with drift alerts and, with
     ``with_report``, a real Evidently report), and one acknowledged latency alert."""
-    from fraudops.monitoring import (
+    from fraudops.monitoring.monitor import (
         Alert,
         FeatureDrift,
         MonitorSettings,
@@ -232,7 +232,7 @@ def seed_registry(settings: Settings) -> None:
     metadata only, as the dashboard reads it."""
     import json
 
-    from fraudops import registry
+    from fraudops.model import registry
 
     client = registry.configure(settings)
     experiment = registry.experiment_id(settings)

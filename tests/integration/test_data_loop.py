@@ -1,5 +1,5 @@
 """Issue #20's proof through the API: simulated history, train, promote, serve; then a week
-through /score_batch day by day with only the nightly job (fraudops.nightly) between days.
+through /score_batch day by day with only the nightly job (fraudops.features.nightly) between days.
 The API's ROC AUC and average precision over the week are within 0.01 of the same model's
 offline evaluation (features built afterwards with every transaction and label), and no
 transaction of the week met an expired terminal row. Before the first nightly run the
@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from fraudops import contract as c
+from fraudops.core import contract as c
 from tests.integration.conftest import environment, scorer_asgi_app
 
 pytestmark = pytest.mark.integration
@@ -29,7 +29,7 @@ WEEK = 7
 
 def terminal_rows_written_us(store, terminals: list[str]) -> np.ndarray:  # type: ignore[no-untyped-def]
     """The event time (µs) of each terminal's terminal_daily row in the online store."""
-    from fraudops.freshness import NO_ROW
+    from fraudops.features.freshness import NO_ROW
 
     read = store.get_online_features(
         features=["terminal_daily:terminal_tx_count_1d"],
@@ -43,20 +43,20 @@ def terminal_rows_written_us(store, terminals: list[str]) -> np.ndarray:  # type
 def test_a_week_through_the_api_with_only_the_nightly_job(tmp_path: Path) -> None:
     from starlette.testclient import TestClient
 
-    from fraudops.feast_store import apply_definitions, feature_service, get_store
-    from fraudops.feature_build import build_from_offline_store
-    from fraudops.freshness import staleness, view_budgets
-    from fraudops.ingest import write_parquet_atomic
-    from fraudops.labels import ingest_labels
-    from fraudops.materialize import materialize_once
-    from fraudops.monitoring import check_feature_freshness
-    from fraudops.nightly import run_nightly
-    from fraudops.offline import offline_features
-    from fraudops.promotion import promote
-    from fraudops.registry import CHAMPION, configure, load_alias
-    from fraudops.settings import get_settings
-    from fraudops.simulator import simulate
-    from fraudops.training import train
+    from fraudops.core.settings import get_settings
+    from fraudops.data.ingest import write_parquet_atomic
+    from fraudops.data.labels import ingest_labels
+    from fraudops.data.simulator import simulate
+    from fraudops.features.build import build_from_offline_store
+    from fraudops.features.feast_store import apply_definitions, feature_service, get_store
+    from fraudops.features.freshness import staleness, view_budgets
+    from fraudops.features.materialize import materialize_once
+    from fraudops.features.nightly import run_nightly
+    from fraudops.features.offline import offline_features
+    from fraudops.model.promotion import promote
+    from fraudops.model.registry import CHAMPION, configure, load_alias
+    from fraudops.model.training import train
+    from fraudops.monitoring.monitor import check_feature_freshness
 
     today = pd.Timestamp(datetime.now(UTC).date(), tz="UTC")
     week_start = today - pd.Timedelta(days=WEEK)

@@ -106,8 +106,8 @@ def topology(
     trained: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Topology]:
-    from fraudops.materialize import materialize_once
-    from fraudops.stream import StreamNames, stream_client
+    from fraudops.features.materialize import materialize_once
+    from fraudops.serving.stream import StreamNames, stream_client
 
     values = dict(trained)
     if request.param == "cluster":
@@ -117,7 +117,7 @@ def topology(
         RedisCluster.from_url(url).flushall(target_nodes="primaries")
         values.update(FRAUDOPS_REDIS_URL=url, FRAUDOPS_REDIS_MODE="cluster")
     with environment(values):
-        from fraudops.settings import get_settings
+        from fraudops.core.settings import get_settings
 
         materialize_once()  # terminal features, and the customers' states seeded
         settings = get_settings()

@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudops import contract as c
-from fraudops.feast_store import apply_definitions, feature_service, get_store
-from fraudops.feature_build import build_feature_tables, write_feature_tables
-from fraudops.materialize import seed_customer_states
-from fraudops.offline import offline_features
-from fraudops.online import OnlineFeatures
-from fraudops.settings import Settings, get_settings
-from fraudops.simulator import simulate
+from fraudops.core import contract as c
+from fraudops.core.settings import Settings, get_settings
+from fraudops.data.simulator import simulate
+from fraudops.features.build import build_feature_tables, write_feature_tables
+from fraudops.features.feast_store import apply_definitions, feature_service, get_store
+from fraudops.features.materialize import seed_customer_states
+from fraudops.features.offline import offline_features
+from fraudops.serving.online import OnlineFeatures
 
 pytestmark = pytest.mark.integration
 
@@ -143,8 +143,8 @@ def test_feast_cli_and_fraudops_see_the_same_configuration(
     import redis
     from typer.testing import CliRunner
 
-    from fraudops.cli import app
-    from fraudops.ingest import write_parquet_atomic
+    from fraudops.cli.app import app
+    from fraudops.data.ingest import write_parquet_atomic
 
     monkeypatch.setenv("FRAUDOPS_ONLINE_STORE", "redis")
     monkeypatch.setenv("FRAUDOPS_REDIS_URL", redis_url)
@@ -198,7 +198,7 @@ def test_materialize_schedule_runs_repeatedly_and_stops_cleanly(
     import time
     from pathlib import Path
 
-    from fraudops.ingest import write_parquet_atomic
+    from fraudops.data.ingest import write_parquet_atomic
 
     write_parquet_atomic(transactions, settings.transactions_path)
     build(settings, transactions)

@@ -12,11 +12,12 @@ from datetime import timedelta
 import pytest
 from typer.testing import CliRunner
 
-from fraudops import db, registry
-from fraudops.cli import app
-from fraudops.comparison import compare_pairs
-from fraudops.prediction_log import read_shadow_pairs
-from fraudops.settings import Settings, get_settings
+from fraudops.cli.app import app
+from fraudops.core import db
+from fraudops.core.settings import Settings, get_settings
+from fraudops.model import registry
+from fraudops.model.comparison import compare_pairs
+from fraudops.serving.prediction_log import read_shadow_pairs
 from tests.integration.lifecycle_seed import (
     START,
     record_labels_for,

@@ -22,13 +22,13 @@ import sqlalchemy as sa
 import typer
 from typer.testing import CliRunner
 
-from fraudops import contract as c
-from fraudops import db
-from fraudops.ingest import ValidationFailed, write_parquet_atomic
-from fraudops.labels import ingest_labels, record_analyst_labels, sync_offline
-from fraudops.monitoring import Window, acknowledge_alerts, monitor
-from fraudops.prediction_log import PredictionLog
-from fraudops.settings import Settings, get_settings
+from fraudops.core import contract as c
+from fraudops.core import db
+from fraudops.core.settings import Settings, get_settings
+from fraudops.data.ingest import ValidationFailed, write_parquet_atomic
+from fraudops.data.labels import ingest_labels, record_analyst_labels, sync_offline
+from fraudops.monitoring.monitor import Window, acknowledge_alerts, monitor
+from fraudops.serving.prediction_log import PredictionLog
 from tests.integration.conftest import environment, prepare_trained_environment
 
 pytestmark = pytest.mark.integration
@@ -41,10 +41,10 @@ DRIFTED = Window(datetime(2026, 5, 13), datetime(2026, 5, 16))
 def log_predictions(settings: Settings, tx: pd.DataFrame, seed: int = 0) -> int:
     """Score ``tx`` with the champion on point-in-time features and write the prediction log
     the way the scorer does (its record fields and reasons, through PredictionLog)."""
-    from fraudops import registry
-    from fraudops.feast_store import feature_service, get_store
-    from fraudops.offline import offline_features
-    from fraudops.scoring import explain
+    from fraudops.features.feast_store import feature_service, get_store
+    from fraudops.features.offline import offline_features
+    from fraudops.model import registry
+    from fraudops.serving.scoring import explain
 
     client = registry.configure(settings)
     champion = registry.load_alias(client, settings.model_name, registry.CHAMPION)
@@ -98,8 +98,8 @@ def chargebacks(tx: pd.DataFrame, path: Path) -> Path:
 def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A promoted champion trained before DRIFT_DATE; behaviour drifts from DRIFT_DATE on;
     the undrifted and drifted windows are scored into the prediction log."""
-    from fraudops.feature_build import build_from_offline_store
-    from fraudops.simulator import simulate
+    from fraudops.data.simulator import simulate
+    from fraudops.features.build import build_from_offline_store
 
     root = tmp_path_factory.mktemp("monitoring")
     values = {"FRAUDOPS_DATA_DIR": str(root / "data")}
@@ -183,7 +183,7 @@ def test_monitor_command_posts_new_alerts_to_the_webhook_once(
 ) -> None:
     """``fraudops monitor`` prints its findings as JSON; a problem still open at the next
     run updates its alert instead of raising (and posting) it again."""
-    from fraudops.cli_monitor import monitor as monitor_command
+    from fraudops.cli.monitor import monitor as monitor_command
 
     url, received = webhook
     app = typer.Typer()
@@ -293,7 +293,7 @@ def test_labels_land_in_the_table_and_the_offline_store(
         "tx_2,1,2026-05-20T00:00:00Z\n"
         "tx_6,1,2026-05-21T00:00:00Z\n"  # only in the prediction log
     )
-    with caplog.at_level(logging.WARNING, logger="fraudops.labels"):
+    with caplog.at_level(logging.WARNING, logger="fraudops.data.labels"):
         report = ingest_labels(settings, path, labelled_by="bank-feed")
     assert (report.labels, report.frauds, report.offline_rows_updated) == (3, 2, 2)
     assert report.only_in_prediction_log == ["tx_6"]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from fraudops.db import predictions
-from fraudops.prediction_log import PredictionLog
+from fraudops.core.db import predictions
+from fraudops.serving.prediction_log import PredictionLog
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ def test_each_process_claims_its_own_spool_file(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from fraudops.prediction_log import Spool, claim_spool
+    from fraudops.serving.prediction_log import Spool, claim_spool
 
     first, second = claim_spool(tmp_path, "predictions"), claim_spool(tmp_path, "predictions")
     assert first.path.name == "predictions.jsonl" and second.path.name == "predictions-1.jsonl"
@@ -102,7 +102,7 @@ def test_each_process_claims_its_own_spool_file(tmp_path: Path) -> None:
             "-c",
             (
                 "import os, sys; from pathlib import Path\n"
-                "from fraudops.prediction_log import Spool, claim_spool\n"
+                "from fraudops.serving.prediction_log import Spool, claim_spool\n"
                 f"claimed = claim_spool(Path({str(tmp_path)!r}), 'predictions')\n"
                 "assert claimed.path.name == 'predictions-2.jsonl', claimed.path\n"
                 "Spool(claimed.path).append([{'prediction_id': 'from-the-dead', "
@@ -126,7 +126,7 @@ def test_each_process_claims_its_own_spool_file(tmp_path: Path) -> None:
 def test_spools_of_workers_not_replaced_are_taken_over(tmp_path: Path) -> None:
     """Three workers spooled, then the server came back with one: its spool holds all the
     records left behind, a replay cut short included, and the other files are gone."""
-    from fraudops.prediction_log import Spool, claim_spool
+    from fraudops.serving.prediction_log import Spool, claim_spool
 
     claims = [claim_spool(tmp_path, "predictions") for _ in range(3)]
     rows = records("t")
@@ -148,7 +148,7 @@ def test_spools_of_workers_not_replaced_are_taken_over(tmp_path: Path) -> None:
 
 
 def test_a_restarted_worker_replays_what_its_predecessor_spooled(tmp_path: Path) -> None:
-    from fraudops.prediction_log import Spool, claim_spool
+    from fraudops.serving.prediction_log import Spool, claim_spool
 
     url = f"sqlite:///{tmp_path / 'log.db'}"
     dead = claim_spool(tmp_path / "spool", "predictions")
@@ -167,7 +167,7 @@ def test_a_restarted_worker_replays_what_its_predecessor_spooled(tmp_path: Path)
 def test_a_filesystem_without_locks_still_gets_a_spool(tmp_path: Path, caplog) -> None:
     import errno
 
-    from fraudops.prediction_log import _try_lock
+    from fraudops.serving.prediction_log import _try_lock
 
     class NoLocks:
         LOCK_EX, LOCK_NB = 2, 4

@@ -17,11 +17,10 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from fraudops import contract as c
-from fraudops import features as f
-from fraudops.feature_build import build_customer_tables
-from fraudops.online import activity_from
-from fraudops.realtime import (
+from fraudops.core import contract as c
+from fraudops.features import maths as f
+from fraudops.features.build import build_customer_tables
+from fraudops.features.realtime import (
     LEASE_MS,
     Before,
     Commit,
@@ -30,6 +29,7 @@ from fraudops.realtime import (
     RedisStateStore,
     Replayed,
 )
+from fraudops.serving.online import activity_from
 
 pytestmark = pytest.mark.integration
 T0 = int(pd.Timestamp("2026-01-05T10:00:00Z").value // 1000)
@@ -156,7 +156,7 @@ def test_results_expire_after_the_ttl(client_factory: Any) -> None:
 def test_state_of_30_days_equals_the_offline_build_and_its_size(client_factory: Any) -> None:
     """One customer's 30 days committed one by one: the features equal the offline
     build's; and what the state takes in Redis (for the docs' sizing)."""
-    from fraudops.simulator import simulate
+    from fraudops.data.simulator import simulate
 
     tx = simulate(customers=5, terminals=40, days=30, seed=5)
     tx = tx.sort_values([c.TIMESTAMP, c.TRANSACTION_ID]).reset_index(drop=True)

@@ -15,12 +15,7 @@ from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from fraudops import contract as c
-from fraudops import features as f
-from fraudops.feast_store import apply_definitions, get_store
-from fraudops.feature_build import STATE_FIELDS, build_feature_tables, write_feature_tables
-from fraudops.ingest import write_parquet_atomic
-from fraudops.redis_fast import (
+from fraudops.adapters.feast_redis import (
     FastRedisReader,
     FastRedisWriter,
     FeastRedisLayout,
@@ -29,14 +24,19 @@ from fraudops.redis_fast import (
     serialize_timestamps,
     serialize_values,
 )
-from fraudops.settings import Settings, get_settings
-from fraudops.simulator import simulate
+from fraudops.core import contract as c
+from fraudops.core.settings import Settings, get_settings
+from fraudops.data.ingest import write_parquet_atomic
+from fraudops.data.simulator import simulate
+from fraudops.features import maths as f
+from fraudops.features.build import STATE_FIELDS, build_feature_tables, write_feature_tables
+from fraudops.features.feast_store import apply_definitions, get_store
 
 pytestmark = pytest.mark.integration
 
 STATE_REFS = [f"customer_state:{name}" for name in STATE_FIELDS]
 TERMINAL_REFS = [f"terminal_daily:{name}" for name in f.TERMINAL_FEATURES]
-# customer_state is an offline table since the state store (fraudops.realtime) keeps the
+# customer_state is an offline table since the state store (fraudops.features.realtime) keeps the
 # real-time state; terminal_daily is the view the scorer reads in Feast's layout
 LOOKUPS = [("terminal_daily", f.TERMINAL_FEATURES)]
 
@@ -292,7 +292,7 @@ def _command(*parts: bytes) -> tuple[bytes, int]:
 
 
 def _run(client: redis.Redis, *parts: bytes, wait: bool = True) -> list[object]:
-    from fraudops.redis_fast import _pipelined
+    from fraudops.adapters.feast_redis import _pipelined
 
     return [reply for batch in _pipelined(client, [_command(*parts)], wait=wait) for reply in batch]
 
@@ -315,7 +315,7 @@ def test_a_failed_write_not_waited_for_is_logged_and_shifts_no_reply(
     assert "failed" in caplog.text and "WRONGTYPE" in caplog.text
     assert _run(client, b"PING") == [b"PONG"]
     # a failure between writes that succeed: each reply is read, none left for the read
-    from fraudops.redis_fast import _pipelined
+    from fraudops.adapters.feast_redis import _pipelined
 
     caplog.clear()
     writes = [_command(b"HSET", key, b"f", b"2")[0] for key in (b"h1", b"plain", b"h2")]
@@ -329,7 +329,7 @@ def test_replies_read_from_hiredis_equal_redis_pys(redis_url: str) -> None:
     """Replies straight from hiredis's reader (``_replies``): many, larger together than
     one socket read, with nils and empty strings; an error reply in a batch raises
     redis-py's ResponseError, and the connection goes on in step."""
-    from fraudops.redis_fast import _bulk, _pipelined
+    from fraudops.adapters.feast_redis import _bulk, _pipelined
 
     client = redis.Redis.from_url(redis_url)
     connection = client.connection_pool.get_connection()
@@ -350,7 +350,7 @@ def test_replies_read_from_hiredis_equal_redis_pys(redis_url: str) -> None:
 
 
 def test_a_connection_lost_with_replies_owed_does_not_hang(redis_url: str) -> None:
-    from fraudops.redis_fast import _idle_connections
+    from fraudops.adapters.feast_redis import _idle_connections
 
     client = redis.Redis.from_url(redis_url, socket_timeout=2)
     _run(client, b"HSET", b"h", b"f", b"1", wait=False)

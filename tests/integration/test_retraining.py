@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from fraudops import contract as c
-from fraudops import registry
-from fraudops.cli import app
-from fraudops.feast_store import feature_service, get_store
-from fraudops.ingest import write_parquet_atomic
-from fraudops.offline import offline_features
-from fraudops.retraining import retrain_once
-from fraudops.settings import Settings, get_settings
-from fraudops.simulator import simulate
+from fraudops.cli.app import app
+from fraudops.core import contract as c
+from fraudops.core.settings import Settings, get_settings
+from fraudops.data.ingest import write_parquet_atomic
+from fraudops.data.simulator import simulate
+from fraudops.features.feast_store import feature_service, get_store
+from fraudops.features.offline import offline_features
+from fraudops.model import registry
+from fraudops.model.retraining import retrain_once
 from tests.integration.lifecycle_seed import record_labels_for, seed_shadow_log
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from fraudops import contract as c
-from fraudops.readiness import serving_on_stale_features
+from fraudops.core import contract as c
+from fraudops.serving.readiness import serving_on_stale_features
 from tests.integration.conftest import (
     Server,
     bentoml_serve,
@@ -372,10 +372,10 @@ def test_two_workers_lose_no_record_through_a_database_outage(stack: Stack, tmp_
 
 
 def test_promotion_under_load_fails_no_request(stack: Stack) -> None:
-    from fraudops import registry
-    from fraudops.promotion import promote
-    from fraudops.settings import get_settings
-    from fraudops.training import train
+    from fraudops.core.settings import get_settings
+    from fraudops.model import registry
+    from fraudops.model.promotion import promote
+    from fraudops.model.training import train
     from tests.integration.conftest import TRAIN_START
 
     versions: list[str] = []
@@ -427,8 +427,8 @@ def test_promotion_under_load_fails_no_request(stack: Stack) -> None:
 def test_reload_without_a_champion_is_a_409_and_scoring_goes_on(stack: Stack) -> None:
     """Someone removed the alias: /admin/reload says why, and the model being served
     keeps scoring (the alias is put back afterwards)."""
-    from fraudops import registry
-    from fraudops.settings import get_settings
+    from fraudops.core.settings import get_settings
+    from fraudops.model import registry
 
     with environment(stack.values):
         settings = get_settings()
@@ -474,7 +474,7 @@ def test_contract_through_the_asgi_app(stack: Stack) -> None:
     from starlette.testclient import TestClient
 
     with environment({**stack.values, "FRAUDOPS_LOG_FLUSH_SECONDS": "0.25"}):
-        from fraudops.http_guard import RequestTimeout
+        from fraudops.adapters.bentoml import RequestTimeout
         from service.service import _scorers
         from tests.integration.conftest import scorer_asgi_app
 

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from fraudops import registry
-from fraudops.contract import Transaction
-from fraudops.routing import decides_with_challenger
-from fraudops.scoring import explain
+from fraudops.core.contract import Transaction
+from fraudops.model import registry
+from fraudops.serving.routing import decides_with_challenger
+from fraudops.serving.scoring import explain
 from tests.integration.conftest import (
     Server,
     bentoml_serve,
@@ -65,7 +65,7 @@ def rows_of(db_url: str, table: str, ids: list[str]) -> list[sa.Row]:
 
 def register_copy(values: dict[str, str], version: str) -> str:
     """A new version holding another version's artifact (a cheap distinct challenger)."""
-    from fraudops.settings import get_settings
+    from fraudops.core.settings import get_settings
 
     with environment(values):
         settings = get_settings()
@@ -82,8 +82,8 @@ def register_variant(values: dict[str, str], version: str) -> str:
     import mlflow
     import pandas as pd
 
-    from fraudops.model import FraudModel
-    from fraudops.settings import get_settings
+    from fraudops.core.settings import get_settings
+    from fraudops.model.fraud_model import FraudModel
 
     with environment(values):
         settings = get_settings()
@@ -101,7 +101,7 @@ def register_variant(values: dict[str, str], version: str) -> str:
 
 
 def set_alias(values: dict[str, str], alias: str, version: str) -> None:
-    from fraudops.settings import get_settings
+    from fraudops.core.settings import get_settings
 
     with environment(values):
         settings = get_settings()
@@ -206,7 +206,7 @@ def wait_for_rows(stack: Stack, ids: list[str], shadow: int | None = None) -> tu
 
 
 def load_models(values: dict[str, str], *versions: str) -> dict:
-    from fraudops.settings import get_settings
+    from fraudops.core.settings import get_settings
 
     with environment(values):
         settings = get_settings()
@@ -232,8 +232,8 @@ def test_answers_are_the_same_with_shadow_on_and_off(trained: dict) -> None:
     """The same transactions (for new customers, so both cores score them on the same
     history) through a core with shadow scoring and one without: the answers are equal
     but for their ids and latency; the shadow rows name the champion's records."""
-    from fraudops.scoring import ScoringCore
-    from fraudops.settings import get_settings
+    from fraudops.core.settings import get_settings
+    from fraudops.serving.scoring import ScoringCore
 
     def batch(prefix: str) -> list[Transaction]:
         return [Transaction.model_validate(t) for t in varied(prefix, 10, 4)]
@@ -327,7 +327,7 @@ def test_shadow_rows_match_the_champion_rows(stack: Stack) -> None:
 
 def test_ab_routing_is_sticky_by_customer(stack: Stack) -> None:
     """At share 0.5 each customer's transactions are all decided by the same version, the
-    one fraudops.routing names; about half the customers get the challenger."""
+    one fraudops.serving.routing names; about half the customers get the challenger."""
     bodies = varied("ab-", 32, 2)  # fixed customers: a fixed split
     answers = post_all(stack, bodies)
     assert all(r.status_code == 200 for r in answers), [r.text for r in answers][:3]
@@ -422,10 +422,10 @@ def test_the_stream_writes_shadow_rows_before_acknowledging(trained: dict) -> No
     and one shadow row each (the challenger's, same ids) are in the database."""
     import redis
 
-    from fraudops.prediction_log import PredictionLog, open_shadow_log
-    from fraudops.scoring import ScoringCore
-    from fraudops.settings import get_settings
-    from fraudops.stream import DEFAULT_GROUP, StreamConsumer, StreamNames, event_fields
+    from fraudops.core.settings import get_settings
+    from fraudops.serving.prediction_log import PredictionLog, open_shadow_log
+    from fraudops.serving.scoring import ScoringCore
+    from fraudops.serving.stream import DEFAULT_GROUP, StreamConsumer, StreamNames, event_fields
 
     with environment({**trained["values"], "FRAUDOPS_SHADOW": "true"}):
         settings = get_settings()

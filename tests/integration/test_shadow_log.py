@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from fraudops import db
-from fraudops.prediction_log import (
+from fraudops.core import db
+from fraudops.serving.prediction_log import (
     PredictionLog,
     Spool,
     open_shadow_log,
@@ -91,7 +91,7 @@ def test_shadow_rows_pair_with_the_champion_rows(url: str, tmp_path: Path) -> No
     assert all(r.scored_at.replace(tzinfo=r.scored_at.tzinfo or UTC) == AT for r in stored)
 
     # labels for the first four; a transaction scored again later: the latest pair counts
-    from fraudops.labels import record_labels
+    from fraudops.data.labels import record_labels
 
     with engine.begin() as conn:
         record_labels(

@@ -25,10 +25,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from fraudops import contract as c
-from fraudops.feature_build import STATE_FIELDS, build_from_offline_store
-from fraudops.ingest import write_parquet_atomic
-from fraudops.simulator import simulate
+from fraudops.core import contract as c
+from fraudops.data.ingest import write_parquet_atomic
+from fraudops.data.simulator import simulate
+from fraudops.features.build import STATE_FIELDS, build_from_offline_store
 from tests.conftest import service_missing
 from tests.integration.conftest import environment
 
@@ -56,13 +56,13 @@ def spark_session_for_tests() -> Iterator[object]:
         import pyspark  # noqa: F401
     except ImportError:
         service_missing("spark", "PySpark is not installed: run `uv sync --extra spark`")
-    from fraudops import spark_build
+    from fraudops.features import spark_build
 
     problem = spark_build.java_problem()
     if problem:
         service_missing("spark", f"{problem} (Debian/Ubuntu: apt install openjdk-17-jre-headless)")
     with environment(SPARK_ENV):
-        from fraudops.settings import get_settings
+        from fraudops.core.settings import get_settings
 
         session = spark_build.spark_session(get_settings())
     yield session
@@ -82,8 +82,8 @@ class Built:
 def built(spark_session_for_tests, tmp_path_factory) -> Built:
     """The same transactions in two data directories, one built with each engine (Spark's
     through the CLI: `fraudops features build --engine spark`)."""
-    from fraudops.cli import app
-    from fraudops.settings import get_settings
+    from fraudops.cli.app import app
+    from fraudops.core.settings import get_settings
 
     root = tmp_path_factory.mktemp("spark_parity")
     tx = simulate(customers=CUSTOMERS, terminals=TERMINALS, days=DAYS, seed=11)
@@ -111,8 +111,8 @@ def built(spark_session_for_tests, tmp_path_factory) -> Built:
 
 
 def _tables(env: dict[str, str], spark) -> dict[str, pd.DataFrame]:
-    from fraudops.settings import get_settings
-    from fraudops.spark_build import read_table
+    from fraudops.core.settings import get_settings
+    from fraudops.features.spark_build import read_table
 
     with environment(env):
         settings = get_settings()
@@ -157,7 +157,7 @@ def test_spark_tables_are_partitioned_by_day(built: Built):
 def test_the_part_hash_is_the_same_in_spark(spark_session_for_tests):
     import hashlib
 
-    from fraudops.spark_build import part_column
+    from fraudops.features.spark_build import part_column
 
     ids = ["C000001", "C012345", "T000042", "é-unicode"]
     frame = spark_session_for_tests.createDataFrame([(i,) for i in ids], "id string")
@@ -166,9 +166,9 @@ def test_the_part_hash_is_the_same_in_spark(spark_session_for_tests):
 
 
 def _training_set(env: dict[str, str], tx: pd.DataFrame) -> tuple[pd.DataFrame, object]:
-    from fraudops.feast_store import apply_definitions, feature_service, get_store
-    from fraudops.offline import offline_features
-    from fraudops.training import plan_windows
+    from fraudops.features.feast_store import apply_definitions, feature_service, get_store
+    from fraudops.features.offline import offline_features
+    from fraudops.model.training import plan_windows
 
     windows = plan_windows(
         tx, tx[c.TIMESTAMP].min().date() + timedelta(days=30), TRAIN_DAYS, DELAY_DAYS, TEST_DAYS
@@ -182,7 +182,7 @@ def _training_set(env: dict[str, str], tx: pd.DataFrame) -> tuple[pd.DataFrame, 
 
 
 def test_training_sets_are_equal_and_models_score_the_test_week_alike(built: Built):
-    from fraudops.training import fit_model, split
+    from fraudops.model.training import fit_model, split
 
     duck, windows = _training_set(built.duckdb_env, built.tx)
     spark, _ = _training_set(built.spark_env, built.tx)
@@ -201,7 +201,7 @@ def test_training_sets_are_equal_and_models_score_the_test_week_alike(built: Bui
 
 def test_materialize_from_the_spark_offline_store(built: Built):
     """Feast's materialization reads the Spark tables; the online rows equal DuckDB's."""
-    from fraudops.feast_store import get_store
+    from fraudops.features.feast_store import get_store
 
     end = built.tx[c.TIMESTAMP].max().floor("D") + timedelta(days=1, seconds=1)
     start = built.tx[c.TIMESTAMP].min() - timedelta(days=1)
@@ -211,7 +211,7 @@ def test_materialize_from_the_spark_offline_store(built: Built):
         with environment(env):
             store = get_store()  # applied by the training-set test, or now
             if not store.list_feature_views():
-                from fraudops.feast_store import apply_definitions
+                from fraudops.features.feast_store import apply_definitions
 
                 apply_definitions(store)
             store.materialize(start_date=start, end_date=end, feature_views=["terminal_daily"])
@@ -232,8 +232,8 @@ def test_the_real_time_state_store_is_seeded_from_the_spark_table(built: Built):
     the Spark build's customer_state table as from DuckDB's."""
     import sqlite3
 
-    from fraudops.materialize import seed_customer_states
-    from fraudops.settings import get_settings
+    from fraudops.core.settings import get_settings
+    from fraudops.features.materialize import seed_customer_states
 
     tables = []
     for env in (built.duckdb_env, built.spark_env):

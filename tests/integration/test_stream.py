@@ -24,10 +24,10 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from fraudops import contract as c
-from fraudops.materialize import seed_customer_states
-from fraudops.scoring import ScoringCore
-from fraudops.stream import (
+from fraudops.core import contract as c
+from fraudops.features.materialize import seed_customer_states
+from fraudops.serving.scoring import ScoringCore
+from fraudops.serving.stream import (
     SCORE_FIELDS,
     PoisonEvent,
     StreamConsumer,
@@ -84,8 +84,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[Stack]:
-    from fraudops.prediction_log import PredictionLog
-    from fraudops.settings import get_settings
+    from fraudops.core.settings import get_settings
+    from fraudops.serving.prediction_log import PredictionLog
 
     url = f"{redis_server.rstrip('/')}/{REDIS_DB}"
     client = redis.Redis.from_url(url, decode_responses=True)
@@ -180,13 +180,13 @@ def test_the_reasons_table_is_built_when_the_model_loads(stack: Stack) -> None:
 def test_replayed_history_scores_equal_the_champion_on_offline_features(stack: Stack) -> None:
     """Materialize up to the start of a held-out day, replay the day through the stream,
     and compare with the champion applied to offline point-in-time features."""
-    from fraudops import registry
-    from fraudops.feast_store import feature_service, get_store
-    from fraudops.feature_build import build_feature_tables, write_feature_tables
-    from fraudops.offline import offline_features
-    from fraudops.redis_fast import fast_materialize
-    from fraudops.replay import payloads, replay_stream
-    from fraudops.settings import get_settings
+    from fraudops.adapters.feast_redis import fast_materialize
+    from fraudops.core.settings import get_settings
+    from fraudops.data.replay import payloads, replay_stream
+    from fraudops.features.build import build_feature_tables, write_feature_tables
+    from fraudops.features.feast_store import feature_service, get_store
+    from fraudops.features.offline import offline_features
+    from fraudops.model import registry
 
     settings = get_settings()
     tx = stack.tx
@@ -450,9 +450,9 @@ def test_two_consumers_share_the_load_without_losing_state_updates(stack: Stack)
 def test_replay_to_the_stream_at_a_rate(stack: Stack, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from fraudops.cli import app
-    from fraudops.cli_stream import replay, stream
-    from fraudops.settings import get_settings
+    from fraudops.cli.app import app
+    from fraudops.cli.stream import replay, stream
+    from fraudops.core.settings import get_settings
 
     if "replay" not in {cmd.name or cmd.callback.__name__ for cmd in app.registered_commands}:
         app.command()(stream)
@@ -509,8 +509,8 @@ def test_stream_command_scores_then_stops_cleanly_on_ctrl_c(stack: Stack, tmp_pa
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDOPS_")}
     env |= stack.values | {"FRAUDOPS_REDIS_KEY_PREFIX": names.prefix}
     program = (
-        "from fraudops.cli import app\n"
-        "from fraudops.cli_stream import stream\n"
+        "from fraudops.cli.app import app\n"
+        "from fraudops.cli.stream import stream\n"
         "if 'stream' not in {c.name or c.callback.__name__ for c in app.registered_commands}:\n"
         "    app.command()(stream)\n"
         "app()\n"
@@ -596,9 +596,9 @@ def test_a_failure_after_the_state_write_is_finished_once_by_a_retry(stack: Stac
     """The real core: a failure once the transaction is committed (here the records'
     hand-off) leaves it in the state once; scoring it again, after its lease, finishes
     it from what the store kept, without counting it twice."""
-    from fraudops.contract import Transaction
-    from fraudops.realtime import LEASE_MS, Before
-    from fraudops.scoring import ScoreResult, StillScoring, commits_for
+    from fraudops.core.contract import Transaction
+    from fraudops.features.realtime import LEASE_MS, Before
+    from fraudops.serving.scoring import ScoreResult, StillScoring, commits_for
 
     customer = f"after-{uuid.uuid4().hex[:6]}"
     first, second = (Transaction(**event(customer, i)) for i in (0, 1))
@@ -645,9 +645,9 @@ def test_a_batch_that_failed_after_its_state_write_is_scored_once_later(stack: S
 
 def test_warm_up_runs_a_request_without_committing_anything(stack: Stack) -> None:
     """The scorer warms itself before saying ready; the probe leaves no state behind."""
-    from fraudops.contract import Transaction
-    from fraudops.realtime import Before
-    from fraudops.scoring import commits_for
+    from fraudops.core.contract import Transaction
+    from fraudops.features.realtime import Before
+    from fraudops.serving.scoring import commits_for
 
     stack.core.warm_up()
     probe = Transaction(

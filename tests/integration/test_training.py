@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudops import contract as c
-from fraudops import registry
-from fraudops.feature_build import build_from_offline_store
-from fraudops.ingest import write_parquet_atomic
-from fraudops.promotion import evaluate_window, promote
-from fraudops.settings import Settings, get_settings
-from fraudops.simulator import simulate
-from fraudops.training import train
+from fraudops.core import contract as c
+from fraudops.core.settings import Settings, get_settings
+from fraudops.data.ingest import write_parquet_atomic
+from fraudops.data.simulator import simulate
+from fraudops.features.build import build_from_offline_store
+from fraudops.model import registry
+from fraudops.model.promotion import evaluate_window, promote
+from fraudops.model.training import train
 
 pytestmark = pytest.mark.integration
 TRAIN_START = date(2026, 4, 17)  # simulation starts 2026-04-01: 16 days of feature history

@@ -1,6 +1,6 @@
 """Behavioural tests of a trained model (Made With ML style): directional expectations a
 fraud analyst would state, and invariances. Features go through the same assembly as the
-scorer (``fraudops.online.assemble``)."""
+scorer (``fraudops.serving.online.assemble``)."""
 
 from __future__ import annotations
 
@@ -12,18 +12,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudops import contract as c
-from fraudops import features as f
-from fraudops.feast_store import apply_definitions, feature_service, get_store
-from fraudops.feature_build import build_customer_tables, build_from_offline_store
-from fraudops.ingest import write_parquet_atomic
-from fraudops.model import PARALLEL_ROWS, FraudModel
-from fraudops.offline import offline_features
-from fraudops.online import activity_from, assemble, commits_of
-from fraudops.realtime import STATS, Before
-from fraudops.settings import get_settings
-from fraudops.simulator import simulate
-from fraudops.training import fit_model, plan_windows, split
+from fraudops.core import contract as c
+from fraudops.core.settings import get_settings
+from fraudops.data.ingest import write_parquet_atomic
+from fraudops.data.simulator import simulate
+from fraudops.features import maths as f
+from fraudops.features.build import build_customer_tables, build_from_offline_store
+from fraudops.features.feast_store import apply_definitions, feature_service, get_store
+from fraudops.features.offline import offline_features
+from fraudops.features.realtime import STATS, Before
+from fraudops.model.fraud_model import PARALLEL_ROWS, FraudModel
+from fraudops.model.training import fit_model, plan_windows, split
+from fraudops.serving.online import activity_from, assemble, commits_of
 
 
 @dataclass

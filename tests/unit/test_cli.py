@@ -8,8 +8,8 @@ import typer
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from fraudops.cli import app
-from fraudops.settings import Settings
+from fraudops.cli.app import app
+from fraudops.core.settings import Settings
 
 runner = CliRunner()
 
@@ -83,7 +83,7 @@ def test_unreadable_files_are_named_without_a_traceback(
 
 
 def test_a_bad_setting_names_the_variable(settings: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from fraudops.settings import get_settings
+    from fraudops.core.settings import get_settings
 
     monkeypatch.setenv("FRAUDOPS_ONLINE_STORE", "reddis")
     get_settings.cache_clear()

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fraudops.contract import Transaction
-from fraudops.scoring import (
+from fraudops.core.contract import Transaction
+from fraudops.serving.scoring import (
     Coalescer,
     IdempotencyConflict,
     ScoreResult,

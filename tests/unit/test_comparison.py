@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from fraudops import evaluation
-from fraudops.comparison import (
+from fraudops.model import evaluation
+from fraudops.model.comparison import (
     compare_pairs,
     resample_weights,
     weighted_average_precision,

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from typer.main import get_command
 
-from fraudops.cli import app
-from fraudops.settings import Settings
+from fraudops.cli.app import app
+from fraudops.core.settings import Settings
 from tests.conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parents[2]

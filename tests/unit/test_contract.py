@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from fraudops.contract import Transaction
+from fraudops.core.contract import Transaction
 
 GOOD = {
     "transaction_id": "t1",

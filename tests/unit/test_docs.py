@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import typer.main
 
-from fraudops.cli import app
-from fraudops.settings import Settings
+from fraudops.cli.app import app
+from fraudops.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -24,7 +24,7 @@ PAGE_IDS = [str(page.relative_to(ROOT)) for page in PAGES]
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n.*?^ {0,3}\1[ \t]*$", re.M | re.S)
 CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.S)
 # `fraudops` as a command: not part of a path, a module, a key or a URL
-# (fraudops/cli.py, fraudops.docs, fraudops:scores, /srv/fraudops, fraudops_model_info).
+# (fraudops/cli/app.py, fraudops.core.docs, fraudops:scores, /srv/fraudops, fraudops_model_info).
 COMMAND = re.compile(r"(?<![\w./:@{-])fraudops(?![\w./:{}-])((?:[ \t]+[a-z][a-z0-9-]*)*)")
 VARIABLE = re.compile(r"\bFRAUDOPS_([A-Z0-9_]*[A-Z0-9])(_\*)?")
 LINK = re.compile(r"!?\[[^\]\n]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -166,7 +166,10 @@ def test_the_checks_find_what_they_look_for() -> None:
     assert unknown_commands("fraudops nosuch --x") == ["fraudops nosuch"]
     assert unknown_commands("run: fraudops features nosuch") == ["fraudops features nosuch"]
     assert unknown_commands("uv run fraudops ingest payments.csv --columns a=b") == []
-    assert unknown_commands("fraudops.docs /srv/fraudops fraudops:scores fraudops/cli.py") == []
+    assert (
+        unknown_commands("fraudops.core.docs /srv/fraudops fraudops:scores fraudops/cli/app.py")
+        == []
+    )
     assert unknown_variables("FRAUDOPS_NO_SUCH and FRAUDOPS_NOSUCH_*", "") == [
         "FRAUDOPS_NO_SUCH",
         "FRAUDOPS_NOSUCH_*",

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudops import contract as c
-from fraudops import features as f
-from fraudops.feature_build import build_customer_tables, build_terminal_daily
-from fraudops.online import activity_from, commits_of
-from fraudops.realtime import Before, SqliteStateStore
+from fraudops.core import contract as c
+from fraudops.features import maths as f
+from fraudops.features.build import build_customer_tables, build_terminal_daily
+from fraudops.features.realtime import Before, SqliteStateStore
+from fraudops.serving.online import activity_from, commits_of
 
 T0 = int(pd.Timestamp("2026-01-05", tz="UTC").value // 1000)
 MIN = 60 * f.MICROS
@@ -95,7 +95,7 @@ def test_welford_matches_numpy() -> None:
 
 @pytest.fixture(scope="module")
 def transactions() -> pd.DataFrame:
-    from fraudops.simulator import simulate
+    from fraudops.data.simulator import simulate
 
     return simulate(customers=60, terminals=200, days=40, seed=7)
 

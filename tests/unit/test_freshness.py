@@ -1,4 +1,4 @@
-"""Freshness budgets and verdicts (fraudops.freshness): per transaction on event time, per
+"""Freshness budgets and verdicts (fraudops.features.freshness): per transaction on event time, per
 store on the clock."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fraudops.freshness import (
+from fraudops.core.settings import Settings
+from fraudops.features.freshness import (
     NO_ROW,
     apply_stale_policy,
     last_known_values,
@@ -18,7 +19,6 @@ from fraudops.freshness import (
     store_freshness,
     view_budgets,
 )
-from fraudops.settings import Settings
 
 H = 3600 * 1_000_000  # an hour in µs
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fraudops import contract as c
-from fraudops.ingest import ValidationFailed, ingest_transactions, validate_transactions
+from fraudops.core import contract as c
+from fraudops.data.ingest import ValidationFailed, ingest_transactions, validate_transactions
 
 GOOD_CSV = """transaction_id,timestamp,customer_id,terminal_id,amount,is_fraud
 tx1,2026-01-05T10:00:00Z,c1,t1,12.50,0
@@ -201,7 +201,7 @@ def test_a_zero_amount_is_a_transaction(tmp_path: Path) -> None:
     """A card verification (amount 0) is ingested and its request features are finite."""
     import numpy as np
 
-    from fraudops.features import request_features
+    from fraudops.features.maths import request_features
 
     text = GOOD_CSV + "tx4,2026-01-05T12:00:00Z,c3,t3,0,0\n"
     df = ingest_transactions(write(tmp_path, text), tmp_path / "out.parquet")
@@ -260,7 +260,7 @@ def handbook_frame() -> pd.DataFrame:
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_a_handbook_file_maps_its_columns(tmp_path: Path, suffix: str) -> None:
-    from fraudops.ingest import TRANSACTION_FILE_COLUMNS, parse_column_mapping
+    from fraudops.data.ingest import TRANSACTION_FILE_COLUMNS, parse_column_mapping
 
     path = tmp_path / f"handbook{suffix}"
     frame = handbook_frame()
@@ -278,7 +278,7 @@ def test_a_handbook_file_maps_its_columns(tmp_path: Path, suffix: str) -> None:
 
 
 def test_mapped_columns_are_named_as_the_file_names_them(tmp_path: Path) -> None:
-    from fraudops.ingest import TRANSACTION_FILE_COLUMNS, parse_column_mapping
+    from fraudops.data.ingest import TRANSACTION_FILE_COLUMNS, parse_column_mapping
 
     frame = handbook_frame()
     frame.loc[2, "TX_DATETIME"] = pd.NaT
@@ -304,7 +304,7 @@ def test_mapped_columns_are_named_as_the_file_names_them(tmp_path: Path) -> None
     ],
 )
 def test_a_bad_column_mapping_is_explained(text: str, message: str) -> None:
-    from fraudops.ingest import TRANSACTION_FILE_COLUMNS, parse_column_mapping
+    from fraudops.data.ingest import TRANSACTION_FILE_COLUMNS, parse_column_mapping
 
     with pytest.raises(ValueError, match=message):
         parse_column_mapping(text, None, TRANSACTION_FILE_COLUMNS)

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudops import contract as c
-from fraudops.ingest import ValidationFailed
-from fraudops.labels import validate_labels
-from fraudops.monitoring import (
+from fraudops.core import contract as c
+from fraudops.data.ingest import ValidationFailed
+from fraudops.data.labels import validate_labels
+from fraudops.monitoring.monitor import (
     FeatureDrift,
     MonitorSettings,
     Summary,
@@ -223,7 +223,7 @@ def test_labels_validation_names_file_row_and_column() -> None:
 
 
 def test_an_unreachable_webhook_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
-    from fraudops.monitoring import Alert, notify
+    from fraudops.monitoring.monitor import Alert, notify
     from tests.conftest import free_port
 
     window = Window(datetime(2026, 5, 1), datetime(2026, 5, 2))
@@ -236,8 +236,8 @@ def test_an_unreachable_webhook_is_logged_not_raised(caplog: pytest.LogCaptureFi
 def test_stale_batch_features_raise_an_alert_naming_the_view() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from fraudops.freshness import store_freshness
-    from fraudops.monitoring import freshness_alerts
+    from fraudops.features.freshness import store_freshness
+    from fraudops.monitoring.monitor import freshness_alerts
 
     now = datetime(2026, 12, 6, 12, tzinfo=UTC)
     budgets = {"terminal_daily": timedelta(days=2)}
@@ -258,9 +258,9 @@ def test_a_window_without_predictions_says_which_days_have_some(settings, monkey
     import sqlalchemy as sa
     from typer.testing import CliRunner
 
-    from fraudops import monitoring
-    from fraudops.cli import app
-    from fraudops.db import create_db_engine, monitor_runs, predictions, upgrade
+    from fraudops.cli.app import app
+    from fraudops.core.db import create_db_engine, monitor_runs, predictions, upgrade
+    from fraudops.monitoring import monitor as monitoring
 
     reference = monitoring.Reference(
         "fraud-detector", "1", "run", ["tx_amount"], 0.3, 0.9, {}, pd.DataFrame()

@@ -1,6 +1,6 @@
-"""The nightly job's offline half (fraudops.nightly) against a SQLite prediction log: scored
-traffic becomes history once, labels join it whenever they arrive, and the incremental
-build gives the tables a full `features build` gives."""
+"""The nightly job's offline half (fraudops.features.nightly) against a SQLite prediction log:
+scored traffic becomes history once, labels join it whenever they arrive, and the
+incremental build gives the tables a full `features build` gives."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from fraudops import contract as c
-from fraudops.db import create_db_engine, predictions, upgrade
-from fraudops.feature_build import build_feature_tables, write_feature_tables
-from fraudops.labels import record_labels
-from fraudops.nightly import Watermarks, incremental_build, take_from_log
-from fraudops.prediction_log import insert_ignoring_duplicates
-from fraudops.settings import Settings
-from fraudops.simulator import simulate
+from fraudops.core import contract as c
+from fraudops.core.db import create_db_engine, predictions, upgrade
+from fraudops.core.settings import Settings
+from fraudops.data.labels import record_labels
+from fraudops.data.simulator import simulate
+from fraudops.features.build import build_feature_tables, write_feature_tables
+from fraudops.features.nightly import Watermarks, incremental_build, take_from_log
+from fraudops.serving.prediction_log import insert_ignoring_duplicates
 
 SPLIT = pd.Timestamp("2026-04-25", tz="UTC")
 

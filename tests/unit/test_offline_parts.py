@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudops.feature_build import (
+from fraudops.data.ingest import write_parquet_atomic
+from fraudops.data.simulator import simulate
+from fraudops.features.build import (
     build_feature_tables,
     build_from_offline_store,
     customer_parts_sql,
     part_count,
 )
-from fraudops.ingest import write_parquet_atomic
-from fraudops.simulator import simulate
 
 
 def test_the_part_of_an_id_is_the_documented_md5_hash() -> None:
@@ -71,8 +71,8 @@ def test_no_transactions_is_said_plainly(settings) -> None:
 def test_the_offline_store_is_feasts_own_chosen_by_the_settings(settings, monkeypatch) -> None:
     from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
 
-    from fraudops.feast_store import FraudOpsOfflineStoreConfig, offline_source
-    from fraudops.settings import get_settings
+    from fraudops.core.settings import get_settings
+    from fraudops.features.feast_store import FraudOpsOfflineStoreConfig, offline_source
 
     assert isinstance(FraudOpsOfflineStoreConfig(type="x"), DuckDBOfflineStoreConfig)
     assert offline_source("terminal_daily", "d").path.endswith("features/terminal_daily.parquet")
@@ -89,7 +89,7 @@ def test_the_offline_store_is_feasts_own_chosen_by_the_settings(settings, monkey
     assert config.spark_conf["spark.sql.session.timeZone"] == "UTC"
     source = offline_source("terminal_daily", "d")
     assert type(source).__name__ == "SparkSource"
-    assert source.path == "s3a://lake/fraudops/features/terminal_daily"
+    assert source.path == "s3a://lake/fraudops/features/maths/terminal_daily"
     assert source.date_partition_column == "event_date"
     get_settings.cache_clear()
 
@@ -98,8 +98,8 @@ def test_spark_engine_without_pyspark_says_what_to_install(monkeypatch) -> None:
     """(Hides PySpark where it is installed.)"""
     import builtins
 
-    from fraudops import spark_build
-    from fraudops.settings import Settings
+    from fraudops.core.settings import Settings
+    from fraudops.features import spark_build
 
     real_import = builtins.__import__
 
@@ -115,7 +115,7 @@ def test_spark_engine_without_pyspark_says_what_to_install(monkeypatch) -> None:
 
 
 def test_without_java_the_spark_tests_are_told_what_to_install(monkeypatch) -> None:
-    from fraudops import spark_build
+    from fraudops.features import spark_build
 
     monkeypatch.setattr(spark_build.shutil, "which", lambda _: None)
     assert "Java 17 or later" in (spark_build.java_problem() or "")

@@ -1,4 +1,4 @@
-"""/readyz details (fraudops.readiness) around a fake ASGI app: the real probe is read from
+"""/readyz details (fraudops.serving.readiness) around a fake ASGI app: the real probe is read from
 `bentoml serve` in tests/integration/test_service.py."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 import json
 from typing import Any
 
-from fraudops.readiness import ReadinessDetails
+from fraudops.serving.readiness import ReadinessDetails
 
 STATUS = {
     "model_name": "fraud-detector",
@@ -65,7 +65,7 @@ def test_a_ready_probe_says_which_model_and_how_fresh_the_features_are() -> None
 
 
 def test_stale_features_make_the_probe_fail_and_name_the_view() -> None:
-    from fraudops.readiness import serving_on_stale_features
+    from fraudops.serving.readiness import serving_on_stale_features
 
     why = {"terminal_daily": "terminal_daily: newest row ... 72.0 h old"}
     stale = {**STATUS, "feature_age_seconds": {"terminal_daily": 259200.0}, "stale_views": why}
@@ -101,7 +101,7 @@ def test_freshness_says_which_views_were_never_materialized() -> None:
     from datetime import UTC, datetime, timedelta
     from types import SimpleNamespace
 
-    from fraudops.scoring import feature_freshness
+    from fraudops.serving.scoring import feature_freshness
 
     now = datetime(2026, 12, 5, 12, tzinfo=UTC)
     views = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fraudops.scoring import explain
+from fraudops.serving.scoring import explain
 
 
 class _Model:

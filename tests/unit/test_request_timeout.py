@@ -1,4 +1,4 @@
-"""The request timeout that replaces BentoML's (fraudops.http_guard.RequestTimeout): the
+"""The request timeout that replaces BentoML's (fraudops.adapters.bentoml.RequestTimeout): the
 same 504 after the timeout, its timer cancelled once the answer starts, one answer per
 request whatever the timing."""
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from fraudops.http_guard import RequestTimeout, use_request_timeout
+from fraudops.adapters.bentoml import RequestTimeout, use_request_timeout
 
 HTTP = {"type": "http", "path": "/score", "headers": []}
 START_200 = {"type": "http.response.start", "status": 200, "headers": []}

@@ -10,7 +10,7 @@ import time
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from fraudops.retraining import build_scheduler
+from fraudops.model.retraining import build_scheduler
 
 
 def test_runs_on_schedule_one_at_a_time(caplog: pytest.LogCaptureFixture) -> None:
@@ -28,7 +28,7 @@ def test_runs_on_schedule_one_at_a_time(caplog: pytest.LogCaptureFixture) -> Non
             running -= 1
 
     scheduler = build_scheduler(slow_job, 0.1, BackgroundScheduler)
-    with caplog.at_level(logging.WARNING, logger="fraudops.retraining"):
+    with caplog.at_level(logging.WARNING, logger="fraudops.model.retraining"):
         scheduler.start()
         time.sleep(1.3)
         scheduler.shutdown(wait=True)
@@ -47,7 +47,7 @@ def test_a_failed_run_is_logged_and_the_schedule_goes_on(
         raise ValueError("no transaction has a known label yet")
 
     scheduler = build_scheduler(failing_job, 0.1, BackgroundScheduler)
-    with caplog.at_level(logging.ERROR, logger="fraudops.retraining"):
+    with caplog.at_level(logging.ERROR, logger="fraudops.model.retraining"):
         scheduler.start()
         time.sleep(0.45)
         scheduler.shutdown(wait=True)

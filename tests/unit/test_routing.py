@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from fraudops.routing import challenger_mask, customer_bucket, decides_with_challenger
+from fraudops.serving.routing import challenger_mask, customer_bucket, decides_with_challenger
 
 CUSTOMERS = [f"c_{i:07d}" for i in range(20_000)]
 
@@ -40,7 +40,9 @@ def test_the_batch_mask_equals_the_single_decision() -> None:
 
 def test_buckets_are_the_same_in_another_process() -> None:
     """Python's str hash is salted per process; the bucket must not be."""
-    code = "from fraudops.routing import customer_bucket; print(repr(customer_bucket('c_42')))"
+    code = (
+        "from fraudops.serving.routing import customer_bucket; print(repr(customer_bucket('c_42')))"
+    )
     other = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fraudops.settings import Settings, get_settings
+from fraudops.core.settings import Settings, get_settings
 
 
 def test_defaults_are_embedded_under_the_data_dir(settings: Settings) -> None:
@@ -77,16 +77,16 @@ def test_env_example_names_only_known_settings() -> None:
 
 
 def test_configuration_page_settings_table_is_generated_from_the_settings_class() -> None:
-    from fraudops.docs import CONFIGURATION_PAGE, render
+    from fraudops.core.docs import CONFIGURATION_PAGE, render
 
     text = CONFIGURATION_PAGE.read_text()
-    assert render(text) == text, "run `python -m fraudops.docs` to regenerate the table"
+    assert render(text) == text, "run `python -m fraudops.core.docs` to regenerate the table"
 
 
 def test_the_table_shows_every_default_as_a_variable_would_be_written() -> None:
     """Defaults made by a factory are shown too (not pydantic's 'undefined'), and each
     shown default, set as the variable, gives the default back."""
-    from fraudops.docs import settings_table
+    from fraudops.core.docs import settings_table
 
     rows = [line.split(" | ") for line in settings_table().splitlines()[2:]]
     assert not [row for row in rows if "Undefined" in row[1]]

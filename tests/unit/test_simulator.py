@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudops.contract import (
+from fraudops.core.contract import (
     AMOUNT,
     CUSTOMER_ID,
     DEFAULT_LABEL_DELAY,
@@ -24,7 +24,7 @@ from fraudops.contract import (
     TRANSACTION_ID,
     FraudScenario,
 )
-from fraudops.simulator import simulate, simulate_profiles, write_parquet
+from fraudops.data.simulator import simulate, simulate_profiles, write_parquet
 
 START = date(2026, 4, 1)
 SMALL = dict(customers=200, terminals=400, days=20, seed=7)

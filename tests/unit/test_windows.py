@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fraudops import contract as c
-from fraudops.training import plan_windows, split
+from fraudops.core import contract as c
+from fraudops.model.training import plan_windows, split
 
 DAY = pd.Timedelta(days=1)
 START = pd.Timestamp("2026-03-01", tz="UTC")

@@ -1,0 +1,1 @@
+"""Monitoring: drift and performance reports on the prediction log (Evidently), and alerts."""
