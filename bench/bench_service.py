@@ -297,7 +297,7 @@ def clone_customer_states(values: dict[str, str]) -> int:
 
     with environment(values):
         from fraudops.core.settings import get_settings
-        from fraudops.serving.online import state_store
+        from fraudops.features.realtime import state_store
 
         states = pd.read_parquet(get_settings().offline_dir / "features" / "customer_state.parquet")
         clones = pd.concat(

@@ -29,12 +29,13 @@ from typing import Annotated, Any
 import bentoml
 from pydantic import Field
 
-from fraudops.adapters.bentoml import GuardMiddleware
 from fraudops.core.contract import Transaction
 from fraudops.core.settings import get_settings
+from fraudops.serving.api import BatchScores, Score, tune_gc
+from fraudops.serving.http_guard import GuardMiddleware
 from fraudops.serving.readiness import ReadinessDetails
 from fraudops.serving.scoring import freeze_startup_heap
-from service.service import BatchScores, FraudScorer, Score, tune_gc
+from service.service import FraudScorer
 
 MODEL_VERSION = "noop"
 

@@ -2,7 +2,7 @@
 
 import typer
 
-from fraudops.cli.app import main as configure_logging
+from fraudops.cli.common import configure_logging
 from fraudops.cli.monitor import monitor
 
 if __name__ == "__main__":

@@ -1,88 +1,32 @@
-"""ASGI middleware for the scoring API: API keys and request size limits, before any
-framework code parses the body; and the request timeout in place of BentoML's."""
+"""BentoML 1.4 workarounds, each to go when BentoML fixes what it works around.
+
+- :class:`RequestTimeout` in place of BentoML's ``TimeoutMiddleware``, whose timers outlive
+  their requests (``docs/upstream/bentoml-timeout.md``).
+- :func:`refuse_to_start`: a worker that cannot start stops the whole server with a
+  non-zero exit, where BentoML would restart it forever and exit 0 on SIGTERM.
+
+Written against BentoML 1.4 (``bentoml._internal.server.http.traffic``); pinned by
+``tests/integration/test_service.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import atexit
 import json
+import logging
+import os
+import signal
+import sys
+import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-PROTECTED_PREFIXES = ("/score", "/admin")
-
-
-async def _reply(
-    send: Send, status: int, error: str, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    body = json.dumps({"error": error}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(body)),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-class GuardMiddleware:
-    """``Authorization: Bearer <key>`` on scoring and admin routes when a key is configured
-    (constant-time comparison, the key is never logged), and a 413 for bodies above
-    ``max_body_bytes`` (by Content-Length, and counted while streaming)."""
-
-    def __init__(
-        self, app: Any, api_key: Callable[[], str | None], max_body_bytes: Callable[[], int]
-    ):
-        self.app = app
-        self.api_key = api_key
-        self.max_body_bytes = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope.get("path", "")
-        headers = dict(scope.get("headers") or [])
-        key = self.api_key()
-        if key and path.startswith(PROTECTED_PREFIXES):
-            given = headers.get(b"authorization", b"")
-            expected = b"Bearer " + key.encode()
-            if not hmac.compare_digest(given, expected):
-                message = "missing or wrong API key: send 'Authorization: Bearer <key>'"
-                await _reply(send, 401, message, [(b"www-authenticate", b"Bearer")])
-                return
-        limit = self.max_body_bytes()
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            await _reply(send, 413, f"request body larger than {limit} bytes")
-            return
-        received = 0
-
-        async def limited_receive() -> dict[str, Any]:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except BodyTooLarge:
-            await _reply(send, 413, f"request body larger than {limit} bytes")
-
-
-class BodyTooLarge(Exception):
-    pass
+log = logging.getLogger(__name__)
 
 
 class RequestTimeout:
@@ -148,7 +92,12 @@ class RequestTimeout:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1011})
             return
-        await _reply(send, 504, f"Not able to process the request in {self.timeout} seconds")
+        body = json.dumps(
+            {"error": f"Not able to process the request in {self.timeout} seconds"}
+        ).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 504, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _expire(decided: asyncio.Future[None]) -> None:
@@ -174,3 +123,44 @@ def use_request_timeout() -> None:
                 "fraudops.adapters.bentoml.RequestTimeout against it"
             )
         traffic.TimeoutMiddleware = RequestTimeout  # type: ignore[assignment,misc]
+
+
+def _refusal_path(server_pid: int) -> Path:
+    """Where a worker that refuses to start leaves its reason for ``bentoml serve``."""
+    return Path(tempfile.gettempdir()) / f"fraudops-serve-{server_pid}.refused"
+
+
+def refuse_to_start(reason: str) -> None:
+    """Stop the whole server, with the reason and a non-zero exit: BentoML would restart a
+    worker that fails forever, never ready, and a server stopped with SIGTERM exits 0, so
+    a supervisor would see success. The worker leaves the reason for ``bentoml serve``
+    (its parent), which :func:`exit_if_refused` turns into an exit status."""
+    server = os.getppid()
+    try:
+        _refusal_path(server).write_text(reason)
+    except OSError as exc:  # the server still stops, with status 0
+        log.error("cannot record why the scorer refused to start (%s): %s", exc, reason)
+    os.kill(server, signal.SIGTERM)
+
+
+def exit_if_refused() -> None:
+    """At the exit of ``bentoml serve``: if a worker refused to start, print its reason on
+    stderr and exit with status 1 (``os._exit``: atexit handlers cannot set the status)."""
+    marker = _refusal_path(os.getpid())
+    if not marker.exists():
+        return
+    reason = marker.read_text(errors="replace")
+    marker.unlink(missing_ok=True)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.write(f"error: the scorer refused to start: {reason}\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def exit_non_zero_when_refused() -> None:
+    """Make this process (``bentoml serve``, which imports the service before it starts
+    its workers) exit 1 when a worker refuses to start. A marker left under this pid by an
+    earlier process is not ours (pids are reused), so it goes first."""
+    _refusal_path(os.getpid()).unlink(missing_ok=True)
+    atexit.register(exit_if_refused)  # acts only in the process a worker named as refused

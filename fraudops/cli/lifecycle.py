@@ -17,7 +17,15 @@ from typing import Annotated
 
 import typer
 
-from fraudops.cli.monitor import TIME_FORMATS, _utc
+from fraudops.cli.common import (
+    TIME_FORMATS,
+    as_utc,
+    console,
+    fail,
+    parse_every,
+    progress_bar,
+    stdout_for_results,
+)
 
 log = logging.getLogger(__name__)
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -63,13 +71,12 @@ def compare(
     """
     from rich.console import Console
 
-    from fraudops.cli.app import console, fail, stdout_for_results
     from fraudops.core.settings import get_settings
     from fraudops.model.comparison import compare as run_comparison
     from fraudops.model.comparison import render
 
-    begin = _utc(start) if start else EARLIEST
-    finish = _utc(end) if end else LATEST
+    begin = as_utc(start) if start else EARLIEST
+    finish = as_utc(end) if end else LATEST
     if begin >= finish:
         raise fail(f"--start {begin:%Y-%m-%d %H:%M} is not before --end {finish:%Y-%m-%d %H:%M}")
     try:
@@ -113,7 +120,6 @@ def score(
     time, built with the functions that build the training tables. Writes the file's
     columns, fraud_probability, decision and model_version, in the file's row order.
     """
-    from fraudops.cli.app import fail, progress_bar, stdout_for_results
     from fraudops.core.settings import get_settings
     from fraudops.data.ingest import ValidationFailed
     from fraudops.model.batch_scoring import score_file
@@ -174,14 +180,13 @@ def retrain(
     skips training so that its evidence can accumulate. Promote by hand in the MLflow UI
     or with `fraudops promote --evidence live` otherwise.
     """
-    from fraudops.cli.app import _parse_every, fail, progress_bar, stdout_for_results
     from fraudops.core.settings import get_settings
     from fraudops.model.retraining import retrain_once, run_schedule
 
     if evidence not in ("live", "offline"):
         raise fail(f"--evidence must be live or offline, got {evidence!r}")
     if every is not None:
-        run_schedule(get_settings, _parse_every(every), auto_promote, evidence)  # type: ignore[arg-type]
+        run_schedule(get_settings, parse_every(every), auto_promote, evidence)  # type: ignore[arg-type]
         return
     with stdout_for_results(), progress_bar() as bar:
         task = bar.add_task("preparing", total=None)

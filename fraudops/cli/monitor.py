@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import getpass
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from fraudops.cli.common import (
+    TIME_FORMATS,
+    as_utc,
+    console,
+    fail,
+    parse_every,
+)
 from fraudops.cli.options import ColumnsFileOption, ColumnsOption, TimezoneOption
 
 log = logging.getLogger(__name__)
-TIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
 
 
 def monitor(
@@ -64,26 +70,24 @@ def monitor(
     database (dashboard), alerts also to the log and to FRAUDOPS_ALERT_WEBHOOK_URL.
     Thresholds: FRAUDOPS_ALERT_* (docs/configuration.md; `fraudops/core/settings.py`).
     """
-    # fraudops.cli.app imports this module to register it: import it only once it is loaded.
-    from fraudops.cli.app import _parse_every, console, fail
     from fraudops.core.settings import get_settings
     from fraudops.monitoring.monitor import Window, run_schedule
     from fraudops.monitoring.monitor import monitor as run_monitor
 
-    length = timedelta(seconds=_parse_every(window))
+    length = timedelta(seconds=parse_every(window))
     workspace = None if no_workspace else (workspace or get_settings().data_dir / "evidently")
     if every is not None:
         if start is not None or end is not None:
             raise fail("--every monitors the trailing --window; it takes no --start or --end")
         run_schedule(
-            get_settings, length, _parse_every(every), version=model_version, workspace=workspace
+            get_settings, length, parse_every(every), version=model_version, workspace=workspace
         )
         return
     try:
         if start is not None:
-            span = Window(_utc(start), _utc(end) if end is not None else _utc(start) + length)
+            span = Window(as_utc(start), as_utc(end) if end is not None else as_utc(start) + length)
         elif end is not None:
-            span = Window(_utc(end) - length, _utc(end))
+            span = Window(as_utc(end) - length, as_utc(end))
         else:
             span = Window.last(length)
     except ValueError as exc:
@@ -102,10 +106,6 @@ def monitor(
     typer.echo(result.json())
     if fail_on_alert and result.alerts:
         raise typer.Exit(code=1)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 labels_app = typer.Typer(
@@ -143,7 +143,6 @@ def labels_ingest(
     Bad rows are reported with the file, the line (CSV: the header is line 1) or row
     (parquet), the column and what was expected, and nothing is written. Name your own
     columns with --columns or --columns-file (e.g. TX_FRAUD=is_fraud)."""
-    from fraudops.cli.app import console, fail
     from fraudops.cli.options import resolve
     from fraudops.core import contract as c
     from fraudops.core.settings import get_settings

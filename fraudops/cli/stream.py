@@ -21,8 +21,14 @@ from typing import Annotated, Any
 
 import typer
 
+from fraudops.cli.common import (
+    TIME_FORMATS,
+    console,
+    fail,
+    progress_bar,
+)
+
 log = logging.getLogger(__name__)
-TIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
 
 
 class Target(StrEnum):
@@ -86,7 +92,6 @@ def stream(
     Ctrl-C finishes the batch in hand, then stops; a second Ctrl-C aborts.
     Redis: FRAUDOPS_REDIS_URL; prediction log: FRAUDOPS_DATABASE_URL.
     """
-    from fraudops.cli.app import fail
     from fraudops.core.settings import get_settings
     from fraudops.serving.scoring import NotReady
     from fraudops.serving.stream import run_consumer
@@ -202,7 +207,6 @@ def replay(
     from XADD to the result read back from <prefix>:scores), decisions by type, model
     versions. Exits with 1 when any event failed or is missing.
     """
-    from fraudops.cli.app import console, fail
     from fraudops.core.settings import get_settings
     from fraudops.data.ingest import ValidationFailed
     from fraudops.data.replay import load_transactions, payloads
@@ -233,7 +237,6 @@ def replay(
 def _replay_http(events, url, api_key, batch, rate, concurrency, timeout):  # type: ignore[no-untyped-def]
     import httpx
 
-    from fraudops.cli.app import fail
     from fraudops.data.replay import replay_http
     from fraudops.serving.readiness import serving_on_stale_features
 
@@ -268,7 +271,6 @@ def _replay_http(events, url, api_key, batch, rate, concurrency, timeout):  # ty
 def _replay_stream(events, settings, source, batch, rate, timeout):  # type: ignore[no-untyped-def]
     import redis
 
-    from fraudops.cli.app import fail
     from fraudops.data.replay import replay_stream
     from fraudops.serving.stream import StreamNames
 
@@ -296,7 +298,6 @@ class _progress:
     """Two bars, sent and scored, updated from the replay's threads."""
 
     def __init__(self, total: int, label: str):
-        from fraudops.cli.app import progress_bar
 
         self.bar = progress_bar()
         self.sent = self.bar.add_task(label, total=total)
@@ -316,8 +317,6 @@ class _progress:
 
 def _print_summary(result: dict[str, Any]) -> None:
     from rich.table import Table
-
-    from fraudops.cli.app import console
 
     table = Table(title=f"replay to {result['target']}: {result['path']}", show_header=False)
     table.add_column(style="bold")

@@ -219,7 +219,7 @@ def newest_in_online_store(
     would cost a pass over the store per probe)."""
     views = list(views)
     if settings.online_store == "redis":
-        from fraudops.serving.online import redis_client
+        from fraudops.core.connections import redis_client
 
         client = redis_client(settings, timeout=settings.redis_timeout_seconds)
         try:
@@ -255,7 +255,7 @@ def record_materialized(settings: Any, newest: Mapping[str, datetime]) -> None:
     lower it: rows already there are no older for a run that wrote fewer)."""
     if settings.online_store != "redis" or not newest:
         return
-    from fraudops.serving.online import redis_client
+    from fraudops.core.connections import redis_client
 
     client = redis_client(settings, timeout=max(settings.redis_timeout_seconds, 5.0))
     try:

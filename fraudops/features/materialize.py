@@ -94,7 +94,7 @@ def seed_customer_states(settings: Settings) -> int:
     it current, and it is newer than any batch build. Returns how many were new."""
     import pyarrow.parquet as pq
 
-    from fraudops.serving.online import state_store
+    from fraudops.features.realtime import state_store
 
     if settings.offline_store == "spark":  # the Spark build's table, streamed to the driver
         from fraudops.features.realtime import STATE_FIELDS

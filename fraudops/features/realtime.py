@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from fraudops.core.connections import redis_client
+from fraudops.core.settings import Settings
 from fraudops.features import maths as f
 
 LEASE_MS = 2_000  # how long a committed transaction may wait for its result
@@ -701,3 +703,12 @@ class SqliteStateStore:
 
 
 StateStore = RedisStateStore | SqliteStateStore
+
+
+def state_store(settings: Settings, client: Any | None = None) -> StateStore:
+    """The real-time state store the settings name: Redis (or a Redis Cluster) with the
+    Redis online store, else a SQLite file under the data directory."""
+    ttl = settings.resolved_idempotency_ttl_seconds
+    if settings.online_store == "redis":
+        return RedisStateStore(client or redis_client(settings), settings.redis_key_prefix, ttl)
+    return SqliteStateStore(settings.data_dir / "online" / "state.db", ttl)

@@ -26,6 +26,7 @@ import pandas as pd
 from feast import FeatureService, FeatureStore, FeatureView, OnDemandFeatureView
 
 from fraudops.core import contract as c
+from fraudops.core.connections import redis_client
 from fraudops.core.settings import Settings, get_settings
 from fraudops.features import maths as f
 from fraudops.features.feast_store import service_feature_names
@@ -37,14 +38,7 @@ from fraudops.features.freshness import (
     staleness,
     view_budgets,
 )
-from fraudops.features.realtime import (
-    Before,
-    Commit,
-    Outcome,
-    RedisStateStore,
-    SqliteStateStore,
-    StateStore,
-)
+from fraudops.features.realtime import Before, Commit, Outcome, state_store
 
 STATE_VIEW_TAG = "online_source"
 
@@ -129,29 +123,6 @@ def assemble(
     values.update(looked_up)
     values.update(activity)
     return np.column_stack([np.asarray(values[name], dtype=np.float64) for name in names])
-
-
-def state_store(settings: Settings, client: Any | None = None) -> StateStore:
-    """The real-time state store the settings name: Redis (or a Redis Cluster) with the
-    Redis online store, else a SQLite file under the data directory."""
-    ttl = settings.resolved_idempotency_ttl_seconds
-    if settings.online_store == "redis":
-        return RedisStateStore(client or redis_client(settings), settings.redis_key_prefix, ttl)
-    return SqliteStateStore(settings.data_dir / "online" / "state.db", ttl)
-
-
-def redis_client(settings: Settings, timeout: float | None = None) -> Any:
-    """A client of the online store's Redis, or of its cluster (``FRAUDOPS_REDIS_MODE``);
-    ``timeout`` bounds each connect and reply, in seconds."""
-    import redis
-    from redis.cluster import RedisCluster
-
-    options: dict[str, Any] = {}
-    if timeout is not None:
-        options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    if settings.redis_mode == "cluster":
-        return RedisCluster.from_url(settings.redis_url, **options)
-    return redis.Redis.from_url(settings.redis_url, **options)
 
 
 class OnlineFeatures:

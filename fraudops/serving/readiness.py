@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from fraudops.adapters.bentoml import Receive, Scope, Send
+from fraudops.serving.http_guard import Receive, Scope, Send
 
 READINESS_PATH = "/readyz"
 # What the probe shows without an API key: what /metrics already shows without one.

@@ -579,6 +579,14 @@ class ScoringCore:
         if not defer:
             self.flush_kept(state)
 
+    def after_answers(self) -> None:
+        """What waits until the answers are on their way: the results kept for retries,
+        then the shadow scoring (which logs its own failures, never a request's)."""
+        try:
+            self.flush_kept()
+        finally:
+            self.flush_shadow()
+
     def flush_kept(self, state: Any = None) -> None:
         """Write the results kept for retries that wait for the next round trip."""
         try:

@@ -827,28 +827,13 @@ def run_consumer(
     """Build the scoring core (loads @champion, follows it), consume until ``stop``, then
     close the prediction log (drains it). ``freeze``: the process is only this consumer
     (the CLI), so start-up objects can leave the garbage collector's reach."""
-    from fraudops.serving.prediction_log import SHADOW_SPOOL_STEM, PredictionLog, open_shadow_log
-    from fraudops.serving.scoring import ScoringCore, freeze_startup_heap
+    from fraudops.serving.factory import open_scorer
+    from fraudops.serving.scoring import freeze_startup_heap
 
     consumer = consumer or default_consumer_name()
     # One spool per consumer name: a restarted consumer of the same name replays its own.
-    spool = settings.data_dir / "spool" / f"stream-{_safe(consumer)}.jsonl"
-    prediction_log = PredictionLog(
-        settings.resolved_database_url, spool, flush_interval=settings.log_flush_seconds
-    ).start()
-    shadow_log = None
-    if settings.shadow:  # one shadow spool per consumer name too
-        shadow_spool = spool.with_name(f"stream-{_safe(consumer)}-{SHADOW_SPOOL_STEM}.jsonl")
-        shadow_log = open_shadow_log(
-            settings.resolved_database_url, shadow_spool, flush_interval=settings.log_flush_seconds
-        )
-    try:
-        core = ScoringCore(settings, prediction_log, shadow_log)
-    except Exception:
-        prediction_log.close()
-        if shadow_log is not None:
-            shadow_log.close()
-        raise
+    scorer = open_scorer(settings, f"stream-{_safe(consumer)}")
+    core = scorer.core
     names = StreamNames.from_settings(settings, stream)
     client = stream_client(settings, names)
     if freeze:
@@ -868,7 +853,7 @@ def run_consumer(
         )
         return worker.run(stop)
     finally:
-        core.close()
+        scorer.close()
         client.close()
 
 

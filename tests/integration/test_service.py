@@ -273,7 +273,7 @@ def test_scoring_routes_are_left_out_of_tracing_by_default(stack: Stack) -> None
     """BentoML's per-request spans cost half the framework's CPU (see service_config):
     the scoring routes have none, other routes keep theirs; FRAUDOPS_TRACE_REQUESTS keeps
     BentoML's configuration as it was."""
-    from service.service import SCORING_ROUTES, service_config
+    from fraudops.serving.api import SCORING_ROUTES, service_config
 
     assert stack.post("/score", {"transaction": transaction()}).status_code == 200
     stack.post("/admin/status", {})
