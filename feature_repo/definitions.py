@@ -38,6 +38,15 @@ from feast.types import Array, Float64, Int64, String
 
 from fraudops.features import maths as f
 from fraudops.features.feast_store import offline_source
+from fraudops.features.realtime import STATE
+
+_STATE_TYPES = {
+    "int64[]": Array(Int64),
+    "float64[]": Array(Float64),
+    "string[]": Array(String),
+    "int64": Int64,
+    "float64": Float64,
+}
 
 # --- entities ---------------------------------------------------------------------------
 customer = Entity(
@@ -127,19 +136,8 @@ customer_state = FeatureView(
     entities=[customer],
     ttl=timedelta(0),
     schema=[
-        Field(
-            name="history_time_us",
-            dtype=Array(Int64),
-            description="Times (µs) of the "
-            "customer's transactions in the last 30 days, oldest first.",
-        ),
-        Field(name="history_amount", dtype=Array(Float64), description="Their amounts."),
-        Field(name="history_terminal_id", dtype=Array(String), description="Their terminals."),
-        Field(name="tx_count", dtype=Int64, description="All-time transaction count."),
-        Field(name="amount_mean", dtype=Float64, description="Welford running mean amount."),
-        Field(name="amount_m2", dtype=Float64, description="Welford running M2 of amount."),
-        Field(name="hour_sin_sum", dtype=Float64, description="Sum of sin(hour angle)."),
-        Field(name="hour_cos_sum", dtype=Float64, description="Sum of cos(hour angle)."),
+        Field(name=name, dtype=_STATE_TYPES[kind], description=description)
+        for name, kind, description in STATE
     ],
     source=customer_state_source,
     online=False,  # the scorers keep it in FraudOps' own keys (fraudops.features.realtime), seeded
@@ -178,13 +176,7 @@ terminal_daily = FeatureView(
 # so these fields are described in the view's description instead.
 @on_demand_feature_view(
     sources=[transaction_request],
-    schema=[
-        Field(name="tx_amount", dtype=Float64),
-        Field(name="tx_amount_log", dtype=Float64),
-        Field(name="tx_hour", dtype=Float64),
-        Field(name="tx_is_night", dtype=Float64),
-        Field(name="tx_is_weekend", dtype=Float64),
-    ],
+    schema=[Field(name=name, dtype=Float64) for name in f.REQUEST_FEATURES],
     mode="pandas",
     description="Features of the transaction itself, computed from the request: "
     "tx_amount (the amount), tx_amount_log (log(1 + amount)), tx_hour (UTC hour of day, "

@@ -48,9 +48,21 @@ from fraudops.features import maths as f
 
 LEASE_MS = 2_000  # how long a committed transaction may wait for its result
 SEQ_DIGITS = 12  # commit sequence numbers, zero-padded so that text order is number order
-STATS = ("tx_count", "amount_mean", "amount_m2", "hour_sin_sum", "hour_cos_sum")
-# The offline table a store is seeded from: per customer, its history and statistics.
-STATE_FIELDS = ("history_time_us", "history_amount", "history_terminal_id", *STATS)
+# A customer's state, the one list of its fields: (name, type, description). The stores
+# keep it, the offline build writes it (the table a store is seeded from), and the Feast
+# view ``customer_state`` declares it from this list.
+STATE = (
+    ("history_time_us", "int64[]", "Times (µs) of the last 30 days' transactions, oldest first."),
+    ("history_amount", "float64[]", "Their amounts."),
+    ("history_terminal_id", "string[]", "Their terminals."),
+    ("tx_count", "int64", "All-time transaction count."),
+    ("amount_mean", "float64", "Welford running mean amount."),
+    ("amount_m2", "float64", "Welford running M2 of amount."),
+    ("hour_sin_sum", "float64", "Sum of sin(hour angle)."),
+    ("hour_cos_sum", "float64", "Sum of cos(hour angle)."),
+)
+STATE_FIELDS = tuple(name for name, _, _ in STATE)
+STATS = STATE_FIELDS[3:]  # the running statistics, after the history
 FINGERPRINT_FIELDS = ("customer_id", "terminal_id", "amount", "timestamp")
 
 

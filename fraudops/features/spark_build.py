@@ -42,6 +42,7 @@ from fraudops.features.build import (
     part_count,
     utc_timestamp,
 )
+from fraudops.features.realtime import STATE
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -123,13 +124,21 @@ class SparkBuildReport:
     parts: int = 0
 
 
+_SPARK_TYPES = {
+    "int64[]": "array<bigint>",
+    "float64[]": "array<double>",
+    "string[]": "array<string>",
+    "int64": "bigint",
+    "float64": "double",
+}
+
+
 def _customer_schema() -> str:
     activity = ", ".join(f"{name} double" for name in f.CUSTOMER_ACTIVITY_FEATURES)
+    state = ", ".join(f"{name} {_SPARK_TYPES[kind]}" for name, kind, _ in STATE)
     return (
         f"{TABLE} string, {c.TRANSACTION_ID} string, {c.CUSTOMER_ID} string, "
-        f"{EVENT_TIMESTAMP} timestamp, {activity}, history_time_us array<bigint>, "
-        "history_amount array<double>, history_terminal_id array<string>, tx_count bigint, "
-        "amount_mean double, amount_m2 double, hour_sin_sum double, hour_cos_sum double"
+        f"{EVENT_TIMESTAMP} timestamp, {activity}, {state}"
     )
 
 

@@ -61,13 +61,41 @@ class IsotonicCalibrator:
 PARALLEL_ROWS = 200  # rows from which a batch prediction uses two threads
 
 
+def decide(probability: np.ndarray, review: float, block: float) -> np.ndarray:
+    """The decision rule: block from ``block`` up, review from ``review`` up, else approve."""
+    if len(probability) == 1:  # the scorer's common case, without numpy's array passes
+        p = probability[0]
+        return np.array(["block" if p >= block else "review" if p >= review else "approve"])
+    return np.where(
+        probability >= block, "block", np.where(probability >= review, "review", "approve")
+    )
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
+    """What a model version says about itself (``metadata.json`` in its artifact): the one
+    record of its feature service, its inputs in order and its thresholds, which the
+    scorer, batch scoring and monitoring all read."""
+
     feature_service: str
     feature_names: list[str]
     review_threshold: float
     block_threshold: float
     extra: dict = field(default_factory=dict)
+
+    def thresholds(
+        self, review: float | None = None, block: float | None = None
+    ) -> tuple[float, float]:
+        """The thresholds in force: a threshold set in settings
+        (``FRAUDOPS_REVIEW_THRESHOLD``, ``FRAUDOPS_BLOCK_THRESHOLD``) wins over the model's."""
+        return (
+            self.review_threshold if review is None else review,
+            self.block_threshold if block is None else block,
+        )
+
+    @classmethod
+    def read(cls, directory: Path) -> ModelMetadata:
+        return cls(**json.loads((Path(directory) / "metadata.json").read_text()))
 
 
 @dataclass
@@ -105,14 +133,8 @@ class FraudModel:
     def decide(
         self, probability: np.ndarray, review: float | None = None, block: float | None = None
     ) -> np.ndarray:
-        review = self.metadata.review_threshold if review is None else review
-        block = self.metadata.block_threshold if block is None else block
-        if len(probability) == 1:
-            p = probability[0]
-            return np.array(["block" if p >= block else "review" if p >= review else "approve"])
-        return np.where(
-            probability >= block, "block", np.where(probability >= review, "review", "approve")
-        )
+        """:func:`decide` with the thresholds in force (see :meth:`ModelMetadata.thresholds`)."""
+        return decide(probability, *self.metadata.thresholds(review, block))
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
         """Per-feature contributions to the raw score along the rows' decision paths (see
@@ -149,7 +171,7 @@ class FraudModel:
     @classmethod
     def load(cls, directory: Path) -> FraudModel:
         directory = Path(directory)
-        metadata = ModelMetadata(**json.loads((directory / "metadata.json").read_text()))
+        metadata = ModelMetadata.read(directory)
         calibration = json.loads((directory / "calibrator.json").read_text())
         booster = lgb.Booster(model_file=str(directory / "booster.txt"))
         if booster.feature_name() != metadata.feature_names:

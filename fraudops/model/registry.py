@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fraudops.core.settings import Settings
-from fraudops.model.fraud_model import FraudModel
+from fraudops.model.fraud_model import FraudModel, ModelMetadata
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,20 @@ def load_version(client: Any, name: str, version: str) -> RegisteredModel:
     return RegisteredModel(
         FraudModel.load(local / data), str(mv.version), mv.run_id, tuple(mv.aliases)
     )
+
+
+def metadata_of(client: Any, name: str, version: str) -> ModelMetadata:
+    """A registered version's metadata (features, thresholds), read from its model
+    artifact: the record the scorer loads with the model, without loading the model."""
+    import mlflow
+    from mlflow.models import Model
+
+    uri = f"models:/{name}/{version}"
+    with tempfile.TemporaryDirectory() as tmp:
+        mlmodel = Path(mlflow.artifacts.download_artifacts(f"{uri}/MLmodel", dst_path=tmp))
+        data = Model.load(str(mlmodel)).flavors["python_function"]["data"]
+        found = mlflow.artifacts.download_artifacts(f"{uri}/{data}/metadata.json", dst_path=tmp)
+        return ModelMetadata.read(Path(found).parent)
 
 
 def load_alias(client: Any, name: str, alias: str) -> RegisteredModel | None:

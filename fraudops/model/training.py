@@ -255,6 +255,8 @@ def train(
         mlflow.log_params({f"rows_{k}": v for k, v in rows.items()})
         mlflow.log_metrics(metrics)
         mlflow.log_metrics({f"baseline_{k}": v for k, v in baseline.items()})
+        # shown in the MLflow UI's runs table; the record that is read back is the model's
+        # own metadata.json (registry.metadata_of)
         mlflow.log_metrics(
             {
                 "review_threshold": model.metadata.review_threshold,
@@ -262,11 +264,6 @@ def train(
             }
         )
         mlflow.set_tags({"fraudops.role": "model", "feature_service": service.name})
-        mlflow.log_dict({"feature_service": service.name, "features": names}, "features.json")
-        mlflow.log_dict(
-            {"review": model.metadata.review_threshold, "block": model.metadata.block_threshold},
-            "thresholds.json",
-        )
         importance = pd.Series(model.booster.feature_importance("gain"), index=names)
         for name, figure in evaluation.plots(
             parts["test"][c.IS_FRAUD].to_numpy(), probability, importance

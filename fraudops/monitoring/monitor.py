@@ -53,13 +53,13 @@ from fraudops.core.db import (
 )
 from fraudops.core.db import upgrade as upgrade_db
 from fraudops.core.settings import MonitorSettings, Settings
+from fraudops.model.fraud_model import DECISIONS, decide
 
 log = logging.getLogger(__name__)
 Stage = Callable[[str], None]
 
 PROBABILITY = "fraud_probability"
 DECISION = "decision"
-DECISIONS = ("approve", "review", "block")
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 WORKSPACE_PROJECT = "fraudops"
 
@@ -136,28 +136,23 @@ def load_reference(settings: Settings, version: str | None = None) -> Reference:
                 run_id=mv.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=tmp
             )
             frame = pd.read_parquet(path)
-        features = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/features.json")["features"]
-        thresholds = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/thresholds.json")
+        metadata = registry.metadata_of(client, name, str(mv.version))
     except (MlflowException, OSError) as exc:
         raise LookupError(
             f"{name} version {mv.version} (run {mv.run_id}) has no reference sample: it was "
             f"not trained by `fraudops train` ({str(exc).splitlines()[0][:200]})"
         ) from None
+    review, block = metadata.thresholds(settings.review_threshold, settings.block_threshold)
     return Reference(
         model_name=name,
         model_version=str(mv.version),
         run_id=mv.run_id,
-        features=list(features),
-        review_threshold=_override(settings.review_threshold, thresholds["review"]),
-        block_threshold=_override(settings.block_threshold, thresholds["block"]),
+        features=list(metadata.feature_names),
+        review_threshold=review,
+        block_threshold=block,
         test_metrics={k: float(v) for k, v in run.data.metrics.items()},
         frame=frame,
     )
-
-
-def _override(configured: float | None, logged: Any) -> float:
-    """The scorer's rule: a threshold set in settings wins over the model's own."""
-    return float(logged) if configured is None else configured
 
 
 def read_window(engine: sa.Engine, window: Window, features: list[str]) -> pd.DataFrame:
@@ -277,12 +272,6 @@ def operational_stats(frame: pd.DataFrame) -> dict[str, float | None]:
 def decision_mix(decisions: pd.Series) -> dict[str, float]:
     shares = decisions.value_counts(normalize=True)
     return {d: float(shares.get(d, 0.0)) for d in DECISIONS}
-
-
-def decide(probability: np.ndarray, review: float, block: float) -> np.ndarray:
-    return np.where(
-        probability >= block, "block", np.where(probability >= review, "review", "approve")
-    )
 
 
 # --- Evidently ------------------------------------------------------------------------------

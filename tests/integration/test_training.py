@@ -62,7 +62,12 @@ def test_train_register_promote_and_refuse_a_worse_model(trained_settings: Setti
         "baseline_roc_auc",
     } <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(report.run_id)}
-    assert {"features.json", "thresholds.json", "plots", "reference"} <= artifacts
+    assert {"plots", "reference"} <= artifacts
+    # one record of the features and thresholds: the model's own metadata, which
+    # monitoring reads without loading the model
+    metadata = registry.metadata_of(client, settings.model_name, report.model_version)
+    loaded = registry.load_version(client, settings.model_name, report.model_version).model
+    assert metadata == loaded.metadata and metadata.feature_service == "fraud_model_v1"
     assert {a.path for a in client.list_artifacts(report.run_id, "plots")} == {
         "plots/pr_curve.png",
         "plots/calibration_curve.png",
