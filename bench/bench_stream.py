@@ -131,7 +131,7 @@ def prepare(size: dict[str, int], seed: int) -> pd.DataFrame:
 
 
 def fill_stream(client: Any, key: str, events: list[dict]) -> None:
-    from fraudops.serving.stream import event_fields
+    from fraudops.core.contract import event_fields
 
     for start in range(0, len(events), 2_000):
         pipe = client.pipeline(transaction=False)

@@ -7,7 +7,9 @@ here. Entity keys are strings everywhere.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Annotated, Any
@@ -142,3 +144,12 @@ class Transaction(BaseModel):
     def extra(self) -> dict[str, Any] | None:
         """The fields the contract does not use, as received; None when there are none."""
         return self.__pydantic_extra__ or None
+
+
+# --- a transaction as a stream event --------------------------------------------------------
+TRANSACTION_FIELD = "transaction"  # the one field of an event: the transaction as JSON
+
+
+def event_fields(transaction: Mapping[str, Any]) -> dict[str, str]:
+    """The entry fields of one transaction event (what producers XADD)."""
+    return {TRANSACTION_FIELD: json.dumps(transaction, separators=(",", ":"), default=str)}

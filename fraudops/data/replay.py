@@ -260,7 +260,7 @@ def replay_stream(
     rate, at most 10 ms worth). Results are waited for until ``timeout`` seconds after
     the last send.
     """
-    from fraudops.serving.stream import event_fields
+    from fraudops.core.contract import event_fields
 
     summary = ReplaySummary("stream", rate_target=rate)
     reader = _ResultReader(client, names)

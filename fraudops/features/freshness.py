@@ -119,17 +119,6 @@ def staleness(
     return Staleness(by_view, stale, reasons)
 
 
-def apply_stale_policy(decisions: np.ndarray, stale: np.ndarray, policy: str) -> np.ndarray:
-    """Decisions for transactions scored on stale features, by ``FRAUDOPS_DEGRADED_POLICY``:
-    ``score`` keeps the model's decision (scored on the last known values), ``review``
-    turns approvals into reviews (a block stays a block)."""
-    if policy == "review":
-        return np.where(np.asarray(stale, bool) & (decisions == "approve"), "review", decisions)
-    if policy == "score":
-        return decisions
-    raise ValueError(f"unknown degraded policy {policy!r}: expected 'score' or 'review'")
-
-
 def last_known_values(
     values: np.ndarray, expired: np.ndarray, stale: np.ndarray, missing_value: float
 ) -> np.ndarray:

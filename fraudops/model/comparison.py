@@ -5,7 +5,7 @@ in shadow, would have decided, and how well each ranks the transactions labelled
 
 Reads the champion's and the challenger's results on the same transactions from the
 prediction log (``predictions`` beside ``shadow_predictions``, see
-:func:`fraudops.serving.prediction_log.read_shadow_pairs`) and the labels recorded since, and
+:func:`read_shadow_pairs`) and the labels recorded since, and
 summarises:
 
 - score agreement (rank correlation, mean and largest absolute difference) and the share of
@@ -37,8 +37,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
 from fraudops.core import contract as c
+from fraudops.core.db import labels, predictions, shadow_predictions
 from fraudops.model import evaluation
 from fraudops.model.fraud_model import DECISIONS
 
@@ -293,7 +295,7 @@ def compare_pairs(
     confidence: float = CONFIDENCE,
 ) -> Comparison:
     """The comparison of one champion and one challenger version on ``pairs`` (from
-    :func:`fraudops.serving.prediction_log.read_shadow_pairs`). Pure: no I/O."""
+    :func:`read_shadow_pairs`). Pure: no I/O."""
     versions = pairs[["champion_version", "challenger_version"]].drop_duplicates()
     if len(versions) != 1:
         raise ValueError(
@@ -376,7 +378,6 @@ def load_pairs(
     import sqlalchemy as sa
 
     from fraudops.core import db
-    from fraudops.serving.prediction_log import read_shadow_pairs
 
     url = settings.resolved_database_url
     db.upgrade(url)
@@ -609,3 +610,84 @@ def render(result: Comparison, console: Any) -> None:
                 result.metrics["difference"][name].text("+.3f", sep="\n"),
             )
     console.print(quality)
+
+
+PAIR_COLUMNS = (
+    "transaction_id",
+    "prediction_id",
+    "event_timestamp",
+    "customer_id",
+    "amount",
+    "champion_version",
+    "champion_probability",
+    "champion_decision",
+    "challenger_version",
+    "challenger_probability",
+    "challenger_decision",
+    "is_fraud",
+    "label_timestamp",
+)
+
+
+def read_shadow_pairs(
+    engine: sa.Engine,
+    start: datetime,
+    end: datetime,
+    challenger_version: str | None = None,
+    champion_version: str | None = None,
+) -> Any:
+    """Champion and shadow results on the same transactions with event time in
+    ``[start, end)``, one row per transaction (the latest if it was scored twice) and
+    challenger version, with the label where one was recorded (``is_fraud`` NaN: none yet).
+    Columns: :data:`PAIR_COLUMNS`."""
+    p, s, lab = predictions.c, shadow_predictions.c, labels.c
+    query = (
+        sa.select(
+            p.transaction_id,
+            p.prediction_id,
+            p.event_timestamp,
+            p.customer_id,
+            p.amount,
+            p.model_version,
+            p.fraud_probability,
+            p.decision,
+            s.model_version,
+            s.fraud_probability,
+            s.decision,
+            lab.is_fraud,
+            lab.label_timestamp,
+            p.scored_at,
+        )
+        .select_from(
+            predictions.join(shadow_predictions, s.prediction_id == p.prediction_id).outerjoin(
+                labels, lab.transaction_id == p.transaction_id
+            )
+        )
+        .where(p.event_timestamp >= start, p.event_timestamp < end)
+    )
+    if challenger_version is not None:
+        query = query.where(s.model_version == challenger_version)
+    if champion_version is not None:
+        query = query.where(p.model_version == champion_version)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    frame = pd.DataFrame(rows, columns=[*PAIR_COLUMNS, "scored_at"])
+    for column in ("event_timestamp", "label_timestamp", "scored_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    frame["is_fraud"] = pd.to_numeric(frame["is_fraud"]).astype(np.float64)
+    frame = (
+        frame.sort_values(["scored_at", "prediction_id"], kind="stable")
+        .drop_duplicates(["transaction_id", "challenger_version"], keep="last")
+        .drop(columns="scored_at")
+        .sort_values(["event_timestamp", "transaction_id"], kind="stable")
+        .reset_index(drop=True)
+    )
+    return frame.astype(
+        {
+            "champion_probability": np.float64,
+            "challenger_probability": np.float64,
+            "amount": np.float64,
+            "champion_version": str,
+            "challenger_version": str,
+        }
+    )

@@ -71,6 +71,17 @@ def decide(probability: np.ndarray, review: float, block: float) -> np.ndarray:
     )
 
 
+def apply_stale_policy(decisions: np.ndarray, stale: np.ndarray, policy: str) -> np.ndarray:
+    """Decisions for transactions scored on stale features, by ``FRAUDOPS_DEGRADED_POLICY``:
+    ``score`` keeps the model's decision (scored on the last known values), ``review``
+    turns approvals into reviews (a block stays a block)."""
+    if policy == "review":
+        return np.where(np.asarray(stale, bool) & (decisions == "approve"), "review", decisions)
+    if policy == "score":
+        return decisions
+    raise ValueError(f"unknown degraded policy {policy!r}: expected 'score' or 'review'")
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """What a model version says about itself (``metadata.json`` in its artifact): the one

@@ -15,7 +15,8 @@ claim a spool file of their own (:func:`claim_spool`).
 
 The @challenger's shadow results go the same way to their own table
 (``shadow_predictions``), through a second log: :func:`open_shadow_log`,
-:func:`shadow_records`; :func:`read_shadow_pairs` reads them back beside the champion's.
+:func:`shadow_records`; :func:`fraudops.model.comparison.read_shadow_pairs` reads them back
+beside the champion's.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ import sqlalchemy as sa
 from fraudops.core.db import (
     create_db_engine,
     json_text,
-    labels,
     predictions,
     shadow_predictions,
     upgrade,
@@ -559,87 +559,3 @@ def shadow_records(
             prediction_ids, transaction_ids, probabilities, decisions, strict=True
         )
     ]
-
-
-PAIR_COLUMNS = (
-    "transaction_id",
-    "prediction_id",
-    "event_timestamp",
-    "customer_id",
-    "amount",
-    "champion_version",
-    "champion_probability",
-    "champion_decision",
-    "challenger_version",
-    "challenger_probability",
-    "challenger_decision",
-    "is_fraud",
-    "label_timestamp",
-)
-
-
-def read_shadow_pairs(
-    engine: sa.Engine,
-    start: datetime,
-    end: datetime,
-    challenger_version: str | None = None,
-    champion_version: str | None = None,
-) -> Any:
-    """Champion and shadow results on the same transactions with event time in
-    ``[start, end)``, one row per transaction (the latest if it was scored twice) and
-    challenger version, with the label where one was recorded (``is_fraud`` NaN: none yet).
-    Columns: :data:`PAIR_COLUMNS`."""
-    import numpy as np
-    import pandas as pd
-
-    p, s, lab = predictions.c, shadow_predictions.c, labels.c
-    query = (
-        sa.select(
-            p.transaction_id,
-            p.prediction_id,
-            p.event_timestamp,
-            p.customer_id,
-            p.amount,
-            p.model_version,
-            p.fraud_probability,
-            p.decision,
-            s.model_version,
-            s.fraud_probability,
-            s.decision,
-            lab.is_fraud,
-            lab.label_timestamp,
-            p.scored_at,
-        )
-        .select_from(
-            predictions.join(shadow_predictions, s.prediction_id == p.prediction_id).outerjoin(
-                labels, lab.transaction_id == p.transaction_id
-            )
-        )
-        .where(p.event_timestamp >= start, p.event_timestamp < end)
-    )
-    if challenger_version is not None:
-        query = query.where(s.model_version == challenger_version)
-    if champion_version is not None:
-        query = query.where(p.model_version == champion_version)
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    frame = pd.DataFrame(rows, columns=[*PAIR_COLUMNS, "scored_at"])
-    for column in ("event_timestamp", "label_timestamp", "scored_at"):
-        frame[column] = pd.to_datetime(frame[column], utc=True)
-    frame["is_fraud"] = pd.to_numeric(frame["is_fraud"]).astype(np.float64)
-    frame = (
-        frame.sort_values(["scored_at", "prediction_id"], kind="stable")
-        .drop_duplicates(["transaction_id", "challenger_version"], keep="last")
-        .drop(columns="scored_at")
-        .sort_values(["event_timestamp", "transaction_id"], kind="stable")
-        .reset_index(drop=True)
-    )
-    return frame.astype(
-        {
-            "champion_probability": np.float64,
-            "challenger_probability": np.float64,
-            "amount": np.float64,
-            "champion_version": str,
-            "challenger_version": str,
-        }
-    )

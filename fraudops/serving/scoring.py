@@ -28,10 +28,9 @@ from fraudops.core import contract as c
 from fraudops.core.contract import Transaction
 from fraudops.core.settings import Settings
 from fraudops.features.feast_store import feature_service, get_store, service_feature_names
-from fraudops.features.freshness import apply_stale_policy
 from fraudops.features.realtime import Before, Conflict, InFlight, Replayed
 from fraudops.model import registry
-from fraudops.model.fraud_model import FraudModel
+from fraudops.model.fraud_model import FraudModel, apply_stale_policy
 from fraudops.serving.online import OnlineFeatures
 from fraudops.serving.prediction_log import shadow_records
 from fraudops.serving.routing import challenger_mask

@@ -55,7 +55,7 @@ import redis
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from fraudops.core.contract import Transaction
+from fraudops.core.contract import TRANSACTION_FIELD, Transaction
 from fraudops.core.settings import Settings
 
 if TYPE_CHECKING:  # the scoring core imports Feast and MLflow: only when consuming
@@ -63,7 +63,6 @@ if TYPE_CHECKING:  # the scoring core imports Feast and MLflow: only when consum
 
 log = logging.getLogger(__name__)
 
-TRANSACTION_FIELD = "transaction"
 DEFAULT_GROUP = "scorers"
 DEFAULT_STREAM = "transactions"
 SOURCE = "stream"
@@ -165,11 +164,6 @@ class StreamNames:
 def prediction_id(entry_id: str) -> str:
     """The prediction log's id for a stream entry: the same on every delivery."""
     return f"{SOURCE}:{entry_id}"
-
-
-def event_fields(transaction: Mapping[str, Any]) -> dict[Any, Any]:
-    """The entry fields of one transaction event (what producers XADD)."""
-    return {TRANSACTION_FIELD: json.dumps(transaction, separators=(",", ":"), default=str)}
 
 
 class PoisonEvent(ValueError):

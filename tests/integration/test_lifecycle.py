@@ -16,8 +16,7 @@ from fraudops.cli.app import app
 from fraudops.core import db
 from fraudops.core.settings import Settings, get_settings
 from fraudops.model import registry
-from fraudops.model.comparison import compare_pairs
-from fraudops.serving.prediction_log import read_shadow_pairs
+from fraudops.model.comparison import compare_pairs, read_shadow_pairs
 from tests.integration.lifecycle_seed import (
     START,
     record_labels_for,

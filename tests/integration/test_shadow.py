@@ -422,10 +422,11 @@ def test_the_stream_writes_shadow_rows_before_acknowledging(trained: dict) -> No
     and one shadow row each (the challenger's, same ids) are in the database."""
     import redis
 
+    from fraudops.core.contract import event_fields
     from fraudops.core.settings import get_settings
     from fraudops.serving.prediction_log import PredictionLog, open_shadow_log
     from fraudops.serving.scoring import ScoringCore
-    from fraudops.serving.stream import DEFAULT_GROUP, StreamConsumer, StreamNames, event_fields
+    from fraudops.serving.stream import DEFAULT_GROUP, StreamConsumer, StreamNames
 
     with environment({**trained["values"], "FRAUDOPS_SHADOW": "true"}):
         settings = get_settings()

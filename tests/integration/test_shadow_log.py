@@ -12,11 +12,11 @@ import pytest
 import sqlalchemy as sa
 
 from fraudops.core import db
+from fraudops.model.comparison import read_shadow_pairs
 from fraudops.serving.prediction_log import (
     PredictionLog,
     Spool,
     open_shadow_log,
-    read_shadow_pairs,
     shadow_records,
 )
 

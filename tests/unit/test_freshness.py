@@ -12,13 +12,13 @@ import pytest
 from fraudops.core.settings import Settings
 from fraudops.features.freshness import (
     NO_ROW,
-    apply_stale_policy,
     last_known_values,
     stale_views,
     staleness,
     store_freshness,
     view_budgets,
 )
+from fraudops.model.fraud_model import apply_stale_policy
 
 H = 3600 * 1_000_000  # an hour in µs
 

@@ -13,10 +13,10 @@ import httpx
 import pandas as pd
 import pytest
 
-from fraudops.core.contract import Transaction
+from fraudops.core.contract import Transaction, event_fields
 from fraudops.data.ingest import ValidationFailed
 from fraudops.data.replay import Pacer, ReplaySummary, load_transactions, payloads, replay_http
-from fraudops.serving.stream import event_fields, parse_event
+from fraudops.serving.stream import parse_event
 
 
 def transactions(n: int, start: str = "2026-05-11T10:00:00Z") -> pd.DataFrame:
