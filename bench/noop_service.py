@@ -23,19 +23,18 @@ event loop.
 
 from __future__ import annotations
 
-import copy
 from typing import Annotated, Any
 
 import bentoml
 from pydantic import Field
 
+from fraudops.adapters.bentoml import use_request_timeout
 from fraudops.core.contract import Transaction
 from fraudops.core.settings import get_settings
-from fraudops.serving.api import BatchScores, Score, tune_gc
+from fraudops.serving.api import BatchScores, Score, api_key, service_config_from, tune_gc
 from fraudops.serving.http_guard import GuardMiddleware
 from fraudops.serving.readiness import ReadinessDetails
 from fraudops.serving.scoring import freeze_startup_heap
-from service.service import FraudScorer
 
 MODEL_VERSION = "noop"
 
@@ -52,18 +51,17 @@ def constant_score(transaction: Transaction) -> Score:
     )
 
 
-def _api_key() -> str | None:
-    key = get_settings().api_key
-    return key.get_secret_value() if key else None
+use_request_timeout()  # the scorer's timeout middleware too (see service/service.py)
 
 
 def _floor(name: str, service_class: type) -> Any:
     """``service_class`` as a BentoML service with the scorer's own config (workers,
     threads, traffic timeout, tracing, access log) and middleware, so they cannot drift
     apart."""
-    service = bentoml.service(name=name, **copy.deepcopy(FraudScorer.config))(service_class)
+    config = service_config_from(get_settings())
+    service = bentoml.service(name=name, **config)(service_class)
     service.add_asgi_middleware(
-        GuardMiddleware, api_key=_api_key, max_body_bytes=lambda: get_settings().max_body_bytes
+        GuardMiddleware, api_key=api_key, max_body_bytes=lambda: get_settings().max_body_bytes
     )
     service.add_asgi_middleware(ReadinessDetails, details=lambda: None)  # the scorer's layers
     return service
