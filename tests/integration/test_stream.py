@@ -25,6 +25,7 @@ import redis
 import sqlalchemy as sa
 
 from fraudops.core import contract as c
+from fraudops.core.contract import event_fields
 from fraudops.features.materialize import seed_customer_states
 from fraudops.serving.scoring import ScoringCore
 from fraudops.serving.stream import (
@@ -32,7 +33,6 @@ from fraudops.serving.stream import (
     PoisonEvent,
     StreamConsumer,
     StreamNames,
-    event_fields,
     parse_event,
     prediction_id,
 )
