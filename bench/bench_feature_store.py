@@ -293,7 +293,8 @@ def service_lookups(store: Any, service: Any) -> list[tuple[str, list[str]]]:
     """What the scorer reads from the online store for the service (see fraudops.serving.online):
     the state view named by a view tagged ``online_source``, and the stored views;
     on-demand views are computed from the request."""
-    from fraudops.serving.online import STATE_FIELDS, STATE_VIEW_TAG
+    from fraudops.features.realtime import STATE_FIELDS
+    from fraudops.serving.online import STATE_VIEW_TAG
 
     on_demand = {view.name for view in store.list_on_demand_feature_views()}
     lookups = []

@@ -384,8 +384,7 @@ def model_versions() -> pd.DataFrame:
 def live_comparison(f: Filters) -> tuple[Any, str | None]:
     """The current @champion against the @challenger scored in shadow, on the range's
     transactions (see ``fraudops compare``); or None and why there is nothing to show."""
-    from fraudops.model.comparison import compare_pairs
-    from fraudops.serving.prediction_log import read_shadow_pairs
+    from fraudops.model.comparison import compare_pairs, read_shadow_pairs
 
     versions = model_versions()
     if versions.empty:
