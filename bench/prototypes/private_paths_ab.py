@@ -14,12 +14,13 @@ Sections (what the private path is, and its benchmark):
   the single-row FastConfig path and the direct matrix call for a few rows, against
   ``Booster.predict``; per call, for the scorer's requests (bench_service).
 - ``materialize``: ``FastRedisWriter``'s bulk write of terminal_daily rows
-  (bench_feature_store's materialization): hand-framed RESP, hiredis's reader
-  (``_parser._reader``) and numpy-built protobuf values, against the same bytes through a
-  redis-py pipeline, then Feast's own value converter, then Feast's key function.
+  (bench_feature_store's materialization): hand-framed RESP and numpy-built protobuf
+  values, against the same bytes through a redis-py pipeline, then Feast's own value
+  converter, then Feast's key function. (Until 351c321 also hiredis's reader, read
+  through redis-py's ``_parser._reader``: bench/results/private_paths_before.json.)
 - ``read``: ``FastRedisReader.read`` of one row (bench_feature_store's online read):
-  hand-framed HMGETs on a connection kept out of the pool, replies from hiredis's reader,
-  against a redis-py pipeline of the same HMGETs.
+  hand-framed HMGETs against a redis-py pipeline of the same HMGETs. (Until 351c321 on a
+  connection kept out of the pool, replies from hiredis's reader.)
 - ``scorer_read``: the scorer's feature read of one transaction
   (``OnlineFeatures.compute``): Feast's Redis layout read in the state commit's round
   trip, against Feast's ``get_online_features`` after the commit.
@@ -230,7 +231,6 @@ def public_hset_write(
 def section_materialize(rounds: int, features_dir: Path, client: Any) -> dict[str, Any]:
     """20,000 terminals x 6 features (bench_feature_store --quick), written without the
     skip-older check (the write itself)."""
-    from fraudops import redis_fast
     from fraudops.redis_fast import FastRedisWriter, FeastRedisLayout
 
     store, daily = terminal_store(features_dir, 20_000, days=1)
@@ -238,15 +238,8 @@ def section_materialize(rounds: int, features_dir: Path, client: Any) -> dict[st
     layout = FeastRedisLayout.from_store(store)
     spec = writer.view("terminal_daily")
 
-    def through_read_response(connection: Any, count: int, errors: bool = False) -> list[Any]:
-        return [redis_fast._response(connection, errors) for _ in range(count)]
-
     def as_is() -> None:
         writer.write("terminal_daily", daily)
-
-    def read_response() -> None:
-        with patched(redis_fast, "_replies", through_read_response):
-            writer.write("terminal_daily", daily)
 
     flush = client.flushdb
     # every variant writes the same hashes
@@ -264,8 +257,7 @@ def section_materialize(rounds: int, features_dir: Path, client: Any) -> dict[st
         "rows": len(daily),
         "write_seconds": alternate(
             {
-                "private_resp_hiredis_numpy_protobuf": seconds_of(as_is, flush),
-                "redis_py_read_response_for_replies": seconds_of(read_response, flush),
+                "private_resp_numpy_protobuf": seconds_of(as_is, flush),
                 "public_redis_py_pipeline_numpy_protobuf": seconds_of(
                     lambda: public_hset_write(client, layout, spec, daily, "numpy", "concat"),
                     flush,
@@ -322,36 +314,14 @@ def section_read(rounds: int, features_dir: Path, client: Any) -> dict[str, Any]
         with patched(reader, "read_replies", public_read_replies):
             return reader.read([rows[i % 1000]])
 
-    class ThroughThePool(list):  # type: ignore[type-arg]
-        """``_pipelined``'s idle list, made to check out of and back into the pool."""
-
-        def pop(self, index: int = -1) -> Any:
-            raise IndexError
-
-        def append(self, connection: Any) -> None:
-            reader.client.connection_pool.release(connection)
-
-    def through_read_response(connection: Any, count: int, errors: bool = False) -> list[Any]:
-        return [redis_fast._response(connection, errors) for _ in range(count)]
-
-    def read_response(i: int) -> object:
-        with patched(redis_fast, "_replies", through_read_response):
-            return reader.read([rows[i % 1000]])
-
-    def pool(i: int) -> object:
-        with patched(redis_fast, "_idle_connections", lambda client: ThroughThePool()):
-            return reader.read([rows[i % 1000]])
-
-    assert public(0).values == reader.read([rows[0]]).values == pool(0).values
+    assert public(0).values == reader.read([rows[0]]).values
     calls = 3000
     return {
         "read_one_row_us": alternate(
             {
-                "private_resp_hiredis_pool_bypass": per_call_us(
+                "private_hand_framed_resp": per_call_us(
                     lambda i: reader.read([rows[i % 1000]]), calls
                 ),
-                "redis_py_read_response_for_replies": per_call_us(read_response, calls),
-                "pool_checkout_and_release": per_call_us(pool, calls),
                 "public_redis_py_pipeline": per_call_us(public, calls),
             },
             rounds,
