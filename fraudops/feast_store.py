@@ -129,14 +129,6 @@ class FraudOpsOnlineStore(OnlineStore):
             inner.online_config = self._inner_config
             inner._online_store = self._inner_config
             self._configs = {key: inner}
-            if isinstance(self.inner, SqliteOnlineStore):
-                # The scorer writes state after every transaction: in WAL mode with
-                # synchronous=NORMAL a commit does not wait for the disk (measured here:
-                # 16 ms -> well under 1 ms), at the risk of losing the last writes on a
-                # power cut, which the next materialization restores.
-                conn = self.inner._get_conn(inner)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
         return self._configs[key]
 
     @property

@@ -6,7 +6,7 @@ both ways in alternated rounds (medians over rounds), on the sizes of the benchm
 ``--quick`` run; run it on its own Redis DB (flushed at start and end)::
 
     python bench/prototypes/private_paths_ab.py --redis-url redis://127.0.0.1:6379/12 \
-        [--rounds 7] [--only lightgbm,materialize,read,scorer_read,sqlite] [--out ab.json]
+        [--rounds 7] [--only lightgbm,materialize,read,scorer_read,scorer] [--out ab.json]
 
 Sections (what the private path is, and its benchmark):
 
@@ -16,17 +16,19 @@ Sections (what the private path is, and its benchmark):
 - ``materialize``: ``FastRedisWriter``'s bulk write of terminal_daily rows
   (bench_feature_store's materialization): hand-framed RESP and numpy-built protobuf
   values, against the same bytes through a redis-py pipeline, then Feast's own value
-  converter, then Feast's key function. (Until 351c321 also hiredis's reader, read
-  through redis-py's ``_parser._reader``: bench/results/private_paths_before.json.)
+  converter, then Feast's key function. (At 351c321 also hiredis's reader, read through
+  redis-py's ``_parser._reader``: bench/results/private_paths_before.json.)
 - ``read``: ``FastRedisReader.read`` of one row (bench_feature_store's online read):
-  hand-framed HMGETs against a redis-py pipeline of the same HMGETs. (Until 351c321 on a
-  connection kept out of the pool, replies from hiredis's reader.)
+  hand-framed HMGETs against a redis-py pipeline of the same HMGETs. (At 351c321 also on
+  a connection kept out of the pool, replies from hiredis's reader.)
 - ``scorer_read``: the scorer's feature read of one transaction
   (``OnlineFeatures.compute``): Feast's Redis layout read in the state commit's round
   trip, against Feast's ``get_online_features`` after the commit.
-- ``sqlite``: ``FraudOpsOnlineStore``'s WAL pragmas through Feast's private ``_get_conn``
-  on the embedded SQLite store, against Feast's defaults: ``store.materialize`` and
-  ``get_online_features`` of one row.
+- ``scorer``: ``ScoringCore.score`` in process on bench_service's stack, CPU per
+  transaction, one and 16 transactions per call, with the model's LightGBM paths against
+  ``Booster.predict``.
+- (At 351c321 also ``sqlite``: ``FraudOpsOnlineStore``'s WAL pragmas set through Feast's
+  private ``_get_conn``, against Feast's defaults.)
 """
 
 from __future__ import annotations
@@ -395,91 +397,6 @@ def section_scorer_read(rounds: int, features_dir: Path, client: Any) -> dict[st
     }
 
 
-# --- embedded SQLite ---------------------------------------------------------------------------
-def section_sqlite(rounds: int, scratch: Path) -> dict[str, Any]:
-    """Feast's SQLite online store (the embedded default): materialize 20,000 terminal rows
-    into a fresh store, and get_online_features of one row, with and without the WAL
-    pragmas ``FraudOpsOnlineStore`` sets through Feast's ``_get_conn``."""
-    from fraudops import feast_store
-    from fraudops.settings import get_settings
-
-    results: dict[str, Any] = {"materialize_seconds": {}, "read_one_row_us": {}}
-    original = feast_store.FraudOpsOnlineStore._config
-
-    def without_pragmas(self: Any, config: Any) -> Any:
-        key = id(config)
-        if key not in self._configs:
-            import copy
-
-            inner = copy.copy(config)
-            inner.online_config = self._inner_config
-            inner._online_store = self._inner_config
-            self._configs = {key: inner}
-        return self._configs[key]
-
-    stores: dict[str, Any] = {}
-    counter = [0]
-
-    def fresh(variant: str) -> tuple[Any, Any]:
-        counter[0] += 1
-        directory = scratch / f"sqlite-{variant}-{counter[0]}"
-        os.environ["FRAUDOPS_DATA_DIR"] = str(directory)
-        os.environ["FRAUDOPS_ONLINE_STORE"] = "sqlite"
-        get_settings.cache_clear()
-        store, daily = terminal_store(get_settings().offline_dir / "features", 20_000, days=1)
-        return store, daily
-
-    def materialize(variant: str) -> Callable[[], float]:
-        def run() -> float:
-            with patched(
-                feast_store.FraudOpsOnlineStore,
-                "_config",
-                original if variant == "wal" else without_pragmas,
-            ):
-                store, daily = fresh(variant)
-                started = time.perf_counter()
-                store.materialize(
-                    start_date=daily["event_timestamp"].min().to_pydatetime() - timedelta(days=1),
-                    end_date=daily["event_timestamp"].max().to_pydatetime() + timedelta(days=1),
-                )
-                seconds = time.perf_counter() - started
-                stores[variant] = (store, daily)
-                return seconds
-
-        return run
-
-    results["materialize_seconds"] = alternate(
-        {"private_wal_pragmas": materialize("wal"), "feast_defaults": materialize("default")},
-        max(3, rounds // 2),
-    )
-
-    def read(variant: str) -> Callable[[int], object]:
-        store, daily = stores[variant]
-        terminals = daily["terminal_id"].tolist()
-        refs = ["terminal_daily:terminal_risk_28d", "terminal_daily:terminal_tx_count_7d"]
-
-        def call(i: int) -> object:
-            with patched(
-                feast_store.FraudOpsOnlineStore,
-                "_config",
-                original if variant == "wal" else without_pragmas,
-            ):
-                return store.get_online_features(
-                    features=refs, entity_rows=[{"terminal_id": terminals[i % len(terminals)]}]
-                ).to_dict()
-
-        return call
-
-    results["read_one_row_us"] = alternate(
-        {
-            "private_wal_pragmas": per_call_us(read("wal"), 300),
-            "feast_defaults": per_call_us(read("default"), 300),
-        },
-        rounds,
-    )
-    return results
-
-
 # --- the scorer, in process ------------------------------------------------------------------
 def section_scorer(rounds: int, scratch: Path, redis_url: str) -> dict[str, Any]:
     """``ScoringCore.score`` in process on bench_service's stack (simulated data, features
@@ -555,7 +472,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="A/B of the private-API paths.")
     parser.add_argument("--redis-url", required=True, help="a Redis DB this run may flush")
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--only", default="lightgbm,materialize,read,scorer_read,sqlite")
+    parser.add_argument("--only", default="lightgbm,materialize,read,scorer_read,scorer")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -584,8 +501,6 @@ def main() -> None:
                 log.info("section %s", name)
                 if name == "lightgbm":
                     out[name] = section_lightgbm(args.rounds)
-                elif name == "sqlite":
-                    out[name] = section_sqlite(args.rounds, Path(scratch))
                 elif name == "scorer":
                     out[name] = section_scorer(args.rounds, Path(scratch), args.redis_url)
                 else:
