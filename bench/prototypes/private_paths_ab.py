@@ -11,8 +11,8 @@ both ways in alternated rounds (medians over rounds), on the sizes of the benchm
 Sections (what the private path is, and its benchmark):
 
 - ``lightgbm``: ``fraudops.model``'s ctypes calls into LightGBM (``_LIB``, ``_handle``):
-  the single-row FastConfig path and the direct matrix call for a few rows, against
-  ``Booster.predict``; per call, for the scorer's requests (bench_service).
+  the single-row FastConfig path against ``Booster.predict``, per call. (At 351c321 also
+  the direct matrix call for a few rows.)
 - ``materialize``: ``FastRedisWriter``'s bulk write of terminal_daily rows
   (bench_feature_store's materialization): hand-framed RESP and numpy-built protobuf
   values, against the same bytes through a redis-py pipeline, then Feast's own value
@@ -25,8 +25,8 @@ Sections (what the private path is, and its benchmark):
   (``OnlineFeatures.compute``): Feast's Redis layout read in the state commit's round
   trip, against Feast's ``get_online_features`` after the commit.
 - ``scorer``: ``ScoringCore.score`` in process on bench_service's stack, CPU per
-  transaction, one and 16 transactions per call, with the model's LightGBM paths against
-  ``Booster.predict``.
+  transaction, one transaction per call, with the model's single-row path against
+  ``Booster.predict``. (At 351c321 also 16 per call, the direct matrix call.)
 - (At 351c321 also ``sqlite``: ``FraudOpsOnlineStore``'s WAL pragmas set through Feast's
   private ``_get_conn``, against Feast's defaults.)
 """
@@ -132,7 +132,6 @@ def section_lightgbm(rounds: int) -> dict[str, Any]:
         booster, IsotonicCalibrator((0.0, 1.0), (0.0, 1.0)), ModelMetadata("s", names, 0.5, 0.9)
     )
     rows = rng.normal(size=(1000, features))
-    few = [rows[i : i + 15] for i in range(0, 985, 15)]
     calls = 2000
     assert np.allclose(model.raw_score(rows[:1]), booster.predict(rows[:1], raw_score=True))
     return {
@@ -161,18 +160,6 @@ def section_lightgbm(rounds: int) -> dict[str, Any]:
                         rows[i % 1000 : i % 1000 + 1], pred_leaf=True, num_threads=1
                     ),
                     calls,
-                ),
-            },
-            rounds,
-        ),
-        "fifteen_rows_raw_us": alternate(
-            {
-                "private_matrix_call": per_call_us(
-                    lambda i: model._raw_few(few[i % len(few)]), calls // 4
-                ),
-                "public_booster_predict": per_call_us(
-                    lambda i: booster.predict(few[i % len(few)], raw_score=True, num_threads=1),
-                    calls // 4,
                 ),
             },
             rounds,
@@ -401,9 +388,8 @@ def section_scorer_read(rounds: int, features_dir: Path, client: Any) -> dict[st
 def section_scorer(rounds: int, scratch: Path, redis_url: str) -> dict[str, Any]:
     """``ScoringCore.score`` in process on bench_service's stack (simulated data, features
     materialized into Redis, a trained @champion), on its stream of transactions: CPU time
-    per transaction, one transaction per call (concurrency 1's requests) and 16 per call
-    (the coalesced batches at concurrency 16), with the model's LightGBM fast paths against
-    ``Booster.predict``. No prediction log."""
+    per transaction, one transaction per call (concurrency 1's requests), with the model's
+    single-row path against ``Booster.predict``. No prediction log."""
     from bench_service import SEED, Stream
 
     from fraudops import contract as c
@@ -435,9 +421,6 @@ def section_scorer(rounds: int, scratch: Path, redis_url: str) -> dict[str, Any]
         def one(row: np.ndarray) -> np.ndarray:
             return np.asarray(booster.predict(row[None, :], raw_score=True, num_threads=1))
 
-        def few(rows: np.ndarray) -> np.ndarray:
-            return np.asarray(booster.predict(rows, raw_score=True, num_threads=1))
-
         def cpu_ms(batch: int, attribute: str | None, public: Any) -> Callable[[], float]:
             def run() -> float:
                 groups = [transactions(batch) for _ in range(480 // batch)]
@@ -453,13 +436,6 @@ def section_scorer(rounds: int, scratch: Path, redis_url: str) -> dict[str, Any]
             {
                 "private_single_row_fastconfig": cpu_ms(1, None, None),
                 "public_booster_predict": cpu_ms(1, "_raw_one", one),
-            },
-            rounds,
-        )
-        out["cpu_ms_per_transaction_16_per_call"] = alternate(
-            {
-                "private_matrix_call": cpu_ms(16, None, None),
-                "public_booster_predict": cpu_ms(16, "_raw_few", few),
             },
             rounds,
         )
