@@ -127,6 +127,9 @@ class FraudOpsOnlineStore(OnlineStore):
         if key not in self._configs:
             inner = copy.copy(config)
             inner.online_config = self._inner_config
+            # RepoConfig caches its parsed online store in this private attribute (feast
+            # 0.67.0) and has no setter: the copy would keep the outer (FraudOps) one.
+            # Not a fast path; test_feature_store.py's sqlite and Redis cases cover it.
             inner._online_store = self._inner_config
             self._configs = {key: inner}
         return self._configs[key]

@@ -47,9 +47,14 @@ from feast import FeatureStore, FeatureView, FileSource
 from feast.errors import FeatureViewNotFoundException
 
 # Feast's private helpers that define the Redis format, imported here and nowhere else.
-# Private API, pinned to feast 0.67 (pyproject: feast>=0.67,<0.68); the integration tests
-# compare what this module writes and reads with Feast's own materialize and
-# get_online_features, so an upgrade that changes the format fails there.
+# Private API, pinned to feast 0.67 (written against 0.67.0; pyproject: feast>=0.67,<0.68);
+# tests/integration/test_redis_fast.py compares what this module writes and reads with
+# Feast's own materialize, write_to_online_store and get_online_features byte for byte, so
+# an upgrade that changes the format fails there. What the module saves, measured in one
+# run of bench/bench_feature_store.py --quick (20,000 terminals, load average 11): Feast's
+# store.materialize 6.18 s, fast_materialize 0.50 s (0.30 s as a bulk load). Layer by
+# layer (bench/prototypes/private_paths_ab.py, the write alone): see _pipelined,
+# serialize_values and FeastRedisLayout.entity_keys.
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3, _redis_key, compute_versioned_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -158,7 +163,10 @@ class FeastRedisLayout:
     def entity_keys(
         self, join_key: str, values: Sequence[Any], value_type: ValueType = ValueType.STRING
     ) -> list[bytes]:
-        """Keys of many entities, in order."""
+        """Keys of many entities, in order: Feast's key bytes built by concatenation,
+        checked against Feast's function on the first key. Measured on the write of
+        20,000 rows (bench/prototypes/private_paths_ab.py, 15 alternated rounds): 2.41 s
+        with these keys, 3.80 s with Feast's function per key (37 % saved)."""
         if len(values) == 0:
             return []
         encoder = self._encoders.get((join_key, value_type))
@@ -339,8 +347,12 @@ def _join_pieces(pieces: _Pieces) -> list[bytes]:
 def serialize_values(values: Sequence[Any] | np.ndarray, value_type: ValueType) -> list[bytes]:
     """``Value`` protos of a column as Feast materializes it, one serialized bytes per row.
 
-    Numeric columns of Double, Float and Int64 features are built with numpy; anything else
-    (arrays, strings, columns with None) goes through Feast's own converter.
+    Numeric columns of Double, Float and Int64 features are built with numpy (protobuf's
+    wire format by hand, pinned to Feast's converter by
+    tests/integration/test_redis_fast.py); anything else (arrays, strings, columns with
+    None) goes through Feast's own converter. Measured on the write of 20,000 rows
+    (bench/prototypes/private_paths_ab.py, 15 alternated rounds, both through a redis-py
+    pipeline): 0.89 s with these values, 2.41 s with Feast's converter (63 % saved).
     """
     pieces = None
     if isinstance(values, np.ndarray) and values.ndim == 1:
