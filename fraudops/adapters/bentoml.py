@@ -34,6 +34,10 @@ class RequestTimeout:
     ``traffic.timeout``): BentoML's ``TimeoutMiddleware``, whose place it takes (see
     :func:`use_request_timeout`), with the same status and message, and these differences.
 
+    Written against BentoML 1.4.39 (``bentoml._internal.server.http.traffic``, unchanged
+    since 1.3); the leak, its reproduction and when this can go:
+    ``docs/upstream/bentoml-timeout.md``.
+
     - The timer is cancelled once the answer starts. BentoML 1.4's never is: every
       request left a timer, a future, a context and a bound method alive for the whole
       timeout (30 s here), about 15,900 of each in the scorer's heap after 40 s of load at

@@ -127,16 +127,11 @@ class FraudOpsOnlineStore(OnlineStore):
         if key not in self._configs:
             inner = copy.copy(config)
             inner.online_config = self._inner_config
+            # RepoConfig caches its parsed online store in this private attribute (feast
+            # 0.67.0) and has no setter: the copy would keep the outer (FraudOps) one.
+            # Not a fast path; test_feature_store.py's sqlite and Redis cases cover it.
             inner._online_store = self._inner_config
             self._configs = {key: inner}
-            if isinstance(self.inner, SqliteOnlineStore):
-                # The scorer writes state after every transaction: in WAL mode with
-                # synchronous=NORMAL a commit does not wait for the disk (measured here:
-                # 16 ms -> well under 1 ms), at the risk of losing the last writes on a
-                # power cut, which the next materialization restores.
-                conn = self.inner._get_conn(inner)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
         return self._configs[key]
 
     @property

@@ -295,7 +295,14 @@ def _batch_values(
 class _BatchReader:
     """Batch views' features from Feast's Redis layout (``HMGET`` of the entity's hash),
     queued on the state commits' pipeline (see
-    :class:`fraudops.adapters.feast_redis.FeastRedisLayout`)."""
+    :class:`fraudops.adapters.feast_redis.FeastRedisLayout`).
+
+    Feast's layout, not its API: written against feast 0.67.0, pinned by
+    tests/integration/test_redis_fast.py (the layout against Feast's own reads and writes)
+    and test_feature_store.py's Redis cases (these features against Feast's offline
+    point-in-time join). Measured with bench/prototypes/private_paths_ab.py
+    (``OnlineFeatures.compute`` of one transaction, 7 alternated rounds): 3.31 ms, against
+    5.35 ms with ``get_online_features`` after the commit (38 % saved)."""
 
     def __init__(
         self, store: FeatureStore, lookups: list[tuple[FeatureView, list[str]]], client: Any

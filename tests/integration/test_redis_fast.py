@@ -286,55 +286,24 @@ def test_fast_path_refuses_a_sqlite_online_store(settings: Settings) -> None:
         FastRedisReader(store, LOOKUPS)
 
 
-# --- writes whose replies are left to the next command --------------------------------------
+# --- pre-encoded commands on one connection --------------------------------------------------
 def _command(*parts: bytes) -> tuple[bytes, int]:
     return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts), 1
 
 
-def _run(client: redis.Redis, *parts: bytes, wait: bool = True) -> list[object]:
+def _run(client: redis.Redis, *parts: bytes) -> list[object]:
     from fraudops.adapters.feast_redis import _pipelined
 
-    return [reply for batch in _pipelined(client, [_command(*parts)], wait=wait) for reply in batch]
+    return [reply for batch in _pipelined(client, [_command(*parts)]) for reply in batch]
 
 
-def test_a_write_not_waited_for_is_seen_by_the_next_read(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    for i in range(50):  # each read follows the write before it, on the same connection
-        assert _run(client, b"HSET", b"h", b"f", b"%d" % i, wait=False) == []
-        assert _run(client, b"HGET", b"h", b"f") == [b"%d" % i]
-    assert _run(client, b"PING") == [b"PONG"]  # no reply left over, none shifted
-
-
-def test_a_failed_write_not_waited_for_is_logged_and_shifts_no_reply(
-    redis_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    client = redis.Redis.from_url(redis_url)
-    client.set("plain", "x")
-    assert _run(client, b"HSET", b"plain", b"f", b"1", wait=False) == []  # WRONGTYPE later
-    assert _run(client, b"GET", b"plain") == [b"x"]
-    assert "failed" in caplog.text and "WRONGTYPE" in caplog.text
-    assert _run(client, b"PING") == [b"PONG"]
-    # a failure between writes that succeed: each reply is read, none left for the read
-    from fraudops.adapters.feast_redis import _pipelined
-
-    caplog.clear()
-    writes = [_command(b"HSET", key, b"f", b"2")[0] for key in (b"h1", b"plain", b"h2")]
-    assert list(_pipelined(client, [(b"".join(writes), 3)], wait=False)) == []
-    assert _run(client, b"HGET", b"h2", b"f") == [b"2"]
-    assert caplog.text.count("WRONGTYPE") == 1
-    assert _run(client, b"PING") == [b"PONG"]
-
-
-def test_replies_read_from_hiredis_equal_redis_pys(redis_url: str) -> None:
-    """Replies straight from hiredis's reader (``_replies``): many, larger together than
-    one socket read, with nils and empty strings; an error reply in a batch raises
-    redis-py's ResponseError, and the connection goes on in step."""
+def test_replies_of_pre_encoded_commands_equal_redis_pys(redis_url: str) -> None:
+    """Replies to hand-framed commands (``_pipelined``): many, larger together than one
+    socket read, with nils and empty strings; an error reply in a batch raises redis-py's
+    ResponseError, and the connection goes on in step."""
     from fraudops.adapters.feast_redis import _bulk, _pipelined
 
     client = redis.Redis.from_url(redis_url)
-    connection = client.connection_pool.get_connection()
-    assert connection._parser.__class__.__name__ == "_HiredisParser"  # the path under test
-    client.connection_pool.release(connection)
     keys = [b"reply-%d" % i for i in range(400)]
     for i, key in enumerate(keys):
         client.hset(key, mapping={"a": b"x" * (i * 7 % 600), "b": str(i)})
@@ -347,13 +316,9 @@ def test_replies_read_from_hiredis_equal_redis_pys(redis_url: str) -> None:
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         _run(client, b"HGET", b"plain", b"f")
     assert _run(client, b"GET", b"plain") == [b"x"]  # nothing left unread or shifted
-
-
-def test_a_connection_lost_with_replies_owed_does_not_hang(redis_url: str) -> None:
-    from fraudops.adapters.feast_redis import _idle_connections
-
-    client = redis.Redis.from_url(redis_url, socket_timeout=2)
-    _run(client, b"HSET", b"h", b"f", b"1", wait=False)
-    for connection in _idle_connections(client):
-        connection.disconnect()  # e.g. a reset: what it owed is gone with it
-    assert _run(client, b"HGET", b"h", b"f") == [b"1"]
+    # an error in the middle of a batch: the rest of it is never read by the next user
+    writes = [_command(b"HSET", key, b"f", b"2")[0] for key in (b"h1", b"plain", b"h2")]
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        list(_pipelined(client, [(b"".join(writes), 3)]))
+    assert _run(client, b"HGET", b"h2", b"f") == [b"2"]
+    assert _run(client, b"PING") == [b"PONG"]

@@ -155,9 +155,9 @@ def test_training_is_reproducible_for_a_seed(trained: Trained) -> None:
 
 
 def test_every_batch_size_predicts_as_lightgbm(trained: Trained) -> None:
-    """One row (LightGBM's single-row path), a few (its matrix prediction called directly)
-    and many (through its Python API, on two threads): the same raw scores and leaves as
-    ``Booster.predict``, and the same calibrated probabilities."""
+    """One row (LightGBM's single-row path), a few (``Booster.predict`` on one thread) and
+    many (on two threads): the same raw scores and leaves as ``Booster.predict``, and the
+    same calibrated probabilities."""
     x = trained.test.to_numpy(dtype=np.float64)
     model, booster = trained.model, trained.model.booster
     assert len(x) > PARALLEL_ROWS
@@ -168,8 +168,15 @@ def test_every_batch_size_predicts_as_lightgbm(trained: Trained) -> None:
             model.predict_proba(rows), model.calibrator(expected), rtol=0, atol=1e-12
         )
     leaves = booster.predict(x[:15], pred_leaf=True)
-    np.testing.assert_array_equal(model._leaves_few(x[:15]), leaves)
     np.testing.assert_array_equal(model._leaves_one(x[0]), leaves[0])
+    # a few rows' attributions (Booster.predict's leaves) equal each row's alone (the
+    # single-row path's)
+    np.testing.assert_allclose(
+        model.contributions(x[:15]),
+        np.vstack([model.contributions(x[i : i + 1]) for i in range(15)]),
+        rtol=0,
+        atol=1e-12,
+    )
     # rows laid out column by column are copied, not misread
     np.testing.assert_allclose(
         model.raw_score(np.asfortranarray(x[:15])),
