@@ -176,7 +176,7 @@ def send_resp(client: Any, payloads: list[tuple[bytes, int]]) -> None:
 def bench_materialize(sizes: dict[str, int], features_dir: Path, client: Any) -> dict[str, Any]:
     from feast.value_type import ValueType
 
-    from fraudops.adapters.feast_redis import (
+    from fraudops.adapters.feast import (
         FeastRedisLayout,
         fast_materialize,
         serialize_timestamps,
@@ -310,7 +310,7 @@ def service_lookups(store: Any, service: Any) -> list[tuple[str, list[str]]]:
 
 
 def bench_read(sizes: dict[str, int], features_dir: Path, client: Any) -> dict[str, Any]:
-    from fraudops.adapters.feast_redis import FastRedisReader, FeastRedisLayout
+    from fraudops.adapters.feast import FastRedisReader, FeastRedisLayout
     from fraudops.features.feast_store import feature_service
 
     client.flushdb()

@@ -167,7 +167,7 @@ def main() -> None:
         )
         if log_url:
             os.environ["FRAUDOPS_DATABASE_URL"] = log_url
-        from fraudops.adapters.feast_redis import fast_materialize
+        from fraudops.adapters.feast import fast_materialize
         from fraudops.core.settings import get_settings
         from fraudops.data.ingest import write_parquet_atomic
         from fraudops.data.simulator import simulate

@@ -184,7 +184,7 @@ def public_hset_write(
     from feast.type_map import python_values_to_proto_values
     from google.protobuf.timestamp_pb2 import Timestamp
 
-    from fraudops.adapters.feast_redis import _event_time_ns, serialize_timestamps, serialize_values
+    from fraudops.adapters.feast import _event_time_ns, serialize_timestamps, serialize_values
 
     ids = frame[spec.join_key].tolist()
     if keys == "concat":
@@ -220,7 +220,7 @@ def public_hset_write(
 def section_materialize(rounds: int, features_dir: Path, client: Any) -> dict[str, Any]:
     """20,000 terminals x 6 features (bench_feature_store --quick), written without the
     skip-older check (the write itself)."""
-    from fraudops.adapters.feast_redis import FastRedisWriter, FeastRedisLayout
+    from fraudops.adapters.feast import FastRedisWriter, FeastRedisLayout
 
     store, daily = terminal_store(features_dir, 20_000, days=1)
     writer = FastRedisWriter(store, client=client)
@@ -268,8 +268,8 @@ def section_materialize(rounds: int, features_dir: Path, client: Any) -> dict[st
 def section_read(rounds: int, features_dir: Path, client: Any) -> dict[str, Any]:
     """``FastRedisReader.read`` of one terminal row (bench_feature_store's online read,
     terminal_daily: what the scorer reads from Feast's layout)."""
-    from fraudops.adapters import feast_redis as redis_fast
-    from fraudops.adapters.feast_redis import FastRedisReader, ViewReplies
+    from fraudops.adapters import feast as redis_fast
+    from fraudops.adapters.feast import FastRedisReader, ViewReplies
     from fraudops.features.maths import TERMINAL_FEATURES
 
     client.flushdb()

@@ -32,7 +32,7 @@ def materialize_once(
     engine: str = "auto",
 ) -> None:
     """One materialization run. ``engine``: ``feast`` (Feast's own), ``fast`` (FraudOps'
-    Redis writer: same keys and values, ~9x faster, see ``fraudops.adapters.feast_redis``) or
+    Redis writer: same keys and values, ~9x faster, see ``fraudops.adapters.feast``) or
     ``auto`` (fast with Redis, Feast otherwise, and with Spark's offline store)."""
     from fraudops.core.settings import get_settings
     from fraudops.features.feast_store import get_store
@@ -59,7 +59,7 @@ def materialize_once(
         and settings.offline_store != "spark"
     )
     if engine == "fast" or (engine == "auto" and fast_possible):
-        from fraudops.adapters.feast_redis import fast_materialize
+        from fraudops.adapters.feast import fast_materialize
 
         rows = fast_materialize(store, start=start, end=end)
         log.info("wrote %s", ", ".join(f"{view}: {n:,} rows" for view, n in rows.items()))

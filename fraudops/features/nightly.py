@@ -459,7 +459,7 @@ def materialize_changes(
     if built.terminal_days_from is not None:
         start = built.terminal_days_from.to_pydatetime()
         if redis:
-            from fraudops.adapters.feast_redis import fast_materialize
+            from fraudops.adapters.feast import fast_materialize
 
             # terminal_daily is written by materialization only: a recomputed row of a day
             # already there (a label arrived) must replace it, so no skip_older

@@ -295,7 +295,7 @@ def _batch_values(
 class _BatchReader:
     """Batch views' features from Feast's Redis layout (``HMGET`` of the entity's hash),
     queued on the state commits' pipeline (see
-    :class:`fraudops.adapters.feast_redis.FeastRedisLayout`).
+    :class:`fraudops.adapters.feast.FeastRedisLayout`).
 
     Feast's layout, not its API: written against feast 0.67.0, pinned by
     tests/integration/test_redis_fast.py (the layout against Feast's own reads and writes)
@@ -307,7 +307,7 @@ class _BatchReader:
     def __init__(
         self, store: FeatureStore, lookups: list[tuple[FeatureView, list[str]]], client: Any
     ):
-        from fraudops.adapters.feast_redis import FeastRedisLayout, _decode_timestamp, _decoder
+        from fraudops.adapters.feast import FeastRedisLayout, _decode_timestamp, _decoder
 
         self.client = client
         self.layout = FeastRedisLayout.from_store(store)

@@ -15,7 +15,7 @@ from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from fraudops.adapters.feast_redis import (
+from fraudops.adapters.feast import (
     FastRedisReader,
     FastRedisWriter,
     FeastRedisLayout,
@@ -292,24 +292,24 @@ def _command(*parts: bytes) -> tuple[bytes, int]:
 
 
 def _run(client: redis.Redis, *parts: bytes) -> list[object]:
-    from fraudops.adapters.feast_redis import _pipelined
+    from fraudops.adapters.redis import pipelined
 
-    return [reply for batch in _pipelined(client, [_command(*parts)]) for reply in batch]
+    return [reply for batch in pipelined(client, [_command(*parts)]) for reply in batch]
 
 
 def test_replies_of_pre_encoded_commands_equal_redis_pys(redis_url: str) -> None:
-    """Replies to hand-framed commands (``_pipelined``): many, larger together than one
-    socket read, with nils and empty strings; an error reply in a batch raises redis-py's
-    ResponseError, and the connection goes on in step."""
-    from fraudops.adapters.feast_redis import _bulk, _pipelined
+    """Replies to hand-framed commands (``fraudops.adapters.redis.pipelined``): many,
+    larger together than one socket read, with nils and empty strings; an error reply in a
+    batch raises redis-py's ResponseError, and the connection goes on in step."""
+    from fraudops.adapters.redis import bulk, pipelined
 
     client = redis.Redis.from_url(redis_url)
     keys = [b"reply-%d" % i for i in range(400)]
     for i, key in enumerate(keys):
         client.hset(key, mapping={"a": b"x" * (i * 7 % 600), "b": str(i)})
-    commands = [b"*4\r\n$5\r\nHMGET\r\n" + _bulk(k) + _bulk(b"a") + _bulk(b"b") for k in keys]
+    commands = [b"*4\r\n$5\r\nHMGET\r\n" + bulk(k) + bulk(b"a") + bulk(b"b") for k in keys]
     commands.append(_command(b"HMGET", b"no-such-key", b"a")[0])
-    (got,) = _pipelined(client, [(b"".join(commands), len(commands))])
+    (got,) = pipelined(client, [(b"".join(commands), len(commands))])
     expected = [client.hmget(k, "a", "b") for k in keys] + [[None]]
     assert got == expected and sum(len(r[0]) for r in got[:-1]) > 65536
     client.set("plain", "x")
@@ -319,6 +319,6 @@ def test_replies_of_pre_encoded_commands_equal_redis_pys(redis_url: str) -> None
     # an error in the middle of a batch: the rest of it is never read by the next user
     writes = [_command(b"HSET", key, b"f", b"2")[0] for key in (b"h1", b"plain", b"h2")]
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        list(_pipelined(client, [(b"".join(writes), 3)]))
+        list(pipelined(client, [(b"".join(writes), 3)]))
     assert _run(client, b"HGET", b"h2", b"f") == [b"2"]
     assert _run(client, b"PING") == [b"PONG"]

@@ -180,7 +180,7 @@ def test_the_reasons_table_is_built_when_the_model_loads(stack: Stack) -> None:
 def test_replayed_history_scores_equal_the_champion_on_offline_features(stack: Stack) -> None:
     """Materialize up to the start of a held-out day, replay the day through the stream,
     and compare with the champion applied to offline point-in-time features."""
-    from fraudops.adapters.feast_redis import fast_materialize
+    from fraudops.adapters.feast import fast_materialize
     from fraudops.core.settings import get_settings
     from fraudops.data.replay import payloads, replay_stream
     from fraudops.features.build import build_feature_tables, write_feature_tables

@@ -10,7 +10,7 @@ Feast materializes, and ``feast materialize-incremental`` continues where
 (``FRAUDOPS_ONLINE_STORE=redis``)::
 
     FRAUDOPS_ONLINE_STORE=redis python -c "from fraudops.features.feast_store import get_store
-    from fraudops.adapters.feast_redis import fast_materialize
+    from fraudops.adapters.feast import fast_materialize
     print(fast_materialize(get_store()))"
     python bench/bench_feature_store.py    # how fast, against a floor measured in the same run
 
@@ -32,8 +32,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -54,8 +53,8 @@ from feast.errors import FeatureViewNotFoundException
 # an upgrade that changes the format fails there. What the module saves, measured in one
 # run of bench/bench_feature_store.py --quick (20,000 terminals, load average 11): Feast's
 # store.materialize 6.18 s, fast_materialize 0.50 s (0.30 s as a bulk load). Layer by
-# layer (bench/prototypes/private_paths_ab.py, the write alone): see _pipelined,
-# serialize_values and FeastRedisLayout.entity_keys.
+# layer (bench/prototypes/private_paths_ab.py, the write alone): see
+# fraudops.adapters.redis.pipelined, serialize_values and FeastRedisLayout.entity_keys.
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3, _redis_key, compute_versioned_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -64,8 +63,9 @@ from feast.type_map import feast_value_type_to_python_type, python_values_to_pro
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from fraudops.adapters.redis import batched, bulk, pipelined
+from fraudops.core.connections import redis_client
 from fraudops.core.settings import Settings, get_settings
-from fraudops.features.feast_store import FraudOpsOnlineStoreConfig
 
 log = logging.getLogger(__name__)
 
@@ -91,18 +91,14 @@ def require_redis(store: FeatureStore, settings: Settings | None = None) -> Sett
             f"{settings.online_store!r}: set FRAUDOPS_ONLINE_STORE=redis and FRAUDOPS_REDIS_URL, "
             "or use Feast's own store.materialize / get_online_features"
         )
-    if not isinstance(store.config.online_store, FraudOpsOnlineStoreConfig):
+    # by name: fraudops.features.feast_store defines it, and adapters import no stage
+    if type(store.config.online_store).__name__ != "FraudOpsOnlineStoreConfig":
         raise OnlineStoreNotRedisError(
             f"the feature store's online store is {store.config.online_store.type!r}; the fast "
             "path only knows FraudOps' settings-driven store "
             "(fraudops.features.feast_store.FraudOpsOnlineStore), which tells it where Redis is"
         )
     return settings
-
-
-def redis_client(settings: Settings) -> redis.Redis:
-    """A client on the online store's Redis (raw bytes: Feast's values are protobuf)."""
-    return redis.Redis.from_url(settings.redis_url)
 
 
 def _checked_client(client: redis.Redis | None, settings: Settings) -> redis.Redis:
@@ -381,11 +377,7 @@ def _event_time_ns(column: pd.Series, name: str) -> np.ndarray:
     return ns - ns % 1000
 
 
-# --- pipelining pre-encoded commands --------------------------------------------------------
-def _bulk(data: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
+# --- RESP framing of Feast's values -----------------------------------------------------
 def _resp_field_pieces(field: bytes, pieces: _Pieces) -> _Pieces:
     """A field and its value framed as RESP bulk strings: ``$<n>\\r\\n<bytes>\\r\\n`` each."""
     rows = len(pieces[0][1])
@@ -396,53 +388,12 @@ def _resp_field_pieces(field: bytes, pieces: _Pieces) -> _Pieces:
     digits[:, 0] = np.where(one_digit, 48 + length, 48 + length // 10)
     digits[:, 1] = 48 + length % 10
     return [
-        _const(_bulk(field) + b"$", rows),
+        _const(bulk(field) + b"$", rows),
         (digits, np.where(one_digit, 1, 2)),
         _const(b"\r\n", rows),
         *pieces,
         _const(b"\r\n", rows),
     ]
-
-
-def _pipelined(client: redis.Redis, batches: Iterable[tuple[bytes, int]]) -> Iterator[list[Any]]:
-    """Send RESP-encoded batches of commands on one connection, yield each batch's replies.
-
-    redis-py spends more time encoding a command's arguments than Redis takes to run an
-    HSET, so the batches come pre-encoded: RESP framed by hand, written against redis-py
-    7.4.1 and Redis 7.0 (RESP2). Measured with ``bench/prototypes/private_paths_ab.py``
-    (bulk write of 20,000 terminal rows, 15 alternated rounds): 0.35 s, against 0.89 s for
-    the same bytes through a redis-py pipeline (61 % saved). One batch stays in flight:
-    Redis runs batch k while Python encodes batch k+1 (Redis never blocks on its replies,
-    so this cannot deadlock). Replies are read undecoded by redis-py's public
-    ``read_response``; an error reply raises ``redis.ResponseError``, and a connection
-    left with replies unread is dropped."""
-    connection = client.connection_pool.get_connection()
-    finished = False
-    in_flight: deque[int] = deque()
-    try:
-        for payload, count in batches:
-            connection.send_packed_command([payload], check_health=False)
-            in_flight.append(count)
-            if len(in_flight) > 1:
-                yield _replies(connection, in_flight.popleft())
-        while in_flight:
-            yield _replies(connection, in_flight.popleft())
-        finished = True
-    finally:
-        if not finished:  # unread replies must never reach the connection's next user
-            connection.disconnect()  # (it reconnects on its next command)
-        client.connection_pool.release(connection)
-
-
-def _batched(commands: list[bytes], size: int) -> Iterator[tuple[bytes, int]]:
-    for start in range(0, len(commands), size):
-        chunk = commands[start : start + size]
-        yield b"".join(chunk), len(chunk)
-
-
-def _replies(connection: Any, count: int) -> list[Any]:
-    """The next ``count`` replies on ``connection``, undecoded."""
-    return [connection.read_response(disable_decoding=True) for _ in range(count)]
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -560,7 +511,7 @@ class FastRedisReader:
         self._decoders = [[_decoder(t) for t in spec.types] for spec in self.views]
         self._hmget_fields = [[*spec.fields, spec.ts_field] for spec in self.views]
         self._hmget_parts = [
-            (b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(fields)), b"".join(map(_bulk, fields)))
+            (b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(fields)), b"".join(map(bulk, fields)))
             for fields in self._hmget_fields
         ]
 
@@ -592,11 +543,11 @@ class FastRedisReader:
             unique: dict[Any, int] = {}
             positions = [unique.setdefault(v, len(unique)) for v in columns[spec.join_key]]
             keys = self.layout.entity_keys(spec.join_key, list(unique), spec.join_key_type)
-            commands.extend(head + _bulk(key) + fields for key in keys)
+            commands.extend(head + bulk(key) + fields for key in keys)
             plans.append((list(unique), positions))
-        # pre-encoded HMGETs (see _pipelined): 356 µs per one-row read, against 527 µs
-        # through a redis-py pipeline (private_paths_ab.py, 15 alternated rounds)
-        replies = [r for batch in _pipelined(self.client, _batched(commands, 5000)) for r in batch]
+        # pre-encoded HMGETs (see fraudops.adapters.redis.pipelined): 356 µs per one-row
+        # read, against 527 µs through a redis-py pipeline (private_paths_ab.py, 15 rounds)
+        replies = [r for batch in pipelined(self.client, batched(commands, 5000)) for r in batch]
         out = []
         offset = 0
         for entities, positions in plans:
@@ -692,11 +643,11 @@ class FastRedisWriter:
         rows = np.arange(total)
         if skip_older:
             rows = self._newer_rows(spec, keys, time_ns)
-        key_segments = [_bulk(keys[i]) for i in rows.tolist()]
+        key_segments = [bulk(keys[i]) for i in rows.tolist()]
         columns = {name: df[name].to_numpy() for name in spec.features}
         batches = self._hset_batches(spec, key_segments, time_ns[rows], columns, rows)
         done = total - len(rows)  # skipped rows count as done, as in Feast's progress
-        for replies in _pipelined(self.client, batches):
+        for replies in pipelined(self.client, batches):
             done += len(replies)
             if progress:
                 progress(done, total)
@@ -712,11 +663,11 @@ class FastRedisWriter:
         else:
             candidates = np.arange(len(keys))
         head = b"*3\r\n$4\r\nHGET\r\n"
-        ts_field = _bulk(spec.ts_field)
-        commands = [head + _bulk(keys[i]) + ts_field for i in candidates.tolist()]
+        ts_field = bulk(spec.ts_field)
+        commands = [head + bulk(keys[i]) + ts_field for i in candidates.tolist()]
         stored = np.zeros(len(candidates), dtype=np.int64)
         done = 0
-        for replies in _pipelined(self.client, _batched(commands, self.batch_size)):
+        for replies in pipelined(self.client, batched(commands, self.batch_size)):
             for i, raw in enumerate(replies, start=done):
                 if raw:
                     stamp = Timestamp.FromString(raw)
@@ -749,8 +700,8 @@ class FastRedisWriter:
                 if pieces is not None:
                     vector.extend(_resp_field_pieces(field, pieces))
                 else:
-                    prefix = _bulk(field)
-                    others.append([prefix + _bulk(v) for v in serialize_values(values, value_type)])
+                    prefix = bulk(field)
+                    others.append([prefix + bulk(v) for v in serialize_values(values, value_type)])
             block = _join_pieces(vector)
             segments = zip(key_segments[start:stop], block, *others, strict=True)
             yield head + head.join(b"".join(parts) for parts in segments), stop - start
