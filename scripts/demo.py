@@ -7,10 +7,14 @@ doubles as a walkthrough:
 2. ingest all but the last two days as labelled history;
 3. build features, register them with Feast, materialize the online store;
 4. train, evaluate and register a model in MLflow, promote it to @champion;
-5. start ``bentoml serve`` in the background and replay the last two days through it;
-6. chargebacks for the first replayed day arrive: ingest them as labels, then the nightly
+5. train a challenger on two weeks instead of one: registered as @challenger;
+6. start ``bentoml serve`` with ``FRAUDOPS_SHADOW=true`` in the background and replay the
+   last two days through it: the champion decides, the challenger scores in shadow;
+7. chargebacks for the first replayed day arrive: ingest them as labels, then the nightly
    job takes the scored traffic and the labels into the history (``fraudops nightly``);
-7. run the monitor on the replayed traffic; print what happened and where to look.
+8. run the monitor on the replayed traffic, compare the challenger with the champion on
+   the same replayed transactions (``fraudops compare``); print what happened and where
+   to look.
 
 State lives in ``data/demo`` (``--data-dir``); running it again starts afresh. The demo
 uses the embedded defaults whatever ``FRAUDOPS_*`` variables or ``.env`` say, so it never
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import secrets
 import shutil
@@ -42,7 +47,13 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 console = Console(highlight=False)
-STEPS = 11
+STEPS = 14
+# The challenger trains on two weeks where the champion has FRAUDOPS_TRAIN_DAYS (7), ending
+# on the same day, so both are tested on the same window. It is trained before the replay,
+# to score the replayed days in shadow: trained after them, it could learn nothing from
+# them anyway (labels come 7 days late, and training takes only the labels known when the
+# test window starts): with the same window and seed it would be the champion again.
+CHALLENGER_TRAIN_DAYS = 14
 
 
 class StepFailed(Exception):
@@ -204,8 +215,9 @@ def main() -> int:
     )
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--terminals", type=int, default=2000)
-    # enough days for a 30-day customer history before the training window
-    parser.add_argument("--days", type=int, default=60)
+    # enough days for a 30-day customer history before the challenger's training window
+    # (35 days before today: 14 of training, 7 of delay, 7 of test, 7 of label delay)
+    parser.add_argument("--days", type=int, default=65)
     args = parser.parse_args()
     data = args.data_dir.expanduser().resolve()
     fresh_data_dir(data)
@@ -264,23 +276,34 @@ def main() -> int:
             promotion = json.loads(
                 steps.run("promote it to @champion", fraudops, "promote", capture=True)
             )
+            challenger = json.loads(
+                steps.run(
+                    f"train a challenger on {CHALLENGER_TRAIN_DAYS} days (@challenger)",
+                    fraudops,
+                    "train",
+                    "--train-days",
+                    str(CHALLENGER_TRAIN_DAYS),
+                    capture=True,
+                )
+            )
 
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            steps.progress.update(steps.task, description="start the scoring API")
+            steps.progress.update(steps.task, description="start the scoring API, shadow on")
             serve_started = time.monotonic()
-            server = subprocess.Popen(
+            server = subprocess.Popen(  # the challenger scores every transaction in shadow
                 [str(BIN / "bentoml"), "serve", "--port", str(port)],
                 cwd=ROOT,
-                env=env,
+                env={**env, "FRAUDOPS_SHADOW": "true"},
                 stdout=(data / "serve.log").open("w"),
                 stderr=subprocess.STDOUT,
             )
             wait_ready(url, server)
             steps.step_done(
-                "start the scoring API",
+                "start the scoring API, shadow on",
                 time.monotonic() - serve_started,
-                f"bentoml serve --port {port}   (its log: {data / 'serve.log'})",
+                f"FRAUDOPS_SHADOW=true bentoml serve --port {port}   (its log: "
+                f"{data / 'serve.log'})",
             )
             replay_json = data / "replay.json"
             steps.run(
@@ -329,6 +352,19 @@ def main() -> int:
                     capture=True,
                 )
             )
+            comparison = json.loads(
+                steps.run(
+                    "compare @challenger with @champion on the replayed days",
+                    fraudops,
+                    "compare",
+                    "--start",
+                    replay_from.isoformat(),
+                    "--end",
+                    today.isoformat(),
+                    "--json",
+                    capture=True,
+                )
+            )
     except (StepFailed, RuntimeError, TimeoutError) as exc:
         console.print(f"\n[bold red]error:[/] the demo stopped: {exc}")
         tail = log_path.read_text(errors="replace").splitlines()[-15:] if log_path.exists() else []
@@ -346,8 +382,10 @@ def main() -> int:
         data,
         report,
         promotion,
+        challenger,
         replay,
         monitor,
+        comparison,
         time.monotonic() - started,
         tracking_uri(data, env, args.use_settings),
         drift_day,
@@ -358,8 +396,10 @@ def main() -> int:
             {
                 "train": report,
                 "promotion": promotion,
+                "challenger": challenger,
                 "replay": replay,
                 "monitor": monitor,
+                "comparison": comparison,
                 "live_transactions": int(len(live)),
             },
             indent=2,
@@ -376,15 +416,16 @@ def summary(
     data: Path,
     report: dict,
     promotion: dict,
+    challenger: dict,
     replay: dict,
     monitor: dict,
+    comparison: dict,
     seconds: float,
     tracking_uri: str,
     drift_day: object,
     log_path: Path,
 ) -> None:
     """What happened, as one table, then where to look."""
-    m = report["metrics"]
     client = replay.get("latency_ms", {})
     table = Table(
         title=f"FraudOps demo finished in {seconds / 60:.1f} min",
@@ -395,10 +436,14 @@ def summary(
     table.add_column()
     table.add_row(
         "model",
-        f"version {report['model_version']} ({promotion['decision']} to @champion); test "
-        f"{report['windows']['test_start']}..{report['windows']['test_end']}: ROC AUC "
-        f"{m['roc_auc']:.3f}, average precision {m['average_precision']:.3f}, card "
-        f"precision@100 {m['card_precision_at_100']:.3f}, Brier {m['brier']:.4f}",
+        f"version {report['model_version']} ({promotion['decision']} to @champion); "
+        f"{_tested(report)}",
+    )
+    windows = challenger["windows"]
+    table.add_row(
+        "challenger",
+        f"version {challenger['model_version']} (@challenger, trained on "
+        f"{windows['train_start']}..{windows['train_end']}); {_tested(challenger)}",
     )
     decisions = ", ".join(f"{k} {v:,}" for k, v in replay.get("decisions", {}).items())
     table.add_row(
@@ -428,16 +473,89 @@ def summary(
             else "[red]not intended[/]"
         )
         table.add_row(f"alert {alert['kind']}", f"{why}; {alert['message']}")
+    for name, text in comparison_rows(comparison):
+        table.add_row(name, text)
     console.print()
     console.print(table)
-    # a plain line too, for scripts and the end-to-end test
+    # plain lines too, for scripts and the end-to-end test
     console.print(
         f"Replayed {replay.get('sent')} transactions through the API: "
         f"{replay.get('scored')} scored, {replay.get('errors')} errors."
     )
+    console.print(
+        f"Compared @challenger v{comparison['challenger_version']} with @champion "
+        f"v{comparison['champion_version']} on {comparison['transactions']} live "
+        f"transactions: same decision {comparison['decision_agreement']:.4f}, "
+        f"{comparison['labelled']} labelled ({comparison['frauds']} frauds).",
+        soft_wrap=True,
+    )
     console.print("\nWhere to look:")
     for line in [*where_to_look(data, tracking_uri), f"log:           {log_path}"]:
         console.print(f"  {line}", markup=False, soft_wrap=True)
+
+
+def _tested(report: dict) -> str:
+    m = report["metrics"]
+    return (
+        f"test {report['windows']['test_start']}..{report['windows']['test_end']}: ROC AUC "
+        f"{m['roc_auc']:.3f}, average precision {m['average_precision']:.3f}, card "
+        f"precision@100 {m['card_precision_at_100']:.3f}, Brier {m['brier']:.4f}"
+    )
+
+
+# the metrics of `fraudops compare` the summary shows, as the model rows name them
+LIVE_METRICS = {
+    "roc_auc": "ROC AUC",
+    "average_precision": "average precision",
+    "card_precision_at_100": "card precision@100",
+}
+
+
+def comparison_rows(comparison: dict) -> list[tuple[str, str]]:
+    """The summary's rows for ``fraudops compare --json``: agreement and decision flips
+    on the replayed transactions, and each model's metrics on the labelled ones."""
+    flips = sorted(comparison["flips"].items(), key=lambda kv: -kv[1])
+    rows = [
+        (
+            "shadow",
+            f"v{comparison['challenger_version']} scored the same {comparison['transactions']:,} "
+            f"replayed transactions as v{comparison['champion_version']}: same decision "
+            f"{comparison['decision_agreement']:.1%}, score rank correlation "
+            f"{comparison['score_rank_correlation']:.3f}, mean |score difference| "
+            f"{comparison['score_mean_abs_difference']:.4f}",
+        ),
+        ("decision flips", ", ".join(f"{k} {n:,}" for k, n in flips) or "none"),
+    ]
+    metrics = comparison["metrics"]
+    if not metrics:
+        rows.append(
+            (
+                "live, labelled",
+                f"{comparison['labelled']:,} labelled ({comparison['frauds']:,} frauds): "
+                "too few for metrics",
+            )
+        )
+        return rows
+    lines = [
+        f"{comparison['labelled']:,} labelled ({comparison['frauds']:,} frauds), "
+        f"{comparison['confidence']:.0%} bootstrap intervals:"
+    ]
+    for name, label in LIVE_METRICS.items():
+        champion, challenger, difference = (
+            metrics[role][name] for role in ("champion", "challenger", "difference")
+        )
+        lines.append(
+            f"{label}: champion {_estimate(champion)}, challenger {_estimate(challenger)}, "
+            f"difference {_estimate(difference, '+.3f')}"
+        )
+    rows.append(("live, labelled", "\n".join(lines)))
+    return rows
+
+
+def _estimate(e: dict, spec: str = ".3f") -> str:
+    if e["value"] is None or math.isnan(e["value"]):
+        return "n/a"
+    return f"{e['value']:{spec}} [{e['low']:{spec}}, {e['high']:{spec}}]"
 
 
 def _ms(value: float | None) -> str:
@@ -461,6 +579,8 @@ def where_to_look(data: Path, tracking_uri: str) -> list[str]:
         f"MLflow UI:     {mlflow}",
         f"Evidently UI:  uv run evidently ui --workspace {data}/evidently",
         f"scoring API:   {env} uv run bentoml serve   (then see docs/scoring-api.md)",
+        f"comparison:    {env} uv run fraudops compare   (flip examples; then fraudops "
+        "promote --evidence live, docs/model-lifecycle.md)",
     ]
 
 

@@ -1,6 +1,7 @@
 """The demo path on small data against real services: Redis (online store), PostgreSQL
 (prediction log and MLflow's store) and an `mlflow server` process, as in production
-without Docker. The numbers the demo reports must match the database."""
+without Docker. The numbers the demo reports must match the database, the live comparison
+of the challenger scored in shadow included."""
 
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def test_demo_against_redis_postgresql_and_an_mlflow_server(
                 "--terminals",
                 "600",
                 "--days",
-                "30",
+                "36",  # the challenger trains on 14 days: 35 before today
             ],
             cwd=ROOT,
             env=env,
@@ -108,8 +109,40 @@ def test_demo_against_redis_postgresql_and_an_mlflow_server(
         engine = sa.create_engine(log_url)
         with engine.connect() as conn:
             logged = conn.execute(sa.text("select count(*) from predictions")).scalar_one()
+            shadow = conn.execute(
+                sa.text("select model_version, count(*) from shadow_predictions group by 1")
+            ).all()
+            labelled = conn.execute(
+                sa.text(
+                    "select count(*), coalesce(sum(l.is_fraud), 0) from labels l join "
+                    "predictions p on p.transaction_id = l.transaction_id"
+                )
+            ).one()
         engine.dispose()
         assert logged == replay["scored"]  # rows logged = transactions replayed
+        # the challenger scored every replayed transaction in shadow, and the summary's
+        # comparison is on those rows and the chargebacks' labels
+        challenger, comparison = summary["challenger"], summary["comparison"]
+        assert [(str(v), n) for v, n in shadow] == [(challenger["model_version"], logged)]
+        assert comparison["challenger_version"] == challenger["model_version"]
+        assert comparison["champion_version"] == summary["train"]["model_version"]
+        assert comparison["transactions"] == logged
+        assert (comparison["labelled"], comparison["frauds"]) == tuple(labelled)
+        assert 0 < comparison["frauds"] < comparison["labelled"] < logged
+        for role in ("champion", "challenger"):
+            assert 0.5 < comparison["metrics"][role]["roc_auc"]["value"] <= 1
+        assert (
+            f"Compared @challenger v{comparison['challenger_version']} with @champion "
+            f"v{comparison['champion_version']} on {logged} live transactions: same decision "
+            f"{comparison['decision_agreement']:.4f}, {comparison['labelled']} labelled "
+            f"({comparison['frauds']} frauds)." in demo.stdout
+        )
+        version = httpx.get(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/model-versions/get",
+            params={"name": "fraud-detector", "version": challenger["model_version"]},
+        ).json()["model_version"]
+        tags = {t["key"]: t["value"] for t in version.get("tags", [])}
+        assert tags["live.transactions"] == str(logged)  # recorded where people promote
         assert redis.Redis.from_url(redis_db).dbsize() > 0  # the online store was Redis
         search = {"experiment_ids": ["1"], "max_results": 10}
         runs = httpx.post(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", json=search)

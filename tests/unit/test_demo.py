@@ -1,14 +1,21 @@
 """``make demo`` stays on the embedded defaults, whatever the shell or ``.env`` configure,
-and deletes only what it made (the full run is tests/integration/test_end_to_end.py)."""
+deletes only what it made, and its summary prints the live comparison of ``fraudops
+compare`` (the full run is tests/integration/test_end_to_end.py)."""
 
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
+import pandas as pd
 import pytest
+from rich.console import Console
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,3 +106,119 @@ def test_the_demo_deletes_only_a_directory_it_made(tmp_path: Path) -> None:
     (data / "old-run.txt").write_text("from the last run")
     demo.fresh_data_dir(data)  # made by the demo: started afresh
     assert sorted(p.name for p in data.iterdir()) == [demo.MARKER]
+
+
+# --- the summary --------------------------------------------------------------------------
+def shadow_pairs(labelled: bool) -> pd.DataFrame:
+    """Two replayed days scored by champion v1 and, in shadow, challenger v2 (the columns
+    of fraudops.model.comparison.read_shadow_pairs); the first day labelled if asked."""
+    rng = np.random.default_rng(3)
+    n = 400
+    fraud = rng.random(n) < 0.1
+    champion = np.clip(0.5 * fraud + rng.normal(0.2, 0.15, n), 0, 1)
+    challenger = np.clip(champion + rng.normal(0, 0.1, n), 0, 1)
+    start = pd.Timestamp("2026-05-01", tz="UTC")
+    times = start + pd.to_timedelta(np.sort(rng.uniform(0, 2 * 86_400, n)), unit="s")
+
+    def decision(p: np.ndarray) -> np.ndarray:
+        return np.where(p >= 0.6, "block", np.where(p >= 0.35, "review", "approve"))
+
+    first_day = times < start + pd.Timedelta(days=1)
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"t{i}" for i in range(n)],
+            "prediction_id": [f"p{i}" for i in range(n)],
+            "event_timestamp": times,
+            "customer_id": [f"c{i % 60}" for i in range(n)],
+            "amount": 40.0,
+            "champion_version": "1",
+            "champion_probability": champion,
+            "champion_decision": decision(champion),
+            "challenger_version": "2",
+            "challenger_probability": challenger,
+            "challenger_decision": decision(challenger),
+            "is_fraud": np.where(first_day & labelled, fraud, np.nan),
+            "label_timestamp": pd.NaT,
+        }
+    )
+
+
+def printed_summary(demo: ModuleType, comparison: dict, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The demo's summary for a comparison, as printed."""
+    out = io.StringIO()
+    monkeypatch.setattr(demo, "console", Console(file=out, width=400, highlight=False))
+    metrics = {"roc_auc": 0.9, "average_precision": 0.7, "card_precision_at_100": 0.3}
+    windows = {"test_start": "2026-04-10", "test_end": "2026-04-17"}
+    demo.summary(
+        Path("/tmp/demo"),
+        {"model_version": "1", "windows": windows, "metrics": {**metrics, "brier": 0.02}},
+        {"decision": "promoted"},
+        {
+            "model_version": "2",
+            "windows": {**windows, "train_start": "2026-03-20", "train_end": "2026-04-03"},
+            "metrics": {**metrics, "brier": 0.01},
+        },
+        {"sent": 400, "scored": 400, "errors": 0, "decisions": {}, "latency_ms": {}},
+        {"alerts": []},
+        comparison,
+        60.0,
+        "sqlite:///tmp/demo/mlflow.db",
+        "2026-05-02",
+        Path("/tmp/demo/demo.log"),
+    )
+    return out.getvalue()
+
+
+def test_the_summary_prints_the_live_comparison(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The figures of ``fraudops compare --json`` (computed here by its library function)
+    are in the summary: agreement, every flip with its count, and each model's labelled
+    metrics with their intervals."""
+    from fraudops.model.comparison import compare_pairs
+
+    demo = demo_module()
+    pairs = shadow_pairs(labelled=True)
+    result = compare_pairs(
+        pairs, pd.Timestamp("2026-05-01", tz="UTC"), pd.Timestamp("2026-05-03", tz="UTC")
+    )
+    comparison = json.loads(result.json())  # what the demo reads from the command
+    text = printed_summary(demo, comparison, monkeypatch)
+
+    assert 0 < result.labelled < result.transactions == len(pairs) and result.frauds > 0
+    assert result.flips and 0 < result.decision_agreement < 1
+    assert (
+        f"v2 scored the same {len(pairs):,} replayed transactions as v1: same decision "
+        f"{result.decision_agreement:.1%}, score rank correlation "
+        f"{result.score_rank_correlation:.3f}" in text
+    )
+    for flip, count in result.flips.items():
+        assert f"{flip} {count:,}" in text
+    assert f"{result.labelled:,} labelled ({result.frauds:,} frauds), 95% bootstrap" in text
+    for name, label in (("roc_auc", "ROC AUC"), ("average_precision", "average precision")):
+        champion, challenger, difference = (
+            result.metrics[role][name] for role in ("champion", "challenger", "difference")
+        )
+        assert (
+            f"{label}: champion {champion.value:.3f} [{champion.low:.3f}, {champion.high:.3f}], "
+            f"challenger {challenger.value:.3f} [{challenger.low:.3f}, {challenger.high:.3f}], "
+            f"difference {difference.value:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]"
+        ) in text
+    assert re.search(r"card precision@100: champion \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", text)
+    assert (
+        f"Compared @challenger v2 with @champion v1 on {len(pairs)} live transactions: same "
+        f"decision {result.decision_agreement:.4f}, {result.labelled} labelled "
+        f"({result.frauds} frauds)." in text
+    )
+
+
+def test_the_summary_without_labels_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fraudops.model.comparison import compare_pairs
+
+    demo = demo_module()
+    pairs = shadow_pairs(labelled=False)
+    result = compare_pairs(
+        pairs, pd.Timestamp("2026-05-01", tz="UTC"), pd.Timestamp("2026-05-03", tz="UTC")
+    )
+    text = printed_summary(demo, json.loads(result.json()), monkeypatch)
+    assert f"same decision {result.decision_agreement:.1%}" in text
+    assert "0 labelled (0 frauds): too few for metrics" in text
+    assert "ROC AUC: champion" not in text
