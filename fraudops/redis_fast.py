@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -61,6 +62,7 @@ from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fraudops.feast_store import FraudOpsOnlineStoreConfig
+from fraudops.feature_tables import read_table
 from fraudops.settings import Settings, get_settings
 
 try:  # redis-py's hiredis parser (see _replies)
@@ -1116,11 +1118,18 @@ def _latest_rows(
     key_column = to_source.get(spec.join_key, spec.join_key)
     ts, created = source.timestamp_field, source.created_timestamp_column or None
     wanted = [key_column, *(to_source.get(name, name) for name in spec.features), ts]
-    table = pq.read_table(
-        path, columns=list(dict.fromkeys([*wanted, *([created] if created else [])]))
-    )
-    time_ns = _time_ns(table.column(ts), f"{path}: {ts}")
+    columns = list(dict.fromkeys([*wanted, *([created] if created else [])]))
     low = _datetime_ns(start) if start is not None else np.iinfo(np.int64).min + 1
+    if Path(str(path)).is_dir():  # partitioned by day: only the window's days are read
+        table = read_table(
+            Path(str(path)),
+            columns,
+            first=pd.Timestamp(low, tz="UTC").date() if start is not None else None,
+            last=pd.Timestamp(_datetime_ns(end), tz="UTC").date(),
+        )
+    else:
+        table = pq.read_table(path, columns=columns)
+    time_ns = _time_ns(table.column(ts), f"{path}: {ts}")
     window = np.flatnonzero((time_ns >= low) & (time_ns <= _datetime_ns(end)))
     # Latest per entity: order by (event time, created time, file order), keep the last.
     sort_keys = [time_ns[window]]
