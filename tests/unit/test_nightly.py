@@ -218,3 +218,17 @@ def test_a_night_rewrites_only_the_days_it_changes(
     }
     assert len(before["customer_activity"]) == 24  # the history's days, one file each
     engine.dispose()
+
+
+def test_the_offline_table_reads_as_pandas_reads_it(
+    settings: Settings, simulated: pd.DataFrame
+) -> None:
+    from fraudops.ingest import write_parquet_atomic
+    from fraudops.nightly import read_offline
+
+    tx = simulated.head(500).copy()
+    tx["commit_seq"] = pd.array([None, 3] * 250, dtype="Int64")  # nullable, as the job writes
+    write_parquet_atomic(tx, settings.transactions_path)
+    pd.testing.assert_frame_equal(
+        read_offline(settings.transactions_path), pd.read_parquet(settings.transactions_path)
+    )
