@@ -149,12 +149,11 @@ def customer_activity_table() -> pd.DataFrame:
 
 
 def prepare_store(features_dir: Path, terminal_daily: pd.DataFrame, customer_state: pd.DataFrame):  # type: ignore[no-untyped-def]
-    from fraudops.data.ingest import write_parquet_atomic as write_parquet
+    from fraudops.features.build import FeatureTables, write_feature_tables
     from fraudops.features.feast_store import apply_definitions, get_store
 
-    write_parquet(terminal_daily, features_dir / "terminal_daily.parquet")
-    write_parquet(customer_state, features_dir / "customer_state.parquet")
-    write_parquet(customer_activity_table(), features_dir / "customer_activity.parquet")
+    tables = FeatureTables(customer_activity_table(), customer_state, terminal_daily)
+    write_feature_tables(tables, features_dir)
     store = get_store()
     apply_definitions(store)
     return store

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -66,6 +67,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from fraudops.adapters.redis import batched, bulk, pipelined
 from fraudops.core.connections import redis_client
 from fraudops.core.settings import Settings, get_settings
+from fraudops.core.tables import read_table
 
 log = logging.getLogger(__name__)
 
@@ -813,11 +815,18 @@ def _latest_rows(
     key_column = to_source.get(spec.join_key, spec.join_key)
     ts, created = source.timestamp_field, source.created_timestamp_column or None
     wanted = [key_column, *(to_source.get(name, name) for name in spec.features), ts]
-    table = pq.read_table(
-        path, columns=list(dict.fromkeys([*wanted, *([created] if created else [])]))
-    )
-    time_ns = _time_ns(table.column(ts), f"{path}: {ts}")
+    columns = list(dict.fromkeys([*wanted, *([created] if created else [])]))
     low = _datetime_ns(start) if start is not None else np.iinfo(np.int64).min + 1
+    if Path(str(path)).is_dir():  # partitioned by day: only the window's days are read
+        table = read_table(
+            Path(str(path)),
+            columns,
+            first=pd.Timestamp(low, tz="UTC").date() if start is not None else None,
+            last=pd.Timestamp(_datetime_ns(end), tz="UTC").date(),
+        )
+    else:
+        table = pq.read_table(path, columns=columns)
+    time_ns = _time_ns(table.column(ts), f"{path}: {ts}")
     window = np.flatnonzero((time_ns >= low) & (time_ns <= _datetime_ns(end)))
     # Latest per entity: order by (event time, created time, file order), keep the last.
     sort_keys = [time_ns[window]]

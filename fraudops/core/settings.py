@@ -175,9 +175,10 @@ class Settings(MonitorSettings):
     )
     offline_store: Literal["duckdb", "spark"] = Field(
         "duckdb",
-        description="Feast's offline store: `duckdb` reads the single-file tables the DuckDB "
-        "build writes; `spark` (SparkSource) reads the Spark build's partitioned tables, "
-        "for training sets and materialization.",
+        description="Feast's offline store: `duckdb` reads the tables the DuckDB build writes "
+        "under <data_dir>/offline/features/ (customer_activity and terminal_daily partitioned "
+        "by day, as Spark writes them); `spark` (SparkSource) reads the Spark build's "
+        "partitioned tables, for training sets and materialization.",
     )
     offline_uri: str | None = Field(
         None,

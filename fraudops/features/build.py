@@ -2,15 +2,16 @@
 
     fraudops features build
 
-Writes, under ``<data_dir>/offline/features/``:
+Writes, under ``<data_dir>/offline/features/`` (layout: :mod:`fraudops.core.tables`):
 
-- ``customer_activity.parquet``: per transaction, the customer features it saw (history
-  strictly before it). Offline source of the ``customer_activity`` view, used for training.
+- ``customer_activity/``: per transaction, the customer features it saw (history strictly
+  before it), partitioned by day. Offline source of the ``customer_activity`` view, used
+  for training.
 - ``customer_state.parquet``: per customer, the real-time state as of its last transaction
   (recent history and running stats). Materialized to the online store; the scorer then
   keeps it current (see ``fraudops.serving.online``).
-- ``terminal_daily.parquet``: per terminal and day, volume and label-based risk as of the
-  start of that day.
+- ``terminal_daily/``: per terminal and day, volume and label-based risk as of the start
+  of that day, partitioned by day.
 
 All features come from the pure functions in :mod:`fraudops.features.maths`.
 """
@@ -29,11 +30,9 @@ import pyarrow.parquet as pq
 
 from fraudops.core import contract as c
 from fraudops.core.settings import Settings
+from fraudops.core.tables import EVENT_TIMESTAMP, DayPartitionedWriter, table_path
 from fraudops.features import maths as f
 from fraudops.features.realtime import STATE_FIELDS, STATS
-
-EVENT_TIMESTAMP = "event_timestamp"
-
 
 TABLES = ("customer_activity", "customer_state", "terminal_daily")
 
@@ -79,21 +78,22 @@ def build_customer_tables(
     customer_ids = tx[c.CUSTOMER_ID].to_numpy()
     sizes = np.diff(bounds)
     count = len(sizes)
-    # each customer's kept history (from ``states``) before its new transactions
-    prior = (
-        states.set_index(c.CUSTOMER_ID)
-        if states is not None and len(states)
-        else pd.DataFrame(columns=[*STATE_FIELDS])
-    )
-    known = [customer_ids[start] in prior.index for start in bounds[:-1]]
-    old = [
-        prior.loc[customer_ids[start]] if k else None
-        for start, k in zip(bounds[:-1], known, strict=True)
-    ]
-    old_sizes = np.array([len(o["history_time_us"]) if o is not None else 0 for o in old], int)
-    start_stats = f.RunningStats(
-        *(np.array([float(o[name]) if o is not None else 0.0 for o in old]) for name in STATS)
-    )
+    # each customer's kept history (from ``states``) before its new transactions: its
+    # row of ``states`` (-1: none), read a column at a time (row by row: 1.4 s for 5,000)
+    row = np.full(count, -1)
+    history: dict[str, np.ndarray] = {}
+    old_sizes = np.zeros(count, dtype=int)
+    stats = [np.zeros(count) for _ in STATS]
+    if states is not None and len(states):
+        row = pd.Index(states[c.CUSTOMER_ID]).get_indexer(customer_ids[bounds[:-1]])
+        found, stored = row >= 0, row[row >= 0]
+        for name in ("history_time_us", "history_amount", "history_terminal_id"):
+            history[name] = states[name].to_numpy(dtype=object)[stored]
+        old_sizes[found] = [len(times) for times in history["history_time_us"]]
+        for values, name in zip(stats, STATS, strict=True):
+            values[found] = states[name].to_numpy(dtype=np.float64)[stored]
+    known = np.flatnonzero(row >= 0)
+    start_stats = f.RunningStats(*stats)
     new_t = f.to_micros(tx[c.TIMESTAMP])
     new_a = tx[c.AMOUNT].to_numpy(dtype=np.float64)
     new_term = tx[c.TERMINAL_ID].to_numpy(dtype=object)
@@ -109,13 +109,12 @@ def build_customer_tables(
     amount = np.zeros(len(time_us))
     terminal = np.empty(len(time_us), dtype=object)
     time_us[queries], amount[queries], terminal[queries] = new_t, new_a, new_term
-    for g in np.flatnonzero(old_sizes).tolist():
-        at = slice(int(starts[g]), int(starts[g] + old_sizes[g]))
-        state = old[g]
-        assert state is not None
-        time_us[at] = np.asarray(state["history_time_us"], dtype=np.int64)
-        amount[at] = np.asarray(state["history_amount"], dtype=np.float64)
-        terminal[at] = np.array(list(state["history_terminal_id"]), dtype=object)
+    for i, g in enumerate(known.tolist()):
+        if old_sizes[g]:
+            at = slice(int(starts[g]), int(starts[g] + old_sizes[g]))
+            time_us[at] = np.asarray(history["history_time_us"][i], dtype=np.int64)
+            amount[at] = np.asarray(history["history_amount"][i], dtype=np.float64)
+            terminal[at] = np.array(list(history["history_terminal_id"][i]), dtype=object)
     group = np.repeat(np.arange(count), total)
     columns = f.customer_activity(time_us, amount, terminal, group, queries, before)
 
@@ -282,7 +281,7 @@ def build_in_parts(
 
         first_day = utc_timestamp(first).floor("D")
         through = utc_timestamp(last).floor("D") + pd.Timedelta(days=1)
-        writers = {name: _PartWriter(directory / f"{name}.parquet") for name in TABLES}
+        writers = {name: _table_writer(directory, name) for name in TABLES}
         try:
             customers = 0
             for k in range(parts):
@@ -308,6 +307,11 @@ def build_in_parts(
                 writer.abort()
             raise
         return {name: (str(writer.commit()), writer.rows) for name, writer in writers.items()}
+
+
+def _table_writer(directory: Path, name: str) -> _PartWriter | DayPartitionedWriter:
+    path = table_path(directory, name)
+    return DayPartitionedWriter(path) if path.suffix != ".parquet" else _PartWriter(path)
 
 
 class _PartWriter:
@@ -344,10 +348,10 @@ class _PartWriter:
 
 
 def write_feature_tables(tables: FeatureTables, directory: Path) -> dict[str, Path]:
-    from fraudops.data.ingest import write_parquet_atomic
 
     paths = {}
     for name in TABLES:
-        paths[name] = directory / f"{name}.parquet"
-        write_parquet_atomic(getattr(tables, name), paths[name])
+        writer = _table_writer(directory, name)
+        writer.write(getattr(tables, name))
+        paths[name] = writer.commit()
     return paths

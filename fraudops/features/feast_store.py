@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 from feast import FeatureService, FeatureStore, FileSource
+from feast.data_format import ParquetFormat
 from feast.infra.online_stores.online_store import OnlineStore
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
 from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
@@ -29,6 +30,7 @@ from feast.infra.supported_async_methods import SupportedAsyncMethods
 from feast.repo_config import FeastConfigBaseModel, RegistryConfig, RepoConfig
 
 from fraudops.core.settings import Settings, get_settings
+from fraudops.core.tables import table_path
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +38,18 @@ FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 
 
 def offline_table_path(name: str, settings: Settings | None = None) -> str:
-    """Where ``fraudops features build`` writes a feature table and Feast reads it."""
+    """Where ``fraudops features build`` writes a feature table and Feast reads it (the
+    layout: :mod:`fraudops.core.tables`)."""
     settings = settings or get_settings()
     if settings.offline_store == "spark":
         return settings.spark_table_uri(name)
-    return str(settings.offline_dir / "features" / f"{name}.parquet")
+    return str(table_path(settings.offline_dir / "features", name))
 
 
 def offline_source(name: str, description: str, settings: Settings | None = None) -> Any:
-    """The Feast source of a feature table the build writes: a parquet ``FileSource`` for
-    DuckDB, a ``SparkSource`` over the day-partitioned table for Spark."""
+    """The Feast source of a feature table the build writes: a parquet ``FileSource`` (on
+    the day-partitioned directory, or the file) for DuckDB, a ``SparkSource`` over the
+    day-partitioned table for Spark."""
     settings = settings or get_settings()
     path = offline_table_path(name, settings)
     if settings.offline_store == "spark":
@@ -67,6 +71,7 @@ def offline_source(name: str, description: str, settings: Settings | None = None
     return FileSource(
         name=f"{name}_source",
         path=path,
+        file_format=ParquetFormat(),  # a directory's name does not say it
         timestamp_field="event_timestamp",
         description=description,
     )

@@ -119,15 +119,15 @@ def record_newest_rows(settings, store, end: datetime) -> None:  # type: ignore[
 
     from feast import FileSource
 
+    from fraudops.core.tables import newest_event_time
     from fraudops.features.freshness import record_materialized, view_budgets
-    from fraudops.features.nightly import newest_rows
 
     newest = {}
     budgets = view_budgets(store.list_feature_views(), settings.freshness_budgets)
     for view in store.list_feature_views():
         if view.name in budgets and isinstance(view.batch_source, FileSource):
             path = FileSource.get_uri_for_file_path(store.config.repo_path, view.batch_source.path)
-            found = newest_rows(Path(str(path)), end)
+            found = newest_event_time(Path(str(path)), end)
             if found is not None:
                 newest[view.name] = found
     record_materialized(settings, newest)

@@ -46,6 +46,16 @@ import sqlalchemy as sa
 
 from fraudops.core import contract as c
 from fraudops.core.settings import Settings
+from fraudops.core.tables import (
+    days_of,
+    newest_event_time,
+    read_frame,
+    read_table,
+    replace_days,
+    rows_per_day,
+    stored_days,
+    table_path,
+)
 from fraudops.features import maths as f
 
 log = logging.getLogger(__name__)
@@ -197,6 +207,20 @@ def as_offline_rows(logged: pd.DataFrame, labelled: pd.DataFrame, delay_days: in
     return rows
 
 
+def read_offline(path: Path) -> pd.DataFrame:
+    """The offline transactions table, as ``pd.read_parquet`` reads it, three times faster:
+    the unique ``transaction_id`` strings become Python objects without the de-duplicating
+    hash table Arrow uses for the other columns (measured on 1.77M rows at load 9: 3.1 s
+    instead of 9.7 s; most of the take step)."""
+    table = pq.read_table(path)
+    if c.TRANSACTION_ID not in table.column_names:
+        return table.to_pandas()
+    ids = table.column(c.TRANSACTION_ID).to_pandas(deduplicate_objects=False)
+    frame = table.drop_columns([c.TRANSACTION_ID]).to_pandas()
+    frame.insert(table.column_names.index(c.TRANSACTION_ID), c.TRANSACTION_ID, ids)
+    return frame
+
+
 def take_from_log(
     settings: Settings, offline: pd.DataFrame, engine: sa.Engine, marks: Watermarks
 ) -> tuple[pd.DataFrame, Taken]:
@@ -205,7 +229,11 @@ def take_from_log(
     since = marks.log_scored_through - overlap if marks.log_scored_through else None
     logged = read_logged(engine, since)
     scored_through = logged["scored_at"].max() if len(logged) else None
-    fresh = logged[~logged["transaction_id"].isin(offline[c.TRANSACTION_ID])]
+    # the offline ids probed against the few logged ones, not the other way round: a hash
+    # table of 1.8M ids took 1.1 s, of 10,000 a tenth of that
+    ids = offline[c.TRANSACTION_ID]
+    there = ids[ids.isin(logged["transaction_id"])]
+    fresh = logged[~logged["transaction_id"].isin(there)]
     new_rows = as_offline_rows(
         fresh,
         read_labels(engine, ids=fresh["transaction_id"].astype(str).tolist()),
@@ -320,14 +348,12 @@ def incremental_build(
     directory: Path,
 ) -> Built:
     """Update the three feature tables: customer tables for the offline transactions they
-    lack, ``terminal_daily`` from ``terminal_daily_from`` (see the module's docstring)."""
+    lack, ``terminal_daily`` from ``terminal_daily_from`` (see the module's docstring).
+    Of the day-partitioned tables, only the days that change are read and written."""
     from fraudops.data.ingest import write_parquet_atomic
-    from fraudops.features.build import build_feature_tables, write_feature_tables
+    from fraudops.features.build import TABLES, build_feature_tables, write_feature_tables
 
-    paths = {
-        name: directory / f"{name}.parquet"
-        for name in ("customer_activity", "customer_state", "terminal_daily")
-    }
+    paths = {name: table_path(directory, name) for name in TABLES}
     if not all(path.exists() for path in paths.values()):
         tables = build_feature_tables(offline, settings.label_delay_days)
         write_feature_tables(tables, directory)
@@ -343,24 +369,49 @@ def incremental_build(
         )
     built = Built()
     # the transactions without activity rows: robust to a run that stopped half-way
-    done = pq.read_table(paths["customer_activity"], columns=[c.TRANSACTION_ID]).column(0)
-    new = offline[~offline[c.TRANSACTION_ID].isin(done.to_numpy(zero_copy_only=False))]
+    new = without_activity(offline, paths["customer_activity"])
     if COMMIT_SEQ not in new.columns:
         new = new.assign(**{COMMIT_SEQ: _nulls(len(new))})
     starts = [] if terminal_daily_from is None else [pd.Timestamp(terminal_daily_from)]
     if len(new):
         state = pd.read_parquet(paths["customer_state"])
-        activity, state, built = _advance_customers(offline, new, state, paths, built)
-        write_parquet_atomic(activity, paths["customer_activity"])
+        activity, state, built = _advance_customers(
+            offline, new, state, paths["customer_activity"], built
+        )
+        replace_days(activity, paths["customer_activity"])
         write_parquet_atomic(state, paths["customer_state"])
         starts.append(first_changed_day(new[c.TIMESTAMP]))
     if starts:
-        daily = pd.read_parquet(paths["terminal_daily"])
         daily, built.terminal_days_from, built.terminal_rows = rebuild_terminal_days(
-            offline, daily, min(starts), settings.label_delay_days
+            offline, paths["terminal_daily"], min(starts), settings.label_delay_days
         )
-        write_parquet_atomic(daily, paths["terminal_daily"])
+        replace_days(daily, paths["terminal_daily"])
     return built
+
+
+def without_activity(offline: pd.DataFrame, activity: Path) -> pd.DataFrame:
+    """The offline transactions the ``customer_activity`` table has no row for. Only the
+    days whose row counts differ from the transactions' are read (each transaction's row
+    is in its own day)."""
+    days = days_of(offline[c.TIMESTAMP])
+    present, counts = np.unique(days, return_counts=True)
+    stored = rows_per_day(activity)
+    short = [
+        day.item()
+        for day, count in zip(present, counts, strict=True)
+        if stored.get(day.item(), 0) != count
+    ]
+    if not short:
+        return offline.iloc[:0]
+    done = [
+        read_table(activity, [c.TRANSACTION_ID], first=day, last=day).column(0).to_numpy(False)
+        for day in short
+        if day in stored
+    ]
+    candidates = offline[np.isin(days, np.array(short, dtype="datetime64[D]"))]
+    if not done:
+        return candidates
+    return candidates[~candidates[c.TRANSACTION_ID].isin(np.concatenate(done))]
 
 
 def first_changed_day(times: pd.Series) -> pd.Timestamp:
@@ -373,13 +424,14 @@ def _advance_customers(
     offline: pd.DataFrame,
     new: pd.DataFrame,
     state: pd.DataFrame,
-    paths: dict[str, Path],
+    activity_path: Path,
     built: Built,
 ) -> tuple[pd.DataFrame, pd.DataFrame, Built]:
     """The new transactions' activity from their customers' stored states (the scorer's
     functions, :func:`fraudops.features.realtime.score_and_advance_batch`), and the new states. A
     customer with a new transaction not after its state's last one is rebuilt from all
-    its transactions, as ``features build`` would."""
+    its transactions, as ``features build`` would. The activity returned is whole days:
+    the new rows with the rows already stored for their days."""
     from fraudops.features.build import build_customer_tables
 
     by_customer = state.set_index(c.CUSTOMER_ID)
@@ -396,31 +448,45 @@ def _advance_customers(
         plain_tx, states=state[state[c.CUSTOMER_ID].isin(set(customers[plain]))]
     )
     after = set(state_new[c.CUSTOMER_ID]) if len(state_new) else set()
-    activity = pd.read_parquet(paths["customer_activity"])
-    frames = [activity[~activity[c.CUSTOMER_ID].isin(late)], activity_new]
+    changed = [activity_new]
     states_out = [state[~state[c.CUSTOMER_ID].isin(set(after) | late)], state_new]
     if late:
         redo, redo_state = build_customer_tables(offline[offline[c.CUSTOMER_ID].isin(late)])
-        frames.append(redo)
+        changed.append(redo)
         states_out.append(redo_state)
+    rows = _concat_like(*[frame for frame in changed if len(frame)])
+    # the days these rows go to, with what they hold already; a late customer's old rows
+    # give way to its rebuilt ones (which cover all of its days)
+    stored = set(stored_days(activity_path))
+    days = sorted(set(days_of(rows[EVENT_TIMESTAMP]).tolist()) & stored)
+    held = [read_frame(activity_path, first=day, last=day) for day in days]
+    kept = [frame[~frame[c.CUSTOMER_ID].isin(late)] for frame in held]
     built.new_customers = sorted(set(customers) - set(known))
     built.activity_rows = len(new)
     built.customers = len(set(customers))
     built.rebuilt_customers = len(late)
-    return _concat_like(*frames), _concat_like(*states_out), built
+    return (
+        _concat_like(*[frame for frame in kept if len(frame)], rows),
+        _concat_like(*[frame for frame in states_out if len(frame)]),
+        built,
+    )
 
 
 def rebuild_terminal_days(
-    offline: pd.DataFrame, daily: pd.DataFrame, first: pd.Timestamp, delay_days: int
+    offline: pd.DataFrame, daily: Path, first: pd.Timestamp, delay_days: int
 ) -> tuple[pd.DataFrame, pd.Timestamp, int]:
-    """``daily`` with its rows from day ``first`` on recomputed (and the days up to the one
-    after the last transaction added), from the transactions that can reach them."""
+    """The ``terminal_daily`` rows of the days from ``first`` on (to the one after the
+    last transaction), for every terminal, from the transactions that can reach them."""
     last = offline[c.TIMESTAMP].max().floor("D") + DAY
     first = max(first, offline[c.TIMESTAMP].min().floor("D"))
     n_days = int((last - first) / DAY) + 1
     reach = pd.Timedelta(days=max(f.TERMINAL_WINDOW_DAYS.values()) + delay_days + 1)
     tx = offline[offline[c.TIMESTAMP] >= first - reach]
-    terminals = pd.Index(daily[c.TERMINAL_ID].unique())
+    # every day holds every terminal known when it was built, so the last day before
+    # ``first`` and those after it hold all the table knows
+    before = [day for day in stored_days(daily) if day < first.date()]
+    held = read_table(daily, [c.TERMINAL_ID], first=before[-1] if before else None)
+    terminals = pd.Index(pd.unique(held.column(0).to_numpy(False)))
     terminals = terminals.append(pd.Index(tx[c.TERMINAL_ID].unique()).difference(terminals))
     codes = terminals.get_indexer(tx[c.TERMINAL_ID])
     time_us = f.to_micros(tx[c.TIMESTAMP])
@@ -442,8 +508,7 @@ def rebuild_terminal_days(
             **{name: grid.ravel() for name, grid in grids.items()},
         }
     ).astype({EVENT_TIMESTAMP: "datetime64[ns, UTC]"})
-    kept = daily[daily[EVENT_TIMESTAMP] < first]
-    return _concat_like(kept, rebuilt), first, len(rebuilt)
+    return rebuilt, first, len(rebuilt)
 
 
 # --- 3. materialize ------------------------------------------------------------------------------
@@ -474,21 +539,10 @@ def materialize_changes(
 
         # only customers the state store does not know: the scorers keep the others
         written["customer_state"] = seed_customer_states(settings)
-    newest = newest_rows(directory / "terminal_daily.parquet", end)
+    newest = newest_event_time(table_path(directory, "terminal_daily"), end)
     if newest is not None:
         record_materialized(settings, {"terminal_daily": newest})
     return written
-
-
-def newest_rows(path: Path, end: datetime) -> datetime | None:
-    """The newest event time at or before ``end`` of a feature table."""
-    if not path.exists():
-        return None
-    times = pd.to_datetime(
-        pq.read_table(path, columns=[EVENT_TIMESTAMP]).column(0).to_pandas(), utc=True
-    )
-    times = times[times <= pd.Timestamp(end)]
-    return None if times.empty else times.max().to_pydatetime()
 
 
 def take_into_offline_store(settings: Settings) -> Taken:
@@ -498,7 +552,7 @@ def take_into_offline_store(settings: Settings) -> Taken:
 
     path = state_path(settings)
     marks = Watermarks.load(path)
-    offline = pd.read_parquet(settings.transactions_path)
+    offline = read_offline(settings.transactions_path)
     upgrade(settings.resolved_database_url)
     engine = create_db_engine(settings.resolved_database_url)
     try:
@@ -546,7 +600,7 @@ def run_nightly(
     path = state_path(settings)
     marks = Watermarks.load(path)
     stage("reading the prediction log")
-    offline = pd.read_parquet(settings.transactions_path)
+    offline = read_offline(settings.transactions_path)
     url = settings.resolved_database_url
     upgrade(url)
     engine = create_db_engine(url)

@@ -10,7 +10,9 @@ and its state (``applyInPandas``, many customers per call, so the maths stays ve
 the terminals go likewise to :func:`fraudops.features.build.build_terminal_daily`, on the
 whole data's day grid. Each table is written as parquet partitioned by UTC day
 (``event_date=YYYY-MM-DD``) under ``<offline_uri>/features/<table>``, which Feast's
-``SparkSource`` reads (``FRAUDOPS_OFFLINE_STORE=spark``) and a lake registers as a table.
+``SparkSource`` reads (``FRAUDOPS_OFFLINE_STORE=spark``) and a lake registers as a table:
+for ``customer_activity`` and ``terminal_daily``, the layout the DuckDB build writes
+(:mod:`fraudops.core.tables`).
 
 The session comes from the settings (``FRAUDOPS_SPARK_MASTER``, ``FRAUDOPS_SPARK_CONF``);
 nothing here assumes local mode or a local path. PySpark is imported only when called.
@@ -33,6 +35,7 @@ import pandas as pd
 
 from fraudops.core import contract as c
 from fraudops.core.settings import Settings
+from fraudops.core.tables import EVENT_DATE  # the partition column of every table
 from fraudops.features import maths as f
 from fraudops.features.build import (
     EVENT_TIMESTAMP,
@@ -50,7 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MIN_JAVA = 17
-EVENT_DATE = "event_date"  # the partition column of every table the build writes
 TABLE = "_table"  # which table a row of the customer step belongs to
 INSTALL_HINT = "install PySpark with `uv sync --extra spark` (it needs Java 17 or later)"
 

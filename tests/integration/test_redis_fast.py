@@ -26,7 +26,7 @@ from fraudops.adapters.feast import (
 )
 from fraudops.core import contract as c
 from fraudops.core.settings import Settings, get_settings
-from fraudops.data.ingest import write_parquet_atomic
+from fraudops.core.tables import read_frame, replace_days, table_path
 from fraudops.data.simulator import simulate
 from fraudops.features import maths as f
 from fraudops.features.build import STATE_FIELDS, build_feature_tables, write_feature_tables
@@ -136,7 +136,7 @@ def test_reader_equals_get_online_features_after_feast_materialize(
     assert all(v is not None for v in got.values["terminal_risk_28d"][:-1])
     assert got.values["terminal_risk_28d"][-1] is None
     assert got.event_timestamps["terminal_daily"][-1] is None
-    daily = pd.read_parquet(redis_settings.offline_dir / "features" / "terminal_daily.parquet")
+    daily = read_frame(table_path(redis_settings.offline_dir / "features", "terminal_daily"))
     newest = daily[daily["event_timestamp"] <= end].groupby(c.TERMINAL_ID)["event_timestamp"].max()
     for row, stamp in zip(rows[:-1], stamps[:-1], strict=True):
         assert stamp == pytest.approx(newest[row[c.TERMINAL_ID]].timestamp(), abs=1e-6)
@@ -163,9 +163,9 @@ def test_fast_materialize_writes_exactly_what_feast_materialize_writes(
     store: FeatureStore, transactions: pd.DataFrame, redis_settings: Settings
 ) -> None:
     start, end = window(transactions)
-    path = redis_settings.offline_dir / "features" / "terminal_daily.parquet"
-    daily = pd.read_parquet(path).sample(frac=1.0, random_state=0)
-    write_parquet_atomic(daily, path)  # the latest row is found whatever the file order
+    path = table_path(redis_settings.offline_dir / "features", "terminal_daily")
+    daily = read_frame(path).sample(frac=1.0, random_state=0)
+    replace_days(daily, path)  # the latest row is found whatever the order in the files
     client = redis.Redis.from_url(redis_settings.redis_url)
     store.materialize(start_date=start, end_date=end)
     by_feast = snapshot(redis_settings.redis_url)

@@ -26,6 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fraudops.core import contract as c
+from fraudops.core.tables import DAY_PARTITIONED, read_frame, table_path
 from fraudops.data.ingest import write_parquet_atomic
 from fraudops.data.simulator import simulate
 from fraudops.features.build import STATE_FIELDS, build_from_offline_store
@@ -121,7 +122,7 @@ def _tables(env: dict[str, str], spark) -> dict[str, pd.DataFrame]:
             if settings.offline_store == "spark":
                 frame = read_table(spark, settings.spark_table_uri(name))
             else:
-                frame = pd.read_parquet(settings.offline_dir / "features" / f"{name}.parquet")
+                frame = read_frame(table_path(settings.offline_dir / "features", name))
             out[name] = frame.sort_values(key).reset_index(drop=True)
     return out
 
@@ -152,6 +153,24 @@ def test_spark_tables_are_partitioned_by_day(built: Built):
     days = sorted(p.name for p in (root / "customer_activity").glob("event_date=*"))
     assert len(days) == DAYS
     assert days[0] == "event_date=2026-04-01"
+
+
+def test_both_engines_write_the_same_day_partitions(built: Built, spark_session_for_tests):
+    """The DuckDB build's day-partitioned tables are laid out as Spark's: the same day
+    directories, and Spark reads the DuckDB build's as it reads its own."""
+    from fraudops.features.spark_build import read_table
+
+    roots = [
+        Path(env["FRAUDOPS_DATA_DIR"]) / "offline" / "features"
+        for env in (built.duckdb_env, built.spark_env)
+    ]
+    for name in DAY_PARTITIONED:
+        duck, spark = (sorted(p.name for p in (root / name).glob("event_date=*")) for root in roots)
+        assert duck == spark and len(duck) >= DAYS, name
+    by_spark = read_table(spark_session_for_tests, str(roots[0] / "customer_activity"))
+    own = read_frame(roots[0] / "customer_activity")
+    assert sorted(by_spark.columns) == sorted(own.columns)
+    assert sorted(by_spark[c.TRANSACTION_ID]) == sorted(own[c.TRANSACTION_ID])
 
 
 def test_the_part_hash_is_the_same_in_spark(spark_session_for_tests):

@@ -5,6 +5,7 @@ incremental build gives the tables a full `features build` gives."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from fraudops.core import contract as c
 from fraudops.core.db import create_db_engine, predictions, upgrade
 from fraudops.core.settings import Settings
+from fraudops.core.tables import DAY_PARTITIONED, read_frame, table_path
 from fraudops.data.labels import record_labels
 from fraudops.data.simulator import simulate
 from fraudops.features.build import build_feature_tables, write_feature_tables
@@ -169,7 +171,7 @@ def test_the_incremental_build_equals_a_full_build(
         ("customer_state", [c.CUSTOMER_ID]),
         ("terminal_daily", [c.TERMINAL_ID, "event_timestamp"]),
     ):
-        got = pd.read_parquet(directory / f"{name}.parquet").sort_values(key).reset_index(drop=True)
+        got = read_frame(table_path(directory, name)).sort_values(key).reset_index(drop=True)
         want = getattr(full, name).sort_values(key).reset_index(drop=True)
         assert len(got) == len(want), name
         for column in want.columns:
@@ -181,3 +183,52 @@ def test_the_incremental_build_equals_a_full_build(
                     f"{name}.{column}"
                 )
     engine.dispose()
+
+
+def test_a_night_rewrites_only_the_days_it_changes(
+    settings: Settings, simulated: pd.DataFrame
+) -> None:
+    _, live, engine, directory = history_and_log(settings, simulated)
+
+    def files(name: str) -> dict[str, tuple[int, int]]:
+        found = table_path(directory, name).rglob("*.parquet")
+        return {
+            str(p.relative_to(directory)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in found
+        }
+
+    before = {name: files(name) for name in DAY_PARTITIONED}
+    today = live[live[c.TIMESTAMP] < SPLIT + pd.Timedelta(days=1)]
+    log_scored(engine, today, datetime(2026, 12, 1, tzinfo=UTC))
+    offline, _ = take_from_log(
+        settings, simulated[simulated[c.TIMESTAMP] < SPLIT].copy(), engine, Watermarks()
+    )
+    incremental_build(settings, offline, None, directory)
+    written = {
+        name: sorted(
+            Path(path).parent.name
+            for path, stat in files(name).items()
+            if before[name].get(path) != stat
+        )
+        for name in DAY_PARTITIONED
+    }
+    # the day of the new transactions; the day after it, the first their labels can reach
+    assert written == {
+        "customer_activity": ["event_date=2026-04-25"],
+        "terminal_daily": ["event_date=2026-04-26"],
+    }
+    assert len(before["customer_activity"]) == 24  # the history's days, one file each
+    engine.dispose()
+
+
+def test_the_offline_table_reads_as_pandas_reads_it(
+    settings: Settings, simulated: pd.DataFrame
+) -> None:
+    from fraudops.data.ingest import write_parquet_atomic
+    from fraudops.features.nightly import read_offline
+
+    tx = simulated.head(500).copy()
+    tx["commit_seq"] = pd.array([None, 3] * 250, dtype="Int64")  # nullable, as the job writes
+    write_parquet_atomic(tx, settings.transactions_path)
+    pd.testing.assert_frame_equal(
+        read_offline(settings.transactions_path), pd.read_parquet(settings.transactions_path)
+    )
