@@ -54,5 +54,5 @@ def test_bentoml_build_makes_a_bento_of_the_scorer(tmp_path: Path) -> None:
         "feature_repo/feature_store.yaml",
     ):
         assert (src / path).is_file(), path
-    assert list((src / "fraudops" / "migrations").rglob("*.py")), "migrations missing"
+    assert list((src / "fraudops" / "core" / "migrations").rglob("*.py")), "migrations missing"
     assert (bento / "env" / "python" / "requirements.txt").is_file()
