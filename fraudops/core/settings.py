@@ -203,6 +203,13 @@ class Settings(MonitorSettings):
         "both engines split the customers into parts of about this size by the same hash "
         "(so they give bit-identical features), and each part is built whole in memory.",
     )
+    offline_rows_per_read: int = Field(
+        1_000_000,
+        ge=1,
+        description="Transactions per point-in-time read of a training set "
+        "(`get_historical_features`): the entity rows go to Feast in chunks of whole days "
+        "of about this size, so memory holds one chunk's join, not the window's.",
+    )
 
     # --- prediction log and MLflow -------------------------------------------------
     database_url: str | None = Field(

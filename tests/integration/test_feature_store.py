@@ -131,6 +131,27 @@ def test_a_label_known_later_does_not_leak(settings: Settings) -> None:
     assert (risk[[f"ok{d}" for d in range(21, 25)]] > 0).all()
 
 
+def test_a_training_set_read_in_chunks_of_days_equals_one_read(
+    settings: Settings, transactions: pd.DataFrame
+) -> None:
+    """``offline_features`` reads in chunks of whole days (FRAUDOPS_OFFLINE_ROWS_PER_READ)
+    and gives the rows back in the caller's order, the features unchanged."""
+    from fraudops.features.offline import day_chunks
+
+    build(settings, transactions)
+    store = get_store()
+    apply_definitions(store)
+    service = feature_service(store)
+    rows = transactions.sample(frac=1, random_state=5)  # any order in, the same order out
+    per_read = len(rows) // 5
+    assert len(day_chunks(rows[c.TIMESTAMP], per_read)) >= 4
+    whole = offline_features(store, service, rows, rows_per_read=len(rows))
+    chunked = offline_features(store, service, rows, rows_per_read=per_read)
+    pd.testing.assert_frame_equal(chunked, whole, check_exact=True)
+    pd.testing.assert_frame_equal(whole[rows.columns], rows.reset_index(drop=True))
+    assert whole["terminal_tx_count_7d"].nunique() > 3  # not vacuous
+
+
 def test_feast_cli_and_fraudops_see_the_same_configuration(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, redis_url: str, transactions: pd.DataFrame
 ) -> None:
