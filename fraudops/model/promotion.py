@@ -40,17 +40,18 @@ def evaluate_window(
     features read through the model's own feature service."""
     from fraudops.features.feast_store import feature_service, get_store
     from fraudops.features.offline import offline_features
-    from fraudops.model.training import load_labelled_transactions
+    from fraudops.model.training import labelled_history, read_labelled
 
-    tx = load_labelled_transactions(settings)
     begin = pd.Timestamp(start, tz="UTC")
-    labelled = tx[tx[c.LABEL_TIMESTAMP] <= pd.Timestamp.now(tz="UTC")]
-    times = labelled[c.TIMESTAMP]
-    window = labelled[(times >= begin) & (times < begin + pd.Timedelta(days=days))]
+    now = pd.Timestamp.now(tz="UTC")
+    window = read_labelled(settings, begin, begin + pd.Timedelta(days=days))
+    window = window[window[c.LABEL_TIMESTAMP] <= now]
     if window.empty or window[c.IS_FRAUD].nunique() < 2:
+        history = labelled_history(settings, now)
         span = (
-            f"labelled transactions run from {times.min():%Y-%m-%d} to {times.max():%Y-%m-%d}"
-            if len(times)
+            f"labelled transactions run from {history.first:%Y-%m-%d} to "
+            f"{history.last_known:%Y-%m-%d}"
+            if history.last_known is not None
             else "no transaction is labelled yet"
         )
         raise ValueError(
@@ -64,10 +65,10 @@ def evaluate_window(
 
 def recent_window(settings: Settings) -> tuple[date, int]:
     """The latest ``test_days`` days whose labels are all known now."""
-    from fraudops.model.training import load_labelled_transactions, plan_windows
+    from fraudops.model.training import labelled_history, plan_windows
 
-    tx = load_labelled_transactions(settings)
-    windows = plan_windows(tx, None, 2, 0, settings.test_days)
+    now = pd.Timestamp.now(tz="UTC")
+    windows = plan_windows(labelled_history(settings, now), None, 2, 0, settings.test_days, now)
     return windows.test_start.date(), settings.test_days
 
 

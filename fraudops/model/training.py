@@ -65,8 +65,31 @@ class Windows:
         return {k: v.date().isoformat() for k, v in asdict(self).items()}
 
 
+@dataclass(frozen=True)
+class LabelledHistory:
+    """What planning the windows needs to know of the labelled transactions, as of a
+    time: their first and last times, the last whose label was known then and the first
+    whose label was still to come (None when there is none)."""
+
+    first: pd.Timestamp
+    last: pd.Timestamp
+    last_known: pd.Timestamp | None
+    first_pending: pd.Timestamp | None
+
+    @classmethod
+    def of(cls, tx: pd.DataFrame, now: pd.Timestamp) -> LabelledHistory:
+        times = tx[c.TIMESTAMP]
+        known = tx[c.LABEL_TIMESTAMP] <= now
+        return cls(
+            times.min(),
+            times.max(),
+            times[known].max() if known.any() else None,
+            times[~known].min() if not known.all() else None,
+        )
+
+
 def plan_windows(
-    tx: pd.DataFrame,
+    tx: pd.DataFrame | LabelledHistory,
     train_start: date | None,
     train_days: int,
     delay_days: int,
@@ -76,18 +99,18 @@ def plan_windows(
     """The training, validation and test windows; by default the latest whose test labels
     are all known now: the test window ends with the last day before the first transaction
     whose label is still to come (later known labels would leave earlier frauds counted as
-    legitimate)."""
+    legitimate). ``tx``: the labelled transactions, or their :class:`LabelledHistory` as
+    of ``now`` (:func:`labelled_history`, without reading them)."""
     day = pd.Timedelta(days=1)
+    now = now or pd.Timestamp.now(tz="UTC")
+    history = tx if isinstance(tx, LabelledHistory) else LabelledHistory.of(tx, now)
     if train_start is None:
-        now = now or pd.Timestamp.now(tz="UTC")
-        known = tx[c.LABEL_TIMESTAMP] <= now
-        if not known.any():
+        if history.last_known is None:
             raise ValueError("no transaction has a known label yet: nothing to train on")
-        pending = tx.loc[~known, c.TIMESTAMP]
         test_end = (
-            pending.min().floor("D")
-            if len(pending)
-            else tx.loc[known, c.TIMESTAMP].max().floor("D") + day
+            history.first_pending.floor("D")
+            if history.first_pending is not None
+            else history.last_known.floor("D") + day
         )
         start = test_end - (train_days + delay_days + test_days) * day
     else:
@@ -100,7 +123,7 @@ def plan_windows(
     windows = Windows(
         start, train_end - valid_days * day, train_end, test_start, test_start + test_days * day
     )
-    first, last = tx[c.TIMESTAMP].min(), tx[c.TIMESTAMP].max()
+    first, last = history.first, history.last
     if windows.train_start < first.floor("D") or windows.test_end > last.floor("D") + day:
         raise ValueError(
             f"windows {windows.as_params()} fall outside the data ({first.date()} to "
@@ -201,10 +224,9 @@ def train(
 
     started = time.monotonic()
     seed = settings.seed if seed is None else seed
-    tx = load_labelled_transactions(settings)
     now = pd.Timestamp.now(tz="UTC")
     windows = plan_windows(
-        tx,
+        labelled_history(settings, now),
         train_start if train_start is not None else settings.train_start,
         train_days or settings.train_days,
         settings.delay_days if delay_days is None else delay_days,
@@ -215,7 +237,7 @@ def train(
     store = get_store()
     apply_definitions(store)
     service = feature_service(store)
-    window_tx = tx[(tx[c.TIMESTAMP] >= windows.train_start) & (tx[c.TIMESTAMP] < windows.test_end)]
+    window_tx = read_labelled(settings, windows.train_start, windows.test_end)
     frame = offline_features(store, service, window_tx)
     names = [n for n in frame.columns if n not in window_tx.columns]
     parts = split(frame, windows, now)
@@ -311,13 +333,50 @@ def log_reference_sample(
         mlflow.log_artifact(str(path), "reference")
 
 
-def load_labelled_transactions(settings: Settings) -> pd.DataFrame:
+def labelled_source(settings: Settings) -> Path:
+    """The ingested transactions, checked: there, and with labels."""
+    import pyarrow.parquet as pq
+
     path = settings.transactions_path
     if not path.exists():
         raise FileNotFoundError(f"no ingested transactions at {path}; run `fraudops ingest PATH`")
-    tx = pd.read_parquet(path)
-    if c.IS_FRAUD not in tx.columns:
+    if c.IS_FRAUD not in pq.read_schema(path).names:
         raise ValueError(f"{path} has no {c.IS_FRAUD} column: training needs labelled history")
+    return path
+
+
+def labelled_history(settings: Settings, now: pd.Timestamp) -> LabelledHistory:
+    """The :class:`LabelledHistory` of the ingested transactions as of ``now``, from one
+    aggregate query over the file: no process holds the transactions."""
+    import duckdb
+
+    from fraudops.features.build import utc_timestamp
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    ts, label = c.TIMESTAMP, c.LABEL_TIMESTAMP
+    row = con.execute(
+        f"SELECT min({ts}), max({ts}), max({ts}) FILTER ({label} <= $now), "
+        f"min({ts}) FILTER (NOT coalesce({label} <= $now, false)) "
+        f"FROM read_parquet($path) WHERE {c.IS_FRAUD} IS NOT NULL",
+        {"path": str(labelled_source(settings)), "now": now.to_pydatetime()},
+    ).fetchone()
+    con.close()
+    first, last, last_known, first_pending = (
+        None if value is None else utc_timestamp(value) for value in row or (None,) * 4
+    )
+    if first is None or last is None:
+        raise ValueError(f"no labelled transaction in {settings.transactions_path}")
+    return LabelledHistory(first, last, last_known, first_pending)
+
+
+def read_labelled(settings: Settings, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """The labelled transactions of ``[start, end)``, read from the file without the
+    rest of it (row groups outside the window are skipped, the others filtered as read)."""
+    tx = pd.read_parquet(
+        labelled_source(settings),
+        filters=[(c.TIMESTAMP, ">=", start), (c.TIMESTAMP, "<", end)],
+    )
     return tx[tx[c.IS_FRAUD].notna()]
 
 

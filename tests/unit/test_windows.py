@@ -42,3 +42,34 @@ def test_split_keeps_test_rows_known_now() -> None:
     assert (parts["test"][c.LABEL_TIMESTAMP] <= now).all()
     assert parts["test"][c.TIMESTAMP].max() == START + 18 * DAY < w.test_end
     assert len(split(tx, w)["test"]) == 7 * 24  # without ``now``: the whole window
+
+
+def test_the_history_and_a_window_are_read_from_the_file_as_from_the_frame(settings) -> None:
+    """``fraudops train`` plans from an aggregate query and reads only its window: the same
+    windows and rows as from the whole file loaded in pandas (unlabelled rows ignored, a
+    label still to come ends the default window, a missing label time counts as pending)."""
+    from fraudops.data.ingest import write_parquet_atomic
+    from fraudops.data.simulator import simulate
+    from fraudops.model.training import LabelledHistory, labelled_history, read_labelled
+
+    tx = simulate(customers=60, terminals=120, days=40, seed=2)
+    tx[c.IS_FRAUD] = tx[c.IS_FRAUD].astype("float64")
+    tx.loc[tx.index[-50:], c.IS_FRAUD] = None  # not labelled yet: never read
+    tx.loc[tx.index[len(tx) * 7 // 8], c.LABEL_TIMESTAMP] = pd.NaT  # labelled, time unknown
+    write_parquet_atomic(tx, settings.transactions_path)
+    loaded = pd.read_parquet(settings.transactions_path)
+    labelled = loaded[loaded[c.IS_FRAUD].notna()]
+    first = labelled[c.TIMESTAMP].min().floor("D")
+    for now in (first + 36 * DAY, first + 90 * DAY):
+        history = labelled_history(settings, now)
+        assert history == LabelledHistory.of(labelled, now)
+        assert plan_windows(history, None, 7, 7, 7, now) == plan_windows(
+            labelled, None, 7, 7, 7, now
+        )
+    assert history.first_pending is not None  # the row without a label time
+    w = plan_windows(labelled, (first + 10 * DAY).date(), 7, 7, 7)
+    window = read_labelled(settings, w.train_start, w.test_end)
+    times = labelled[c.TIMESTAMP]
+    expected = labelled[(times >= w.train_start) & (times < w.test_end)]
+    pd.testing.assert_frame_equal(window.reset_index(drop=True), expected.reset_index(drop=True))
+    assert len(window) > 1000
