@@ -125,11 +125,19 @@ def record_newest_rows(settings, store, end: datetime) -> None:  # type: ignore[
     newest = {}
     budgets = view_budgets(store.list_feature_views(), settings.freshness_budgets)
     for view in store.list_feature_views():
-        if view.name in budgets and isinstance(view.batch_source, FileSource):
+        if view.name not in budgets:
+            continue
+        if settings.offline_store == "spark":
+            from fraudops.features import spark_build
+
+            found = spark_build.newest_event_time(settings, view.batch_source.path, end)
+        elif isinstance(view.batch_source, FileSource):
             path = FileSource.get_uri_for_file_path(store.config.repo_path, view.batch_source.path)
             found = newest_event_time(Path(str(path)), end)
-            if found is not None:
-                newest[view.name] = found
+        else:
+            continue
+        if found is not None:
+            newest[view.name] = found
     record_materialized(settings, newest)
 
 

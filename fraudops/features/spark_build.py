@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -295,6 +296,87 @@ def build_on_spark(settings: Settings, spark: SparkSession | None = None) -> Spa
     tables["terminal_daily"] = (uri, n_terminals * n_days)
     seconds["terminal_daily"] = time.perf_counter() - started
     return SparkBuildReport(tables, seconds, parts)
+
+
+def labelled_on_spark(settings: Settings) -> DataFrame:
+    """The labelled transactions at ``<offline_uri>/transactions.parquet``, as Spark reads
+    them (training plans its windows and reads its window from these, never the whole)."""
+    from pyspark.sql import functions as F
+
+    tx = spark_session(settings).read.parquet(settings.spark_transactions_uri)
+    if c.IS_FRAUD not in tx.columns:
+        raise ValueError(
+            f"{settings.spark_transactions_uri} has no {c.IS_FRAUD} column: training needs "
+            "labelled history"
+        )
+    return tx.where(F.col(c.IS_FRAUD).isNotNull())
+
+
+def labelled_extent(settings: Settings, now: pd.Timestamp) -> list[pd.Timestamp | None]:
+    """First and last transaction times, the last whose label is known at ``now``, the
+    first whose label is still to come (a missing label time counts as to come)."""
+    from pyspark.sql import functions as F
+
+    ts = F.col(c.TIMESTAMP)
+    known = F.coalesce(F.col(c.LABEL_TIMESTAMP) <= F.lit(now.to_pydatetime()), F.lit(False))
+    row = (
+        labelled_on_spark(settings)
+        .agg(
+            *(
+                F.unix_micros(value)  # not a datetime in Python's zone
+                for value in (
+                    F.min(ts),
+                    F.max(ts),
+                    F.max(F.when(known, ts)),
+                    F.min(F.when(~known, ts)),
+                )
+            )
+        )
+        .first()
+    )
+    values = list(row) if row is not None else [None] * 4
+    return [None if v is None else pd.Timestamp(v, unit="us", tz="UTC") for v in values]
+
+
+def labelled_window(settings: Settings, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """The labelled transactions of ``[start, end)`` on the driver, as pandas reads them
+    from the file (UTC microsecond timestamps)."""
+    from pyspark.sql import functions as F
+
+    ts = F.col(c.TIMESTAMP)
+    frame = pd.DataFrame(
+        labelled_on_spark(settings)
+        .where((ts >= F.lit(start.to_pydatetime())) & (ts < F.lit(end.to_pydatetime())))
+        .toPandas()
+    )
+    for column in frame.columns:
+        if frame[column].dtype.kind == "M":
+            frame[column] = _utc(frame, column)[column].astype("datetime64[us, UTC]")
+    return frame
+
+
+def newest_event_time(settings: Settings, uri: str, end: datetime) -> datetime | None:
+    """The newest event time at or before ``end`` of a table the Spark build wrote (the
+    day partitions after ``end`` are not read), or None: the freshness marker
+    ``fraudops materialize`` records, as :func:`fraudops.core.tables.newest_event_time`
+    does for the DuckDB build's files."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    spark = spark_session(settings)
+    try:
+        frame = spark.read.parquet(uri)
+    except AnalysisException:  # PATH_NOT_FOUND: nothing built yet
+        return None
+    end_utc = pd.Timestamp(end).tz_convert("UTC")
+    row = (
+        frame.where(F.col(EVENT_DATE) <= F.lit(end_utc.date()))
+        .where(F.col(EVENT_TIMESTAMP) <= F.lit(end_utc.to_pydatetime()))
+        .agg(F.unix_micros(F.max(EVENT_TIMESTAMP)))  # not a datetime in Python's zone
+        .first()
+    )
+    micros = row[0] if row is not None else None
+    return None if micros is None else datetime.fromtimestamp(micros / 1_000_000, UTC)
 
 
 def table_rows(

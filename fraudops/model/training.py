@@ -347,7 +347,15 @@ def labelled_source(settings: Settings) -> Path:
 
 def labelled_history(settings: Settings, now: pd.Timestamp) -> LabelledHistory:
     """The :class:`LabelledHistory` of the ingested transactions as of ``now``, from one
-    aggregate query over the file: no process holds the transactions."""
+    aggregate query over the file (by Spark with ``FRAUDOPS_OFFLINE_STORE=spark``, over
+    ``<offline_uri>/transactions.parquet``): no process holds the transactions."""
+    if settings.offline_store == "spark":
+        from fraudops.features.spark_build import labelled_extent
+
+        first, last, last_known, first_pending = labelled_extent(settings, now)
+        if first is None or last is None:
+            raise ValueError(f"no labelled transaction in {settings.spark_transactions_uri}")
+        return LabelledHistory(first, last, last_known, first_pending)
     import duckdb
 
     from fraudops.features.build import utc_timestamp
@@ -372,7 +380,12 @@ def labelled_history(settings: Settings, now: pd.Timestamp) -> LabelledHistory:
 
 def read_labelled(settings: Settings, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     """The labelled transactions of ``[start, end)``, read from the file without the
-    rest of it (row groups outside the window are skipped, the others filtered as read)."""
+    rest of it (row groups outside the window are skipped, the others filtered as read; by
+    Spark with ``FRAUDOPS_OFFLINE_STORE=spark``)."""
+    if settings.offline_store == "spark":
+        from fraudops.features.spark_build import labelled_window
+
+        return labelled_window(settings, start, end)
     tx = pd.read_parquet(
         labelled_source(settings),
         filters=[(c.TIMESTAMP, ">=", start), (c.TIMESTAMP, "<", end)],

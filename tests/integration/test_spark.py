@@ -218,6 +218,31 @@ def test_training_sets_are_equal_and_models_score_the_test_week_alike(built: Bui
     np.testing.assert_array_equal(scores[1], scores[0])
 
 
+def test_training_plans_and_reads_its_window_on_spark_as_from_the_local_file(
+    built: Built,
+) -> None:
+    """With the Spark store, `fraudops train` plans its windows from an aggregate and reads
+    its window's labelled transactions with Spark, at <offline_uri>: the same windows and
+    rows as from the local file with DuckDB and pyarrow."""
+    from fraudops.core.settings import get_settings
+    from fraudops.model.training import labelled_history, plan_windows, read_labelled
+
+    now = built.tx[c.TIMESTAMP].max() - timedelta(days=5)  # the last labels still to come
+    got = []
+    for env in (built.duckdb_env, built.spark_env):
+        with environment(env):
+            settings = get_settings()
+            history = labelled_history(settings, now)
+            windows = plan_windows(history, None, TRAIN_DAYS, DELAY_DAYS, TEST_DAYS, now)
+            window = read_labelled(settings, windows.train_start, windows.test_end)
+            got.append((history, windows, window))
+    (duck_history, duck_windows, duck_window), (history, windows, window) = got
+    assert history == duck_history and duck_history.first_pending is not None
+    assert windows == duck_windows
+    pd.testing.assert_frame_equal(window, duck_window)
+    assert len(window) > 10_000
+
+
 def test_materialize_from_the_spark_offline_store(built: Built):
     """Feast's materialization reads the Spark tables; the online rows equal DuckDB's."""
     from fraudops.features.feast_store import get_store
@@ -244,6 +269,32 @@ def test_materialize_from_the_spark_offline_store(built: Built):
     duck, spark = rows.values()
     assert duck["terminal_tx_count_7d"].notna().all()
     pd.testing.assert_frame_equal(spark, duck)
+
+
+def test_the_freshness_marker_comes_from_the_spark_table(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After materializing, `fraudops materialize` records the newest terminal_daily row at
+    or before its end (the marker readiness reads with Redis): from the Spark build's
+    day-partitioned table as from the DuckDB build's file."""
+    from fraudops.core.settings import get_settings
+    from fraudops.features import freshness
+    from fraudops.features.feast_store import apply_definitions, get_store
+    from fraudops.features.materialize import record_newest_rows
+
+    recorded: list[dict[str, object]] = []
+    monkeypatch.setattr(
+        freshness, "record_materialized", lambda _, newest: recorded.append(dict(newest))
+    )
+    end = built.tx[c.TIMESTAMP].max().floor("D") - timedelta(days=3, hours=5)
+    for env in (built.duckdb_env, built.spark_env):
+        with environment(env):
+            store = get_store()
+            if not store.list_feature_views():
+                apply_definitions(store)
+            record_newest_rows(get_settings(), store, end.to_pydatetime())
+    newest = end.floor("D").to_pydatetime()  # terminal_daily has a row per day start
+    assert recorded == [{"terminal_daily": newest}, {"terminal_daily": newest}]
 
 
 def test_the_real_time_state_store_is_seeded_from_the_spark_table(built: Built):
