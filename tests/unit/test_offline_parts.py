@@ -89,7 +89,7 @@ def test_the_offline_store_is_feasts_own_chosen_by_the_settings(settings, monkey
     assert config.spark_conf["spark.sql.session.timeZone"] == "UTC"
     source = offline_source("terminal_daily", "d")
     assert type(source).__name__ == "SparkSource"
-    assert source.path == "s3a://lake/fraudops/features/maths/terminal_daily"
+    assert source.path == "s3a://lake/fraudops/features/terminal_daily"
     assert source.date_partition_column == "event_date"
     get_settings.cache_clear()
 
