@@ -188,15 +188,22 @@ def advance_running_grouped(
 
 
 # --- customer activity --------------------------------------------------------------------
+_LONGS = len(CUSTOMER_LONG_WINDOWS)
+# the windows' widths as a column: the queries' keys (a row) minus it are the windows' starts
+_WIDTHS = np.array([*CUSTOMER_LONG_WINDOWS.values(), *CUSTOMER_SHORT_WINDOWS.values()])[:, None]
+_DISTINCT_CELLS = 1 << 16  # (window, position) pairs looked at per step of _distinct_in_window
+
+
 def _segment_sums(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """sum(values[lo[j]:hi[j]]) for each j, added in order, so that the same transactions
-    give bit-identical sums whatever history surrounds them (offline and online agree)."""
-    if len(lo) == 0:
-        return np.zeros(0)
-    padded = np.append(values, 0.0)
-    idx = np.empty(2 * len(lo), dtype=np.int64)
-    idx[0::2], idx[1::2] = lo, hi
-    sums = np.add.reduceat(padded, np.minimum(idx, len(values)))[0::2]
+    give bit-identical sums whatever history surrounds them (offline and online agree).
+    ``lo`` and ``hi`` have one shape (the sums have it); indices lie in
+    ``[0, len(values))``."""
+    if lo.size == 0:
+        return np.zeros(lo.shape)
+    idx = np.empty((*lo.shape, 2), dtype=np.int64)
+    idx[..., 0], idx[..., 1] = lo, hi
+    sums = np.add.reduceat(values, idx.ravel())[0::2].reshape(lo.shape)
     return np.where(hi > lo, sums, 0.0)
 
 
@@ -210,15 +217,27 @@ def _previous_same(codes: np.ndarray) -> np.ndarray:
 
 
 def _distinct_in_window(prev_same: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Number of distinct codes in each window [lo, hi): positions whose previous
-    occurrence falls before the window."""
-    count = np.zeros(len(lo), dtype=np.int64)
-    longest = int((hi - lo).max()) if len(lo) else 0
-    for offset in range(longest):  # windows here are short (minutes to an hour)
-        pos = lo + offset
-        inside = pos < hi
-        count += inside & (prev_same[np.where(inside, pos, 0)] < lo)
+    """Number of distinct codes in each window [lo, hi) (``lo`` of any shape, ``hi``
+    broadcast to it): positions whose previous occurrence falls before the window. Windows
+    here are short (minutes to an hour): each step looks at the next positions of every
+    window, as many as ``_DISTINCT_CELLS`` allows (for a few windows, all in one step)."""
+    count = np.zeros(lo.shape, dtype=np.int64)
+    longest = int((hi - lo).max()) if lo.size else 0
+    step = max(1, _DISTINCT_CELLS // max(lo.size, 1))
+    for start in range(0, longest, step):
+        pos = lo[..., None] + np.arange(start, min(start + step, longest))
+        inside = pos < hi[..., None]
+        count += (inside & (prev_same[np.where(inside, pos, 0)] < lo[..., None])).sum(axis=-1)
     return count
+
+
+def terminal_codes(terminal: np.ndarray) -> np.ndarray:
+    """Terminal ids as integer codes (equal ids, equal codes), as
+    :func:`customer_activity` takes them; integer codes are kept as they are."""
+    terminal = np.asarray(terminal)
+    if terminal.dtype.kind in "iu":
+        return terminal.astype(np.int64, copy=False)
+    return pd.factorize(terminal.astype(object, copy=False))[0]
 
 
 def customer_activity(
@@ -236,7 +255,8 @@ def customer_activity(
     commit order): the order in which they were committed to the customer's real-time
     state. So a transaction sees every earlier one, and those of equal time committed
     before it, never itself or a later one. Windows are ``[t - w, t]`` in time. ``prior``
-    holds, per query, the running statistics before it.
+    holds, per query, the running statistics before it. ``terminal`` holds terminal ids,
+    or integer codes of them (:func:`terminal_codes`; -1 and up).
 
     The offline build passes every customer's transactions, each its own query; the online
     path passes, per transaction, what the state store returned before it followed by the
@@ -252,54 +272,50 @@ def customer_activity(
     base = int(h_t.min()) - HISTORY_US - 1 if len(h_t) else 0
     span = (int(h_t.max()) - base + 1) if len(h_t) else 1
     h_key = h_g * span + (h_t - base)
-    q_key = h_key[at]
-    hi = at
     first = np.searchsorted(h_g, h_g[at], side="left")  # the group's first entry
-    out: dict[str, np.ndarray] = {}
 
-    # every window's start at once, then each window's sums in one pass over the history
-    names = [*CUSTOMER_LONG_WINDOWS, *CUSTOMER_SHORT_WINDOWS]
-    widths = np.array([*CUSTOMER_LONG_WINDOWS.values(), *CUSTOMER_SHORT_WINDOWS.values()])
-    los = np.searchsorted(h_key, q_key[None, :] - widths[:, None], side="left")
-    his = np.broadcast_to(hi, los.shape)
-    n_all = (his - los).astype(np.float64)
-    totals = _segment_sums(h_amount, los.ravel(), his.ravel()).reshape(los.shape)
-    longs = len(CUSTOMER_LONG_WINDOWS)
-    squares = _segment_sums(h_amount * h_amount, los[:longs].ravel(), his[:longs].ravel()).reshape(
-        longs, -1
-    )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.where(n_all > 0, totals / n_all, 0.0)
-        var = np.where(
-            n_all[:longs] > 0, np.maximum(squares / n_all[:longs] - means[:longs] ** 2, 0.0), 0.0
-        )
+    # Every window's start at once (a row per window: at most ``at``), then in one pass
+    # the sums of the amounts over every window and of their squares over the long ones:
+    # [amounts, squares] are summed, the squares' windows shifted past the amounts.
+    los = np.searchsorted(h_key, h_key[at] - _WIDTHS, side="left")
+    n_all = (at - los).astype(np.float64)
+    size = len(h_amount)
+    lo = np.concatenate([los, los[:_LONGS] + size])
+    hi = np.empty_like(lo)
+    hi[: len(los)], hi[len(los) :] = at, at + size
+    sums = _segment_sums(np.concatenate([h_amount, h_amount * h_amount]), lo, hi)
+    totals, squares = sums[: len(los)], sums[len(los) :]
+    # 0 for an empty window (no division by zero)
+    means = np.divide(totals, n_all, out=np.zeros_like(totals), where=n_all > 0)
+    n_long = n_all[:_LONGS]
+    var = np.divide(squares, n_long, out=np.zeros_like(squares), where=n_long > 0)
+    var = np.maximum(var - means[:_LONGS] ** 2, 0.0)
     # terminals as (customer, terminal) codes: "the same terminal" means for this customer
-    terminal_codes = pd.factorize(np.asarray(terminal, dtype=object))[0]
-    prev_same = _previous_same(h_g * (int(terminal_codes.max(initial=0)) + 2) + terminal_codes)
-    for w, name in enumerate(names):
-        n = n_all[w]
-        out[f"customer_tx_count_{name}"] = n
+    codes = terminal_codes(terminal)
+    prev_same = _previous_same(h_g * (int(codes.max(initial=0)) + 2) + codes)
+    distinct = _distinct_in_window(prev_same, los[_LONGS:], at).astype(np.float64)
+    out: dict[str, np.ndarray] = {}
+    for w, name in enumerate(CUSTOMER_LONG_WINDOWS):
+        out[f"customer_tx_count_{name}"] = n_all[w]
         out[f"customer_amount_avg_{name}"] = means[w]
-        if w < longs:
-            out[f"customer_amount_std_{name}"] = np.sqrt(var[w])
-        else:
-            out[f"customer_amount_sum_{name}"] = totals[w]
-            out[f"customer_terminal_count_{name}"] = _distinct_in_window(
-                prev_same, los[w], hi
-            ).astype(np.float64)
+        out[f"customer_amount_std_{name}"] = np.sqrt(var[w])
+    for s, name in enumerate(CUSTOMER_SHORT_WINDOWS):
+        out[f"customer_tx_count_{name}"] = n_all[_LONGS + s]
+        out[f"customer_amount_sum_{name}"] = totals[_LONGS + s]
+        out[f"customer_amount_avg_{name}"] = means[_LONGS + s]
+        out[f"customer_terminal_count_{name}"] = distinct[s]
 
     count = np.asarray(prior.count, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        std = np.sqrt(np.where(count > 0, prior.amount_m2 / count, 0.0))
-        z = (q_amount - prior.amount_mean) / np.maximum(std, AMOUNT_STD_FLOOR)
+    std = np.sqrt(np.divide(prior.amount_m2, count, out=np.zeros(len(count)), where=count > 0))
+    z = (q_amount - prior.amount_mean) / np.maximum(std, AMOUNT_STD_FLOOR)
     out["customer_amount_zscore"] = np.where(count >= 2, z, 0.0)
 
     usual = np.arctan2(prior.hour_sin_sum, prior.hour_cos_sum)
     gap = np.abs(np.angle(np.exp(1j * (hour_angle(q_t) - usual))))  # circular distance
     out["customer_hour_deviation"] = np.where(count > 0, gap * 24 / (2 * np.pi), 0.0)
 
-    has_earlier = hi > first
-    last = h_t[np.maximum(hi - 1, 0)]
+    has_earlier = at > first
+    last = h_t[np.maximum(at - 1, 0)]
     since = np.where(has_earlier, (q_t - last) / MICROS, SINCE_LAST_CAP_S)
     out["customer_seconds_since_last_tx"] = np.minimum(since, SINCE_LAST_CAP_S)
     # new: no earlier entry of the same (customer, terminal) in the history window
@@ -314,7 +330,7 @@ def customer_defaults(n: int) -> dict[str, np.ndarray]:
     return customer_activity(
         np.zeros(n, dtype=np.int64),
         np.zeros(n),
-        np.full(n, "", dtype=object),
+        np.zeros(n, dtype=np.int64),  # one terminal code
         np.arange(n),
         np.arange(n),
         RunningStats(*(np.zeros(n) for _ in range(5))),
