@@ -28,6 +28,7 @@ another customer is refused before any state changes (two round trips instead of
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import json
 import os
@@ -134,9 +135,11 @@ def _parse_stats(text: str) -> tuple[float, float, float, float, float]:
     return a, b, c, d, e
 
 
-def _hour_terms(time_us: int) -> tuple[float, float]:
-    angle = f.hour_angle(np.array([time_us], dtype=np.int64))
-    return float(np.sin(angle)[0]), float(np.cos(angle)[0])
+def _hour_terms(time_us: Sequence[int]) -> tuple[list[float], list[float]]:
+    """The sines and cosines of the transactions' hour angles, as the offline build
+    computes them (:func:`fraudops.features.maths.advance_running_grouped`)."""
+    angle = f.hour_angle(np.array(time_us, dtype=np.int64))
+    return np.sin(angle).tolist(), np.cos(angle).tolist()
 
 
 def _seq_text(seq: int) -> str:
@@ -274,21 +277,34 @@ def _member(seq: int, time_us: int, amount: float, terminal_id: str) -> bytes:
     ).encode() + terminal_id.encode()
 
 
-def _history(members: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """A ``ZRANGEBYSCORE`` reply: times, amounts and terminals."""
+def _histories(
+    replies: Sequence[Sequence[bytes]],
+) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
+    """``ZRANGEBYSCORE`` replies (the members of :func:`_member`): each one's times,
+    amounts and terminals, decoded in one pass for all of them."""
+    members = [m for reply in replies for m in reply]
     if not members:
-        return np.zeros(0, dtype=np.int64), np.zeros(0), []
+        return [(np.zeros(0, dtype=np.int64), np.zeros(0), []) for _ in replies]
     cut = SEQ_DIGITS + 32
     fixed = np.frombuffer(
-        bytes.fromhex(b"".join(m[SEQ_DIGITS:cut] for m in members).decode()), dtype=">i8"
-    ).reshape(-1, 2)
-    times = fixed[:, 0].astype(np.int64)
-    amounts = fixed[:, 1].copy().view(">f8").astype(np.float64)
+        binascii.unhexlify(b"".join([m[SEQ_DIGITS:cut] for m in members])), dtype=_FIXED
+    )
+    times = fixed["time_us"].astype(np.int64)
+    amounts = fixed["amount"].astype(np.float64)
     tails = [m[cut:] for m in members]
     terminals = b"\x00".join(tails).decode().split("\x00")
     if len(terminals) != len(tails):  # an id holding a NUL
         terminals = [t.decode() for t in tails]
-    return times, amounts, terminals
+    out = []
+    start = 0
+    for reply in replies:
+        end = start + len(reply)
+        out.append((times[start:end], amounts[start:end], terminals[start:end]))
+        start = end
+    return out
+
+
+_FIXED = np.dtype([("time_us", ">i8"), ("amount", ">f8")])  # a member's bits, once unhexed
 
 
 class RedisStateStore:
@@ -340,11 +356,11 @@ class RedisStateStore:
     def queue_commits(self, pipe: Any, commits: Sequence[Commit], owner: str) -> None:
         """Add the commits to ``pipe`` (on a single Redis: with their id claims); their
         replies are read by :meth:`outcomes`. On a cluster, call :meth:`claim` first."""
-        for commit in commits:
+        sines, cosines = _hour_terms([commit.time_us for commit in commits])
+        for commit, sin, cos in zip(commits, sines, cosines, strict=True):
             keys = [*self.customer_keys(commit.customer_id), self.record_key(commit)]
             if not self.cluster:
                 keys.append(self.claim_key(commit.transaction_id))
-            sin, cos = _hour_terms(commit.time_us)
             self._commit.queue(
                 pipe,
                 keys,
@@ -360,8 +376,7 @@ class RedisStateStore:
                     self.ttl_ms,
                     LEASE_MS,
                     owner,
-                    struct.pack(">q", commit.time_us).hex()
-                    + struct.pack(">d", commit.amount).hex(),
+                    struct.pack(">qd", commit.time_us, commit.amount).hex(),
                 ],
             )
 
@@ -384,13 +399,17 @@ class RedisStateStore:
         return conflicts
 
     def outcomes(self, commits: Sequence[Commit], replies: Sequence[Any]) -> list[Outcome]:
-        out: list[Outcome] = []
-        for commit, reply in zip(commits, replies, strict=True):
+        for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-            kind = _text(reply[0])
+        kinds = [_text(reply[0]) for reply in replies]
+        histories = iter(
+            _histories([r[3] for r, kind in zip(replies, kinds, strict=True) if kind == "new"])
+        )
+        out: list[Outcome] = []
+        for commit, reply, kind in zip(commits, replies, kinds, strict=True):
             if kind == "new":
-                times, amounts, terminals = _history(reply[3])
+                times, amounts, terminals = next(histories)
                 out.append(
                     Before(
                         int(_text(reply[1])),
@@ -618,7 +637,7 @@ class SqliteStateStore:
         delta = x - mean
         mean = mean + delta / count
         m2 = m2 + delta * delta * n / count
-        hour_sin, hour_cos = _hour_terms(commit.time_us)
+        (hour_sin,), (hour_cos,) = _hour_terms([commit.time_us])
         last = max(last, commit.time_us)
         db.execute(
             "insert into customer_history values (?, ?, ?, ?, ?)",
