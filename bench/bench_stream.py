@@ -174,7 +174,7 @@ class _ConstantCore:
         self.prediction_log = object()
         self.current = self._Loaded()
 
-    def score(self, transactions, source, prediction_ids, log_via):  # type: ignore[no-untyped-def]
+    def score(self, transactions, source, prediction_ids, log_via, shadow_via=None):  # type: ignore[no-untyped-def]
         from fraudops.serving.scoring import ScoreResult
 
         log_via([])
