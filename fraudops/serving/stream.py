@@ -829,10 +829,11 @@ def run_consumer(
     scorer = open_scorer(settings, f"stream-{_safe(consumer)}")
     core = scorer.core
     names = StreamNames.from_settings(settings, stream)
-    client = stream_client(settings, names)
-    if freeze:
-        freeze_startup_heap()
+    client = None
     try:
+        client = stream_client(settings, names)  # if this fails, the scorer still closes
+        if freeze:
+            freeze_startup_heap()
         core.follow_champion()
         worker = StreamConsumer(
             core,
@@ -848,7 +849,8 @@ def run_consumer(
         return worker.run(stop)
     finally:
         scorer.close()
-        client.close()
+        if client is not None:
+            client.close()
 
 
 def stream_client(settings: Settings, names: StreamNames) -> redis.Redis:
