@@ -20,10 +20,17 @@ The summary is written to the challenger's registered version (tags ``live.*``) 
 as an MLflow run, so the MLflow UI shows it where people promote. ``fraudops promote
 --evidence live`` decides on the same figures.
 
-The bootstrap resamples transactions with replacement as multinomial counts (``resamples``
-rows of weights), so every metric is computed for all resamples at once with weighted,
-vectorised formulas instead of a Python loop per resample; with all weights 1 they equal
-scikit-learn's and :func:`fraudops.model.evaluation.card_precision_at_k` (tested).
+The bootstrap resamples cards (customers), not transactions: a card's transactions are
+not independent, and card precision@k counts cards. A resample draws the window's cards
+with replacement; each card's transactions weigh as often as the card was drawn, and a card
+drawn twice counts as two cards in the top k (as two copies of it would). Resampling
+transactions instead keeps about 63 % of the distinct cards in each resample, so fewer
+compromised cards reach the top k and the card precision interval fell below its own point.
+Resamples are multinomial counts (``resamples`` rows of weights), so every metric is
+computed for all resamples at once with weighted, vectorised formulas instead of a Python
+loop per resample; with all weights 1 they equal scikit-learn's and
+:func:`fraudops.model.evaluation.card_precision_at_k`, and with any weights they equal them
+on the cards copied as the weights say (tested).
 """
 
 from __future__ import annotations
@@ -122,45 +129,43 @@ def weighted_card_precision_at_k(
     cards: np.ndarray,
     labels: np.ndarray,
     scores: np.ndarray,
-    weights: np.ndarray,
+    card_weights: np.ndarray,
     k: int = CARD_K,
 ) -> np.ndarray:
     """The Handbook's card precision@k (see :func:`fraudops.model.evaluation.card_precision_at_k`)
-    for each row of ``weights``: a card's daily score is its highest score among the
-    transactions the row keeps, cards already found compromised on earlier days drop out.
-    ``days`` and ``cards`` are integer codes."""
-    resamples = weights.shape[0]
-    known = np.zeros((resamples, int(cards.max()) + 1 if len(cards) else 0), dtype=bool)
-    rows = np.arange(resamples)[:, None]
+    for each row of ``card_weights`` (resamples x cards: how many copies of each card the
+    resample holds). A card's daily score is its highest score that day and each copy takes
+    one of the k places; cards found compromised on earlier days drop out. ``days`` and
+    ``cards`` are integer codes, one per transaction."""
+    resamples = card_weights.shape[0]
+    known = np.zeros_like(card_weights)  # copies of each card found compromised so far
     daily = []
     for day in np.unique(days):
         index = np.flatnonzero(days == day)
         index = index[np.argsort(cards[index], kind="stable")]
-        day_cards = cards[index]
-        starts = _groups(day_cards)
-        codes = day_cards[starts]
-        kept = weights[:, index] > 0
-        card_score = np.maximum.reduceat(np.where(kept, scores[index], -np.inf), starts, axis=1)
-        card_fraud = np.maximum.reduceat(np.where(kept, labels[index], 0), starts, axis=1)
-        card_score[known[:, codes]] = -np.inf
-        if len(codes) > k:
-            top = np.argpartition(-card_score, k - 1, axis=1)[:, :k]
-        else:
-            top = np.broadcast_to(np.arange(len(codes)), (resamples, len(codes)))
-        found = (np.take_along_axis(card_score, top, axis=1) > -np.inf) & (
-            np.take_along_axis(card_fraud, top, axis=1) > 0
-        )
+        starts = _groups(cards[index])
+        codes = cards[index][starts]
+        card_score = np.maximum.reduceat(scores[index], starts)
+        card_fraud = np.maximum.reduceat(labels[index], starts) > 0
+        order = np.argsort(-card_score, kind="stable")  # the riskiest first
+        codes, card_fraud = codes[order], card_fraud[order]
+        copies = card_weights[:, codes] - known[:, codes]
+        before = np.cumsum(copies, axis=1) - copies
+        found = np.clip(k - before, 0, copies) * card_fraud  # compromised copies in the top k
         daily.append(found.sum(axis=1) / k)
-        known[np.broadcast_to(rows, top.shape)[found], codes[top[found]]] = True
+        known[:, codes] += found
     return np.mean(daily, axis=0) if daily else np.full(resamples, np.nan)
 
 
 # --- the bootstrap -------------------------------------------------------------------------
-def resample_weights(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
-    """Bootstrap resamples of ``n`` transactions as counts (how often each is drawn), in
-    chunks of rows that keep memory bounded."""
+def resample_weights(
+    n: int, resamples: int, seed: int, row_cells: int | None = None
+) -> Iterator[np.ndarray]:
+    """Bootstrap resamples of ``n`` units (cards) as counts (how often each is drawn), in
+    chunks of rows that keep memory bounded: a chunk holds at most ``_CHUNK_CELLS`` cells
+    of rows ``row_cells`` wide (default ``n``; the transactions the counts expand to)."""
     rng = np.random.default_rng(seed)
-    per_chunk = max(1, min(resamples, _CHUNK_CELLS // max(n, 1)))
+    per_chunk = max(1, min(resamples, _CHUNK_CELLS // max(row_cells or n, 1)))
     done = 0
     while done < resamples:
         rows = min(per_chunk, resamples - done)
@@ -198,7 +203,8 @@ def labelled_metrics(
     k: int = CARD_K,
 ) -> dict[str, dict[str, Estimate]]:
     """Champion's, challenger's and the difference's (challenger minus champion) metrics
-    with bootstrap intervals, on labelled pairs (:data:`PAIR_COLUMNS` with ``is_fraud``)."""
+    with bootstrap intervals, on labelled pairs (:data:`PAIR_COLUMNS` with ``is_fraud``).
+    The bootstrap draws cards (see the module's docstring)."""
     labels = frame[c.IS_FRAUD].to_numpy(dtype=np.float64)
     days = pd.factorize(frame["event_timestamp"].dt.floor("D"))[0]
     cards = pd.factorize(frame[c.CUSTOMER_ID])[0]
@@ -216,10 +222,11 @@ def labelled_metrics(
     samples: dict[str, dict[str, list[np.ndarray]]] = {
         role: {name: [] for name in metric_fns} for role in scores
     }
-    for weights in resample_weights(len(frame), resamples, seed):
+    for card_weights in resample_weights(int(cards.max()) + 1, resamples, seed, len(frame)):
+        weights = card_weights[:, cards]  # each transaction weighs as its card was drawn
         for role, s in scores.items():
             for name, fn in metric_fns.items():
-                samples[role][name].append(fn(s, weights))
+                samples[role][name].append(fn(s, card_weights if name == cp_name else weights))
     result: dict[str, dict[str, Estimate]] = {"champion": {}, "challenger": {}, "difference": {}}
     points = {}
     for role, s in scores.items():
