@@ -27,6 +27,9 @@ dropped)::
    no-op and scorer runs; medians over rounds. Goals at each concurrency: p50 within 1.3x
    and p99 within 1.5x of the no-op's, throughput at least 75 % of the no-op's, no failed
    request.
+3b. What a contended customer waits: at the highest concurrency, all connections send
+   bursts of ``HOT_BURST`` transactions of one new customer at a time, against the same
+   connections sending many customers' (``contended_customer`` in the JSON).
 4. ``/score_batch`` with 1,000-transaction batches from 1 and 2 client threads:
    transactions/s, goal at least 5,000.
 
@@ -72,6 +75,7 @@ logger = logging.getLogger("bench_service")
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "bench" / "results" / "service.json"
+HOT_BURST = 50  # a contended customer's burst: transactions sent at once (card testing)
 REDIS_URL = "redis://127.0.0.1:6379/9"  # this benchmark's own DB: flushed at start and end
 POSTGRES_URL = os.environ.get(
     "FRAUDOPS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -311,17 +315,32 @@ def clone_customer_states(values: dict[str, str]) -> int:
 
 
 def run_load(
-    server: Server, concurrency: int, seconds: float, stream: Stream, run: str, advance: bool
+    server: Server,
+    concurrency: int,
+    seconds: float,
+    stream: Stream,
+    run: str,
+    advance: bool,
+    hot_customer: str = "",
 ) -> dict[str, Any]:
     """``concurrency`` keep-alive connections POSTing ``/score`` back to back for ``seconds``,
     from a second process, sending the stream from its cursor; moves the cursor past what
-    was sent when ``advance`` (the scorer's runs; the no-op's runs send the same ones)."""
+    was sent when ``advance`` (the scorer's runs; the no-op's runs send the same ones).
+    ``hot_customer``: every transaction is that customer's instead."""
     import multiprocessing
 
     import numpy as np
 
     job = LoadJob(
-        server.url, concurrency, seconds, str(stream.path), stream.cursor, stream.span, run, API_KEY
+        server.url,
+        concurrency,
+        seconds,
+        str(stream.path),
+        stream.cursor,
+        stream.span,
+        run,
+        API_KEY,
+        hot_customer,
     )
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no shared GIL
     with context.Pool(1) as pool:
@@ -363,6 +382,7 @@ class LoadJob:
     span: int
     run: str
     api_key: str
+    hot_customer: str = ""  # when set, requests come in bursts of one customer's (contended)
 
 
 @dataclass(frozen=True)
@@ -401,6 +421,8 @@ def generate_load(job: LoadJob) -> LoadDone:
         epoch, customer, terminal, amount = rows[i]
         at = clock.strftime("%Y-%m-%dT%H:%M:%SZ", clock.gmtime(int(epoch) + lap * job.span))
         customer = f"{customer}-{clone:03d}" if clone else customer
+        if job.hot_customer:  # bursts of HOT_BURST transactions of one new customer
+            customer = f"{job.hot_customer}-{index // HOT_BURST}"
         return (
             f'{{"transaction":{{"transaction_id":"bench-{job.run}-{index}","timestamp":"{at}",'
             f'"customer_id":"{customer}","terminal_id":"{terminal}","amount":{amount}}}}}'
@@ -643,6 +665,11 @@ def run_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                     if args.references and 1 in args.concurrency
                     else None
                 )
+                contended = (
+                    measure_contended(scorer, stream, sizes, max(args.concurrency))
+                    if max(args.concurrency) > 1
+                    else None
+                )
                 batch = measure_batch(noop, scorer, stream, sizes)
                 drained = wait_for_log_backlog(scorer)
             time.sleep(1.0)  # the log writer's last flush at shutdown
@@ -666,6 +693,7 @@ def run_benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         },
         "single": single,
         "references": references,
+        "contended_customer": contended,
         "batch": batch,
         "prediction_log_final": {**logged, **drained},
     }
@@ -823,6 +851,35 @@ def measure_single(
         level["scorer_vs_noop"] = versus(rounds["noop"], rounds["scorer"])
         out[f"concurrency_{concurrency}"] = level
     return out
+
+
+def measure_contended(
+    scorer: Server, stream: Stream, sizes: dict[str, int], concurrency: int
+) -> dict[str, Any]:
+    """What a contended customer waits: ``concurrency`` connections all sending one new
+    customer's transactions, ``HOT_BURST`` of them, then the next customer's (bursts, as
+    card testing sends them), against the same connections sending the stream's many
+    customers, rounds alternated. A customer's commits run one after another in Redis
+    (one script at a time) and nothing else waits: no lock, no retry."""
+    rounds: dict[str, list[dict[str, Any]]] = {"many_customers": [], "one_customer": []}
+    for r in range(sizes["rounds"]):
+        for name in rounds:
+            hot = f"bench-hot-{r}" if name == "one_customer" else ""
+            rounds[name].append(
+                run_load(scorer, concurrency, sizes["round_s"], stream, f"{name}-{r}", True, hot)
+            )
+    level: dict[str, Any] = {name: summarize(runs) for name, runs in rounds.items()}
+    many, one = level["many_customers"], level["one_customer"]
+    return {
+        "what": f"{concurrency} connections: bursts of {HOT_BURST} transactions of one new "
+        "customer at a time against many customers' transactions, rounds alternated",
+        **level,
+        "one_vs_many": {
+            "p50_ratio": round(one["p50_ms"] / many["p50_ms"], 3),
+            "p99_ratio": round(one["p99_ms"] / many["p99_ms"], 3),
+            "throughput_ratio": round(one["requests_per_s"] / many["requests_per_s"], 3),
+        },
+    }
 
 
 def measure_references(

@@ -28,6 +28,9 @@ promote. The last days are the events (held-out history, in time order).
    ``--py-spy``, or /tmp/pyspy/bin/py-spy, e.g. ``pip install --target /tmp/pyspy
    py-spy``): another burst of the next events while py-spy samples the consumer, so (3)
    and (4) are measured without it. The JSON lists where the consumer's time goes.
+6. Two consumers (before 5): a second ``fraudops stream`` joins the first's group and both
+   drain a backlog of half as many events as (3), against the one consumer of (3)
+   (``two_consumers`` in the JSON; on 2 cores the pair shares them with Redis).
 
 Results are printed and written as JSON.
 """
@@ -61,7 +64,7 @@ DEFAULT_OUT = REPO / "bench" / "results" / "stream.json"
 REDIS_URL = "redis://127.0.0.1:6379/10"  # this benchmark's own DB: flushed at start and end
 PREFIX = "bench"
 GOAL_EVENTS_PER_S = 5_000
-FULL = {"customers": 5_000, "terminals": 10_000, "days": 48, "event_days": 7, "events": 30_000}
+FULL = {"customers": 5_000, "terminals": 10_000, "days": 51, "event_days": 10, "events": 30_000}
 QUICK = {"customers": 1_000, "terminals": 2_000, "days": 33, "event_days": 3, "events": 4_000}
 # Runs `fraudops stream` whether or not fraudops.cli.app registers it yet.
 CONSUMER = (
@@ -215,12 +218,14 @@ def plumbing(client: Any, events: list[dict], batch_size: int, max_wait_ms: int)
 
 
 # --- 3 and 4. the consumer process ----------------------------------------------------------
-def start_consumer(values: dict[str, str], log_path: Path, batch_size: int, max_wait_ms: int):  # type: ignore[no-untyped-def]
+def start_consumer(  # type: ignore[no-untyped-def]
+    values: dict[str, str], log_path: Path, batch_size: int, max_wait_ms: int, name: str = "bench-1"
+):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDOPS_")} | values
     args = [
         "stream",
         "--consumer",
-        "bench-1",
+        name,
         "--batch-size",
         str(batch_size),
         "--max-wait-ms",
@@ -236,7 +241,9 @@ def start_consumer(values: dict[str, str], log_path: Path, batch_size: int, max_
         )
 
 
-def wait_until_consuming(client: Any, process: subprocess.Popen, log_path: Path) -> float:
+def wait_until_consuming(
+    client: Any, process: subprocess.Popen, log_path: Path, name: str = "bench-1"
+) -> float:
     """Seconds until the consumer has joined its group (after loading the model)."""
     import redis
 
@@ -248,29 +255,37 @@ def wait_until_consuming(client: Any, process: subprocess.Popen, log_path: Path)
                 f"consumer exited ({process.returncode}):\n{log_path.read_text()[-3000:]}"
             )
         with contextlib.suppress(redis.ResponseError):  # no stream or group yet
-            if any(c["name"] == "bench-1" for c in client.xinfo_consumers(key, "scorers")):
+            if any(c["name"] == name for c in client.xinfo_consumers(key, "scorers")):
                 return time.perf_counter() - started
         time.sleep(0.1)
     raise TimeoutError(f"consumer not consuming after 180 s:\n{log_path.read_text()[-3000:]}")
 
 
-def drain_backlog(client: Any, process: subprocess.Popen, scores: str, events: int) -> dict:
-    """Poll the scores stream while the consumer drains the backlog: the rate from the
-    first score to the last, and the consumer's CPU time meanwhile (Linux)."""
+def drain_backlog(
+    client: Any, process: subprocess.Popen | list[subprocess.Popen], scores: str, events: int
+) -> dict:
+    """Poll the scores stream while the consumers drain the backlog: the rate from the
+    first score to the last, and the consumers' CPU time meanwhile (Linux)."""
+    processes = process if isinstance(process, list) else [process]
+    before = client.xlen(scores)  # scores of earlier runs
+
+    def cpu_seconds() -> float:
+        return sum(_cpu_seconds(p.pid) for p in processes)
+
     deadline = time.perf_counter() + 600
     first = None
     while True:
         now = time.perf_counter()
-        done = client.xlen(scores)
+        done = client.xlen(scores) - before
         if done and first is None:
-            first, first_done, cpu_first = now, done, _cpu_seconds(process.pid)
-        if done >= events or now > deadline or process.poll() is not None:
+            first, first_done, cpu_first = now, done, cpu_seconds()
+        if done >= events or now > deadline or any(p.poll() is not None for p in processes):
             break
         time.sleep(0.005)
     if first is None or done == first_done:
-        raise RuntimeError(f"the consumer scored {done} of {events} backlog events")
+        raise RuntimeError(f"the consumers scored {done} of {events} backlog events")
     seconds = now - first
-    cpu = _cpu_seconds(process.pid) - cpu_first
+    cpu = cpu_seconds() - cpu_first
     return {
         "what": "backlog XADDed before the consumer started; first .. last score",
         "events": events,
@@ -472,6 +487,9 @@ def main() -> None:
 
             names = StreamNames.from_settings(get_settings())
             live_events, rest = rest[: n // 2], rest[n // 2 :]
+            # the last n / 2 events for two consumers, if the latency run keeps 1,000 or more
+            pair = rest[-(n // 2) :] if len(rest) >= n // 2 + 1_000 else []
+            rest = rest[: len(rest) - len(pair)]
             fill_stream(client, names.transactions, burst)
             log_path = Path(tmp) / "consumer.log"
             process = start_consumer(values, log_path, args.batch_size, args.max_wait_ms)
@@ -524,6 +542,13 @@ def main() -> None:
                     "missing": run["missing"],
                     "latency_ms": run["latency_ms"],
                 }
+                if pair:
+                    logger.info("two consumers: a backlog of %d events", len(pair))
+                    result["two_consumers"] = two_consumers(
+                        client, process, values, Path(tmp), names, pair, args, result["throughput"]
+                    )
+                else:
+                    result["two_consumers"] = {"skipped": "too few held-out events"}
                 py_spy = find_py_spy(args.py_spy)
                 wanted = args.profile or not result["throughput"]["meets_goal"]
                 extra = rest[len(paced) : len(paced) + args.profile_events]
@@ -542,6 +567,7 @@ def main() -> None:
                 result["throughput"]["scored"]
                 + result["live"]["scored"]
                 + result["latency"]["scored"]
+                + result["two_consumers"].get("scored", 0)
                 + result.get("profile", {}).get("scored", 0)
             )
         finally:
@@ -551,6 +577,43 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+
+
+def two_consumers(  # type: ignore[no-untyped-def]
+    client: Any,
+    first: subprocess.Popen,
+    values: dict[str, str],
+    tmp: Path,
+    names,
+    events: list,
+    args,
+    one: dict,
+) -> dict[str, Any]:
+    """Two consumers on one stream against one: a second ``fraudops stream`` process joins
+    the running one's group, then a backlog of ``events`` is XADDed and drained by both.
+    On this 2-core machine they share the cores with Redis, so the pair shows the
+    consumers' coordination (every event scored once, state exact), not a cluster's
+    scaling."""
+    log_path = tmp / "consumer-2.log"
+    second = start_consumer(values, log_path, args.batch_size, args.max_wait_ms, "bench-2")
+    try:
+        wait_until_consuming(client, second, log_path, "bench-2")
+        fill_stream(client, names.transactions, events)
+        drained = drain_backlog(client, [first, second], names.scores, len(events))
+    finally:
+        stopped = stop_consumer(second)
+    per_consumer = {
+        c["name"]: c["pending"] for c in client.xinfo_consumers(names.transactions, "scorers")
+    }
+    return {
+        **drained,
+        "what": "a second consumer joins the first; backlog XADDed once both consume; "
+        "first .. last score",
+        "one_consumer_events_per_s": one["events_per_s"],
+        "two_over_one": round(drained["events_per_s"] / one["events_per_s"], 3),
+        "pending_after": per_consumer,
+        "second_consumer_exit": stopped,
+    }
 
 
 def _customers_per_batch(events: pd.DataFrame, batch_size: int) -> float:
