@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from tests.integration.conftest import (
     REPO,
     Server,
-    bentoml_serve,
+    bentoml_serve_all,
     environment,
     prepare_trained_environment,
 )
@@ -143,11 +143,9 @@ def topology(
         )
     engine = sa.create_engine(values["FRAUDOPS_DATABASE_URL"])
     try:
-        with (
-            bentoml_serve({**values, "FRAUDOPS_WORKERS": "2"}, logs / "a.log") as a,
-            bentoml_serve(values, logs / "b.log") as b,
-        ):
-            yield Topology(values, [a, b], client, names.transactions, engine)
+        replicas = [({**values, "FRAUDOPS_WORKERS": "2"}, logs / "a.log"), (values, logs / "b.log")]
+        with bentoml_serve_all(replicas) as servers:
+            yield Topology(values, servers, client, names.transactions, engine)
     finally:
         consumer.terminate()
         consumer.wait(timeout=30)
