@@ -309,13 +309,16 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         if created.returncode != 0:
             service_missing("redis-cluster", f"redis-cli --cluster create failed: {created.stdout}")
         deadline = time.monotonic() + 30
-        while True:
-            info = subprocess.run(
-                ["redis-cli", "-p", str(ports[0]), "cluster", "info"],
-                capture_output=True,
-                text=True,
-            ).stdout
-            if "cluster_state:ok" in info:
+        while True:  # every node, not the first only: each learns the slots on its own
+            infos = [
+                subprocess.run(
+                    ["redis-cli", "-p", str(port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                for port in ports
+            ]
+            if all("cluster_state:ok" in info for info in infos):
                 break
             if time.monotonic() > deadline:
                 service_missing("redis-cluster", "the cluster did not reach state ok in 30 s")
