@@ -213,11 +213,12 @@ def labelled_metrics(
         for role in ("champion", "challenger")
     }
     cp_name = f"card_precision_at_{k}"
-    metric_fns: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-        "roc_auc": lambda s, w: weighted_roc_auc(labels, s, w),
-        "average_precision": lambda s, w: weighted_average_precision(labels, s, w),
-        "brier": lambda s, w: weighted_brier(labels, s, w),
-        cp_name: lambda s, w: weighted_card_precision_at_k(days, cards, labels, s, w, k),
+    # each takes the scores, the transactions' weights and the cards' (one row a resample)
+    metric_fns: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+        "roc_auc": lambda s, w, _: weighted_roc_auc(labels, s, w),
+        "average_precision": lambda s, w, _: weighted_average_precision(labels, s, w),
+        "brier": lambda s, w, _: weighted_brier(labels, s, w),
+        cp_name: lambda s, _, cw: weighted_card_precision_at_k(days, cards, labels, s, cw, k),
     }
     samples: dict[str, dict[str, list[np.ndarray]]] = {
         role: {name: [] for name in metric_fns} for role in scores
@@ -226,7 +227,7 @@ def labelled_metrics(
         weights = card_weights[:, cards]  # each transaction weighs as its card was drawn
         for role, s in scores.items():
             for name, fn in metric_fns.items():
-                samples[role][name].append(fn(s, card_weights if name == cp_name else weights))
+                samples[role][name].append(fn(s, weights, card_weights))
     result: dict[str, dict[str, Estimate]] = {"champion": {}, "challenger": {}, "difference": {}}
     points = {}
     for role, s in scores.items():
