@@ -42,9 +42,13 @@ system-deps:  ## As root (CI): install docker-compose and chromium for the compo
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
 	else echo "not root: skipping system packages (docker-compose, chromium); their tests will say so"; fi
 
+# Test workers (pytest-xdist), each taking whole modules (their fixtures stay in one
+# process), the longest first; each worker has its own throwaway Redis. Most tests wait on
+# servers they start, so two workers help even on 2 cores. TEST_WORKERS=1: one process.
+TEST_WORKERS ?= 2
 test: EXTRAS = --extra spark
 test: setup  ## Run the whole test suite (unit, model, integration; Spark's extra included)
-	@$(RUN) pytest tests
+	@$(RUN) pytest tests $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 test-unit: setup  ## Unit tests only (no services)
 	@$(RUN) pytest tests/unit

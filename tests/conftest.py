@@ -1,9 +1,10 @@
 """Shared fixtures: isolated settings, and the real services the integration tests need.
 
 Services are found or started, never faked:
-- Redis: ``FRAUDOPS_TEST_REDIS_URL``; else, with ``CI=true``, 127.0.0.1:6379; else a
-  throwaway ``redis-server`` on a free port for the session (a user's Redis is never
-  flushed).
+- Redis: ``FRAUDOPS_TEST_REDIS_URL``; else, with ``CI=true`` and in one process,
+  127.0.0.1:6379; else a throwaway ``redis-server`` on a free port for the session, one per
+  worker under ``pytest -n N`` (a user's Redis is never flushed, and two workers never
+  flush each other's DBs).
 - PostgreSQL: ``FRAUDOPS_TEST_DATABASE_URL`` (alias ``FRAUDOPS_TEST_POSTGRES_URL``); else,
   with ``CI=true``, postgresql://postgres@127.0.0.1:5432/test; else the PostgreSQL tests skip
   saying why. Each test creates a database of its own and drops it (a user's databases are
@@ -28,6 +29,23 @@ from typing import NoReturn
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# the test processes: pytest -n N (make test) runs N workers, each with its own fixtures
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules marked ``slow(seconds)`` first, the longest first: the workers of
+    ``pytest -n N --dist loadfile`` (`make test`) take whole modules in this order, and the
+    short ones then fill the gaps; the longest taken last would leave one worker running it
+    alone."""
+
+    def seconds(item: pytest.Item) -> float:
+        slow = item.get_closest_marker("slow")
+        return float(slow.args[0]) if slow is not None and slow.args else 0.0
+
+    items.sort(key=seconds, reverse=True)  # stable: a module's tests keep their order
+
+
 _unavailable: dict[str, str] = {}
 
 
@@ -37,6 +55,19 @@ def service_missing(name: str, reason: str) -> NoReturn:
     if IN_CI:
         pytest.fail(f"{name} is required in CI but unavailable: {reason}", pytrace=False)
     pytest.skip(f"{name} unavailable: {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A worker of ``pytest -n N`` hands the services it missed to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["unavailable"] = dict(_unavailable)
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: none without pytest-xdist
+def pytest_testnodedown(node, error) -> None:  # type: ignore[no-untyped-def]
+    """The controller of ``pytest -n N`` gathers the services its workers missed."""
+    _unavailable.update(getattr(node, "workeroutput", {}).get("unavailable", {}))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
@@ -120,11 +151,18 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def redis_server() -> Iterator[str]:
     """Base URL (no DB number) of a Redis server the tests may flush.
 
-    ``FRAUDOPS_TEST_REDIS_URL`` if set; in CI the machine's own Redis on 127.0.0.1:6379;
-    otherwise a throwaway ``redis-server`` started for the session, so that a user's own
-    Redis is never touched."""
+    ``FRAUDOPS_TEST_REDIS_URL`` if set; in CI, in one process, the machine's own Redis on
+    127.0.0.1:6379; otherwise a throwaway ``redis-server`` started for the session (for each
+    test worker, as `make test` runs them), so that a user's own Redis is never touched and
+    two workers never flush each other's DBs."""
     url = os.environ.get("FRAUDOPS_TEST_REDIS_URL")
-    if url is None and IN_CI and _redis_answers("redis://127.0.0.1:6379"):
+    if url is not None and WORKERS > 1:
+        pytest.fail(
+            "FRAUDOPS_TEST_REDIS_URL names one server for several test workers, which would "
+            "flush each other's DBs: run the tests in one process (make test TEST_WORKERS=1)",
+            pytrace=False,
+        )
+    if url is None and IN_CI and WORKERS == 1 and _redis_answers("redis://127.0.0.1:6379"):
         url = "redis://127.0.0.1:6379"
     if url is not None:
         if not _redis_answers(url):

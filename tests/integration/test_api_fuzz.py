@@ -25,7 +25,7 @@ from schemathesis.checks import not_a_server_error
 
 from tests.integration.conftest import Server, bentoml_serve, prepare_trained_environment
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow(25)]
 API_KEY = "fuzz-key-not-a-secret"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 REDIS_DB = 15  # this module's own: flushed before and after

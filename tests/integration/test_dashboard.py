@@ -30,7 +30,7 @@ from fraudops.core.settings import Settings, get_settings
 from tests.conftest import IN_CI, free_port
 from tests.integration.conftest import REPO, environment
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow(35)]
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "tests" / "artifacts"

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from tests.conftest import free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow(100)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -53,6 +53,10 @@ def test_demo_against_redis_postgresql_and_an_mlflow_server(
             mlflow_db,
             "--artifacts-destination",
             str(tmp_path / "artifacts"),
+            # one worker, not MLflow's default four: the others' start-up took CPU from
+            # the demo's first steps on a 2-core machine, and one client needs one worker
+            "--workers",
+            "1",
         ],
         stdout=mlflow_log,
         stderr=subprocess.STDOUT,

@@ -32,7 +32,7 @@ from tests.integration.conftest import (
     prepare_trained_environment,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow(60)]
 API_KEY = "exactly-once-test-key-0123456789"
 AT = "2026-05-11T10:00:00Z"
 

@@ -30,7 +30,7 @@ from tests.integration.conftest import (
 )
 from tests.proxy import TcpProxy
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow(50)]
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-not-a-secret"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

@@ -33,7 +33,7 @@ from fraudops.features.build import STATE_FIELDS, build_from_offline_store
 from tests.conftest import service_missing
 from tests.integration.conftest import environment
 
-pytestmark = [pytest.mark.integration, pytest.mark.spark]
+pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow(80)]
 
 CUSTOMERS, TERMINALS, DAYS = 2_000, 4_000, 60
 ROWS_PER_PART = "80000"  # three parts of customers: the split is exercised, not one call
