@@ -64,16 +64,6 @@ def test_demo_against_redis_postgresql_and_an_mlflow_server(
     redis_db = f"{redis_server}/8"
     redis.Redis.from_url(redis_db).flushdb()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, (tmp_path / "mlflow.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
         env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDOPS_")}
         env.update(
             {
@@ -84,32 +74,54 @@ def test_demo_against_redis_postgresql_and_an_mlflow_server(
                 "FRAUDOPS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
             }
         )
-        demo = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "scripts" / "demo.py"),
-                "--use-settings",
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--customers",
-                "300",
-                "--terminals",
-                "600",
-                "--days",
-                "36",  # the challenger trains on 14 days: 35 before today
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+        # The demo starts while MLflow does: its first steps (simulate, ingest, features,
+        # materialize) do not use MLflow, and should `fraudops train` come before MLflow is
+        # up, MLflow's client retries the refused connection (MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+        # some 4 minutes in all), as it would while a server restarts.
+        out_path, err_path = tmp_path / "demo.out", tmp_path / "demo.err"
+        with out_path.open("w") as out, err_path.open("w") as err:
+            running = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "scripts" / "demo.py"),
+                    "--use-settings",
+                    "--data-dir",
+                    str(tmp_path / "data"),
+                    "--customers",
+                    "300",
+                    "--terminals",
+                    "600",
+                    "--days",
+                    "36",  # the challenger trains on 14 days: 35 before today
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=err,
+            )
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert server.poll() is None, (tmp_path / "mlflow.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+            returncode = running.wait(timeout=900)
+        finally:
+            if running.poll() is None:
+                running.kill()
+                running.wait()
+        stdout, stderr = out_path.read_text(), err_path.read_text()
+        assert returncode == 0, stdout[-3000:] + stderr[-3000:]
         summary = json.loads((tmp_path / "data" / "summary.json").read_text())
         replay = summary["replay"]
         assert replay["sent"] == summary["live_transactions"] > 0
         assert replay["errors"] == 0 and replay["scored"] == replay["sent"]
-        assert f"Replayed {replay['sent']} transactions" in demo.stdout
+        assert f"Replayed {replay['sent']} transactions" in stdout
         engine = sa.create_engine(log_url)
         with engine.connect() as conn:
             logged = conn.execute(sa.text("select count(*) from predictions")).scalar_one()
@@ -139,7 +151,7 @@ def test_demo_against_redis_postgresql_and_an_mlflow_server(
             f"Compared @challenger v{comparison['challenger_version']} with @champion "
             f"v{comparison['champion_version']} on {logged} live transactions: same decision "
             f"{comparison['decision_agreement']:.4f}, {comparison['labelled']} labelled "
-            f"({comparison['frauds']} frauds)." in demo.stdout
+            f"({comparison['frauds']} frauds)." in stdout
         )
         version = httpx.get(
             f"http://127.0.0.1:{port}/api/2.0/mlflow/model-versions/get",
