@@ -159,6 +159,9 @@ def bentoml_serve(
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDOPS_")}
     env.update(values)
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    # each server's metrics of its own: a `bentoml serve` empties its home's Prometheus
+    # directory as it starts (docs/operations.md)
+    env["BENTOML_HOME"] = str(log_path.parent / f"bentoml-home-{port}")
     bentoml = Path(sys.executable).with_name("bentoml")
     with log_path.open("w") as log:
         process = subprocess.Popen(

@@ -294,7 +294,9 @@ def main() -> int:
             server = subprocess.Popen(  # the challenger scores every transaction in shadow
                 [str(BIN / "bentoml"), "serve", "--port", str(port)],
                 cwd=ROOT,
-                env={**env, "FRAUDOPS_SHADOW": "true"},
+                # BENTOML_HOME of its own: a starting `bentoml serve` empties its home's
+                # Prometheus directory, which would blank the /metrics of a scorer of yours
+                env={**env, "FRAUDOPS_SHADOW": "true", "BENTOML_HOME": str(data / "bentoml")},
                 stdout=(data / "serve.log").open("w"),
                 stderr=subprocess.STDOUT,
             )

@@ -154,6 +154,9 @@ def _start_server(values: dict[str, str], log_path: Path) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDOPS_")}
     env.update(values)
+    # a home of its own: `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir as it
+    # starts, which took another running server's /metrics with it (docs/operations.md)
+    env["BENTOML_HOME"] = str(log_path.parent / f"bentoml-home-{port}")
     bentoml = Path(sys.executable).with_name("bentoml")
     with log_path.open("w") as log:
         process = subprocess.Popen(

@@ -318,8 +318,15 @@ def test_redis_black_hole_times_out_into_degraded_mode_and_recovers(stack: Stack
         answers = [stack.post("/score", {"transaction": transaction(i)}) for i in range(20)]
         elapsed = time.monotonic() - started
         assert all(a.status_code == 200 and a.json()["degraded"] for a in answers)
-        # 0.3 s timeouts: one request per second tries Redis, the rest answer at once
-        assert elapsed < 3.0, elapsed
+        # 0.3 s timeouts: one request per second tries Redis, the rest answer at once. Told
+        # by the time each took in the scorer, not by the client's clock: with another
+        # test's servers on the same cores, 20 requests took 3.4 s where alone they take 1.5
+        waited = [a.json()["latency_ms"] for a in answers if a.json()["latency_ms"] >= 250]
+        assert max(a.json()["latency_ms"] for a in answers) < 300 + 200, answers[-1].json()
+        assert len(waited) <= int(elapsed) + 1 and len(waited) < len(answers) / 2, (
+            waited,
+            elapsed,
+        )
     finally:
         stack.redis_proxy.resume()
     assert wait_for(
@@ -550,6 +557,7 @@ def test_refusing_to_start_exits_non_zero_with_the_reason_on_stderr(tmp_path: Pa
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDOPS_")}
     env["FRAUDOPS_DATA_DIR"] = str(tmp_path / "empty")
+    env["BENTOML_HOME"] = str(tmp_path / "bentoml")  # see tests/integration/conftest.py
     bentoml = Path(sys.executable).with_name("bentoml")
     done = subprocess.run(
         [str(bentoml), "serve", "--port", str(free_port()), "--host", "127.0.0.1"],
